@@ -1,0 +1,191 @@
+"""The agent's turn: schema, the text format models answer in, its parser and its grammar.
+
+A turn is four things (the generative-RL agent: anticipate, plan, talk, act)::
+
+    PLAN: take the centre, then block their diagonal
+    PREDICT: player_2=3
+    MESSAGE: I'll cover the left side            (only in games that allow talk)
+    ACTION: 5
+
+Line tags are easier for small models than JSON; the parser also accepts a JSON object with the same keys.
+Parsing is tolerant about layout (case, spacing, code fences, extra prose) and *exact about the action*: the
+action must equal one legal label after trimming quotes/brackets and case - no "last integer in the text"
+heuristics, which is how other frameworks extract the wrong move.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+
+from llmmarl.envs.base import MessageRules
+
+
+class Turn(BaseModel):
+    """One parsed agent turn."""
+
+    plan: str = Field("", description="The agent's intended next moves, in its own words.")
+    predictions: dict[str, str] = Field(
+        default_factory=dict, description="Predicted next action label of named other agents."
+    )
+    message: str | None = Field(None, description="Words to teammates, if the game allows talk.")
+    message_to: str | None = Field(None, description="The teammate addressed (directed messages only).")
+    action: str = Field(description="One legal action label, exactly as listed.")
+
+
+class ParseResult(BaseModel):
+    turn: Turn | None = None
+    error: str | None = Field(None, description="Why no legal turn could be read; shown to the model on a re-ask.")
+
+
+_TAG = re.compile(
+    r"^\s*[*#>\-]*\s*(plan|predict(?:ions?)?|message(?:\s+to\s+(\S+?))?|action)\s*\**\s*[:=]\s*(.*)$", re.I
+)
+_CONTROL = re.compile(r"<\|[^<>|]{0,40}\|>|</?s>|\[/?INST\]|<unk>|<pad>", re.I)
+_FENCE = re.compile(r"```[a-zA-Z]*")
+
+
+def normalise_label(text: str) -> str:
+    """Trim what models wrap labels in: whitespace, quotes, backticks, brackets, a trailing period."""
+    text = text.strip().strip("`'\"*").strip()
+    if len(text) >= 2 and text[0] in "[(<{" and text[-1] in "])>}":
+        text = text[1:-1].strip()
+    return text.rstrip(".").strip().strip("`'\"").strip().lower()
+
+
+def match_action(raw: str, legal: Sequence[str]) -> str | None:
+    """The legal label ``raw`` names exactly (modulo :func:`normalise_label`), else None."""
+    wanted = normalise_label(raw)
+    for label in legal:
+        if normalise_label(label) == wanted:
+            return label
+    return None
+
+
+def strip_control(text: str) -> str:
+    """Remove chat-template control tokens (``<|im_start|>``, ``[INST]``...) from model or user text."""
+    return _CONTROL.sub("", text)
+
+
+def _parse_predictions(raw: str | dict[str, object] | None, others: Sequence[str]) -> dict[str, str]:
+    if not raw:
+        return {}
+    pairs: list[tuple[str, str]]
+    if isinstance(raw, dict):
+        pairs = [(str(k), str(v)) for k, v in raw.items()]
+    else:
+        pairs = []
+        for part in re.split(r"[;,]", raw):
+            name, sep, value = part.partition("=")
+            if not sep:
+                name, sep, value = part.partition(":")
+            if sep:
+                pairs.append((name, value))
+    known = {o.lower(): o for o in others}
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        agent = known.get(name.strip().strip("`'\"*").lower())
+        if agent and normalise_label(value):
+            out[agent] = value.strip().strip("`'\"").strip()
+    return out
+
+
+def _fields_from_json(text: str) -> dict[str, object] | None:
+    start = text.find("{")
+    end = text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        data = json.loads(text[start : end + 1])
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return {str(k).lower(): v for k, v in data.items()} if isinstance(data, dict) else None
+
+
+def _fields_from_tags(text: str) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    actions: list[str] = []
+    for line in text.splitlines():
+        m = _TAG.match(line)
+        if not m:
+            continue
+        tag, to, value = m.group(1).lower(), m.group(2), m.group(3).strip()
+        if tag == "action":
+            actions.append(value)
+        elif tag.startswith("predict"):
+            fields.setdefault("predictions", value)
+        elif tag.startswith("message"):
+            fields.setdefault("message", value)
+            if to:
+                fields.setdefault("message_to", to.strip(":"))
+        else:
+            fields.setdefault(tag, value)
+    if actions:
+        fields["actions"] = actions
+    return fields
+
+
+def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> ParseResult:
+    """Read a :class:`Turn` from model output. Never raises: problems come back as ``error``."""
+    text = _FENCE.sub("", strip_control(text))
+    fields = _fields_from_json(text)
+    if fields is not None and "action" in fields:
+        actions = [str(fields["action"])]
+    else:
+        fields = _fields_from_tags(text)
+        actions = [str(a) for a in fields.get("actions", [])]  # type: ignore[union-attr]
+    if not actions:
+        return ParseResult(error="no ACTION line found. End your answer with 'ACTION: <one legal action>'.")
+    matched = {match_action(a, legal) for a in actions}
+    if len(matched) > 1:
+        return ParseResult(error=f"several different actions given ({', '.join(actions)}); give exactly one.")
+    (label,) = matched
+    if label is None:
+        shown = ", ".join(legal[:40]) + (" ..." if len(legal) > 40 else "")
+        return ParseResult(error=f"'{actions[0].strip()}' is not a legal action. Legal actions: {shown}.")
+    message = fields.get("message")
+    if isinstance(message, str) and message.strip().lower() in ("", "none", "-", "n/a", "null"):
+        message = None
+    to = fields.get("message_to")
+    turn = Turn(
+        plan=str(fields.get("plan") or "").strip(),
+        predictions=_parse_predictions(fields.get("predictions"), others),  # type: ignore[arg-type]
+        message=str(message).strip() if message else None,
+        message_to=str(to) if to else None,
+        action=label,
+    )
+    return ParseResult(turn=turn)
+
+
+def _ebnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def turn_grammar(
+    legal: Sequence[str], others: Sequence[str], rules: MessageRules, teammates: Sequence[str] = ()
+) -> str:
+    """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
+
+    Constrained decoding with it makes the action *always* one of ``legal``; plan and message stay free text
+    with a length cap, predictions name only known agents.
+    """
+    action = " | ".join(_ebnf_literal(label) for label in legal)
+    lines = ['root ::= "PLAN: " free "\\n" predict', "free ::= [^\\n]{0,160}"]
+    if others:
+        who = " | ".join(_ebnf_literal(o) for o in others)
+        lines.append('predict ::= "PREDICT: " pred ("; " pred)* "\\n" msg')
+        lines.append(f'pred ::= ({who}) "=" [^;\\n]{{1,24}}')
+    else:
+        lines.append("predict ::= msg")
+    if rules.mode == "off":
+        lines.append("msg ::= act")
+    elif rules.mode == "directed" and teammates:
+        to = " | ".join(_ebnf_literal(t) for t in teammates)
+        lines.append(f'msg ::= ("MESSAGE to " ({to}) ": " free "\\n")? act')
+    else:
+        lines.append('msg ::= ("MESSAGE: " free "\\n")? act')
+    lines.append(f'act ::= "ACTION: " ({action})')
+    return "\n".join(lines)

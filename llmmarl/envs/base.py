@@ -1,0 +1,250 @@
+"""The text-environment contract every game implements.
+
+A :class:`TextEnv` is a multi-agent game seen through text. It covers PettingZoo's turn-based AEC API and its
+simultaneous-move Parallel API with one loop::
+
+    env.reset(seed=0)
+    while not env.done:
+        acting = env.pending()                       # one agent (turn-based) or several (simultaneous)
+        obs = {a: env.observe(a) for a in acting}    # what each seat may see, as text + legal labels
+        env.step({a: choose(obs[a]) for a in acting})  # action ids, one per acting agent
+    env.returns()                                    # total reward per agent, the game's own payoffs
+
+Each seat sees only what its player may see: ``observe(a)`` never shows another player's hidden cards or
+another seat's legal moves. :func:`check_text_env` validates an implementation against this contract.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Literal, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Observation(BaseModel):
+    """What one agent sees when it must act."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent: str = Field(description="The acting agent (seat name, e.g. 'player_0').")
+    text: str = Field(description="The game state as this seat may see it, ready to put in a prompt.")
+    legal_actions: list[str] = Field(description="Labels of the legal actions, unique, in a stable order.")
+    action_ids: list[int] = Field(description="The environment's action id for each label, same order.")
+
+    @model_validator(mode="after")
+    def _labels_match_ids(self) -> Observation:
+        if len(self.legal_actions) != len(self.action_ids):
+            raise ValueError(f"{len(self.legal_actions)} labels for {len(self.action_ids)} action ids")
+        if len(set(self.legal_actions)) != len(self.legal_actions):
+            raise ValueError(f"legal action labels must be unique, got {self.legal_actions}")
+        return self
+
+    def action_id(self, label: str) -> int:
+        """The action id of a legal label (KeyError if it is not legal)."""
+        try:
+            return self.action_ids[self.legal_actions.index(label)]
+        except ValueError:
+            raise KeyError(label) from None
+
+    def label(self, action_id: int) -> str:
+        return self.legal_actions[self.action_ids.index(action_id)]
+
+
+class MessageRules(BaseModel):
+    """How agents may talk in a game. Messages reach teammates' next observation as quoted text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Literal["off", "broadcast", "directed"] = Field(
+        default="off",
+        description="off: no talk (e.g. Hanabi, where free talk would leak hidden cards); broadcast: every "
+        "teammate hears it; directed: the agent names one teammate.",
+    )
+    max_tokens: int = Field(
+        default=32, ge=1, description="Messages are cut to this many tokens of the model's tokenizer."
+    )
+    cost: float = Field(
+        default=0.0, ge=0.0, description="Reward cost per message sent (used by training reward terms)."
+    )
+
+
+class TextEnv(ABC):
+    """A multi-agent game as text. Subclasses set the attributes below in ``__init__``."""
+
+    #: Registered name, e.g. ``"tictactoe_v3"``.
+    name: str
+    #: Every seat that may ever act, in seat order. Agent names are seat names (``"player_0"``...).
+    possible_agents: list[str]
+    #: Team of each seat. Seats of one team are teammates: they may message each other and share outcomes.
+    #: Competitive games put every seat in its own team.
+    teams: dict[str, str]
+    #: The game's rules in a few sentences, shown to LLM agents in their system prompt.
+    description: str
+    #: Whether and how agents may message teammates.
+    message_rules: MessageRules = MessageRules()
+    #: Reward given to an agent that forfeits (the "forfeit" fallback for illegal output).
+    forfeit_reward: float = -1.0
+
+    @abstractmethod
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new game. The same seed gives the same game."""
+
+    @abstractmethod
+    def pending(self) -> list[str]:
+        """Agents that must act now: one in turn-based games, several in simultaneous ones, [] when done."""
+
+    @abstractmethod
+    def observe(self, agent: str) -> Observation:
+        """The observation of a pending agent."""
+
+    @abstractmethod
+    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
+        """Apply one action id per pending agent; return the reward each agent got from this step."""
+
+    @abstractmethod
+    def _returns(self) -> dict[str, float]:
+        """Total reward per agent so far (the game's payoffs once it is done)."""
+
+    @property
+    @abstractmethod
+    def _finished(self) -> bool:
+        """True once the game is over."""
+
+    # ---- shared behaviour: forfeits and bookkeeping ------------------------------------------------------
+    _forfeited: dict[str, float] | None = None
+
+    def step(self, actions: Mapping[str, int]) -> dict[str, float]:
+        """Apply the actions of all pending agents. Raises ValueError for a missing, extra or illegal action."""
+        pending = self.pending()
+        if set(actions) != set(pending):
+            raise ValueError(f"expected actions for {pending}, got {sorted(actions)}")
+        for agent, action in actions.items():
+            legal = self.observe(agent).action_ids
+            if action not in legal:
+                raise ValueError(f"illegal action {action} for {agent}; legal ids: {legal}")
+        return self._step(actions)
+
+    def forfeit(self, agent: str) -> None:
+        """End the game now: ``agent`` gets ``forfeit_reward``, the others keep what they have.
+
+        Used by the runner when an agent's output stays illegal after a re-ask and the fallback is "forfeit"
+        (PettingZoo's TerminateIllegalWrapper does the same for illegal moves).
+        """
+        returns = dict(self._returns())
+        returns[agent] = self.forfeit_reward
+        self._forfeited = returns
+
+    @property
+    def done(self) -> bool:
+        return self._forfeited is not None or self._finished
+
+    def returns(self) -> dict[str, float]:
+        return dict(self._forfeited) if self._forfeited is not None else self._returns()
+
+    def teammates(self, agent: str) -> list[str]:
+        return [a for a in self.possible_agents if a != agent and self.teams[a] == self.teams[agent]]
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (renderers, native games)."""
+
+    def _reset_forfeit(self) -> None:
+        self._forfeited = None
+
+
+class TextEnvError(AssertionError):
+    """A TextEnv broke its contract. The message says what and where."""
+
+
+def check_text_env(env: TextEnv, episodes: int = 3, seed: int = 0, max_steps: int = 10_000) -> None:
+    """Validate ``env`` against the :class:`TextEnv` contract by playing random legal games.
+
+    Raises :class:`TextEnvError` naming the first problem found. Checks: the declared attributes; every pending
+    agent is a known seat with a non-empty observation whose labels map to distinct ids; steps accept legal
+    actions and reject illegal ones; rewards and returns name known agents and are finite; the game ends; the
+    same seed replays the same first observation.
+    """
+    checker = _Checker(env)
+    checker.attributes()
+    rng = random.Random(seed)
+    first_texts = [checker.episode(seed + episode, rng, max_steps) for episode in range(episodes)]
+    env.reset(seed=seed)
+    if first_texts and env.observe(env.pending()[0]).text != first_texts[0]:
+        checker.fail("the same seed gave a different first observation: reset(seed) must be deterministic")
+
+
+class _Checker:
+    def __init__(self, env: TextEnv) -> None:
+        self.env = env
+
+    def fail(self, msg: str) -> NoReturn:
+        raise TextEnvError(f"{type(self.env).__name__} ({getattr(self.env, 'name', '?')}): {msg}")
+
+    def attributes(self) -> None:
+        env = self.env
+        for attr in ("name", "possible_agents", "teams", "description"):
+            if not getattr(env, attr, None):
+                self.fail(f"attribute '{attr}' must be set and non-empty")
+        if set(env.teams) != set(env.possible_agents):
+            self.fail(f"teams {sorted(env.teams)} must name exactly the possible agents {env.possible_agents}")
+
+    def observation(self, agent: str) -> Observation:
+        if agent not in self.env.possible_agents:
+            self.fail(f"pending agent {agent!r} is not in possible_agents")
+        obs = self.env.observe(agent)
+        if obs.agent != agent:
+            self.fail(f"observe({agent!r}) returned an observation for {obs.agent!r}")
+        if not obs.text.strip():
+            self.fail(f"empty observation text for {agent}")
+        if not obs.legal_actions:
+            self.fail(f"pending agent {agent} has no legal actions")
+        if len(set(obs.action_ids)) != len(obs.action_ids):
+            self.fail(f"duplicate action ids for {agent}: {obs.action_ids}")
+        return obs
+
+    def step(self, actions: dict[str, int]) -> None:
+        env = self.env
+        first = next(iter(actions))
+        illegal = max(max(env.observe(a).action_ids) for a in actions) + 1000
+        try:
+            env.step({**actions, first: illegal})
+        except ValueError:
+            pass
+        else:
+            self.fail(f"step accepted the illegal action id {illegal}")
+        for agent, r in env.step(actions).items():
+            if agent not in env.possible_agents:
+                self.fail(f"reward for unknown agent {agent!r}")
+            if not math.isfinite(r):
+                self.fail(f"non-finite reward {r} for {agent}")
+
+    def episode(self, seed: int, rng: random.Random, max_steps: int) -> str:
+        """Play one random game; return the first observation's text."""
+        env = self.env
+        env.reset(seed=seed)
+        if env.done:
+            self.fail("done right after reset")
+        first_text = ""
+        steps = 0
+        while not env.done:
+            pending = env.pending()
+            if not pending:
+                self.fail("not done but no agent is pending")
+            observations = {agent: self.observation(agent) for agent in pending}
+            if steps == 0:
+                first_text = observations[pending[0]].text
+            self.step({agent: rng.choice(obs.action_ids) for agent, obs in observations.items()})
+            steps += 1
+            if steps > max_steps:
+                self.fail(f"episode did not end within {max_steps} steps")
+        returns = env.returns()
+        if set(returns) != set(env.possible_agents):
+            self.fail(f"returns name {sorted(returns)}, expected {env.possible_agents}")
+        if not all(math.isfinite(v) for v in returns.values()):
+            self.fail(f"non-finite returns {returns}")
+        if env.pending():
+            self.fail(f"agents {env.pending()} pending after the game ended")
+        return first_text

@@ -1,0 +1,181 @@
+"""PettingZoo environments as text environments.
+
+:class:`AECTextEnv` wraps a turn-based AEC env, :class:`ParallelTextEnv` a simultaneous-move Parallel env. Both
+need Discrete action spaces. What the text looks like is a :class:`Renderer`'s job: the generic
+:class:`FallbackRenderer` makes *any* such env playable (array summary + numbered actions); curated renderers in
+``llmmarl/envs/games/`` give the games where text matters a readable board and named moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import AECEnv, ParallelEnv
+
+from llmmarl.envs.base import MessageRules, Observation, TextEnv
+
+
+class Renderer:
+    """How one game looks as text. Subclass it for a curated game; the base class is the generic fallback.
+
+    Renderers get the wrapper (``env.pz`` is the PettingZoo env) and must show a seat only what its player may
+    see: read the seat's own observation, or public state, never another seat's hidden information.
+    """
+
+    description: str = "A multi-agent game. Choose one of the legal actions each turn."
+
+    def observation(self, env: PettingZooTextEnv, agent: str, raw: Any) -> str:
+        return "Your observation: " + _summarise(_strip_mask(raw))
+
+    def action_label(self, env: PettingZooTextEnv, agent: str, action: int) -> str:
+        return str(action)
+
+
+FallbackRenderer = Renderer
+
+
+def _strip_mask(raw: Any) -> Any:
+    if isinstance(raw, dict) and "observation" in raw:
+        return raw["observation"]
+    return raw
+
+
+def _summarise(obs: Any, max_items: int = 64) -> str:
+    """A compact, faithful text form of a numeric observation (nanoGPT-style: say the shape)."""
+    if isinstance(obs, dict):
+        return "; ".join(f"{k}: {_summarise(v, max_items)}" for k, v in obs.items())
+    arr = np.asarray(obs)
+    if arr.ndim == 0:
+        return str(arr.item())
+    if arr.size <= max_items:
+        return f"array{list(arr.shape)} = {np.array2string(arr.reshape(-1), separator=',', max_line_width=10**6)}"
+    nz = np.flatnonzero(arr)
+    shown = ", ".join(
+        f"{tuple(int(i) for i in np.unravel_index(k, arr.shape))}={arr.flat[k]:g}" for k in nz[:max_items]
+    )
+    more = f" (+{len(nz) - max_items} more)" if len(nz) > max_items else ""
+    return f"array{list(arr.shape)}, non-zero entries: {shown or 'none'}{more}"
+
+
+def _legal_ids(space: spaces.Space, raw: Any, info: Mapping[str, Any] | None) -> list[int]:
+    if not isinstance(space, spaces.Discrete):
+        raise TypeError(f"only Discrete action spaces can be played as text, got {space}")
+    mask = None
+    if isinstance(raw, dict) and "action_mask" in raw:
+        mask = raw["action_mask"]
+    elif info and "action_mask" in info:
+        mask = info["action_mask"]
+    if mask is None:
+        return list(range(int(space.start), int(space.start) + int(space.n)))
+    return [int(space.start) + int(i) for i in np.flatnonzero(np.asarray(mask))]
+
+
+class PettingZooTextEnv(TextEnv):
+    """Shared set-up of the two PettingZoo wrappers."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], AECEnv | ParallelEnv],
+        renderer: Renderer | None = None,
+        teams: Mapping[str, str] | None = None,
+        message_rules: MessageRules | None = None,
+    ) -> None:
+        self.name = name
+        self.pz = factory()
+        self.renderer = renderer or FallbackRenderer()
+        self.possible_agents = list(self.pz.possible_agents)
+        self.teams = dict(teams) if teams else {a: a for a in self.possible_agents}
+        self.description = self.renderer.description
+        self.message_rules = message_rules or MessageRules()
+        self._totals: dict[str, float] = {a: 0.0 for a in self.possible_agents}
+
+    def _observation(self, agent: str, raw: Any, info: Mapping[str, Any] | None) -> Observation:
+        ids = _legal_ids(self.pz.action_space(agent), raw, info)
+        return Observation(
+            agent=agent,
+            text=self.renderer.observation(self, agent, raw),
+            legal_actions=[self.renderer.action_label(self, agent, a) for a in ids],
+            action_ids=ids,
+        )
+
+    def _returns(self) -> dict[str, float]:
+        return dict(self._totals)
+
+    def close(self) -> None:
+        self.pz.close()
+
+
+class AECTextEnv(PettingZooTextEnv):
+    """A turn-based PettingZoo AEC env as text: one pending agent at a time."""
+
+    pz: AECEnv
+
+    def reset(self, seed: int | None = None) -> None:
+        self._reset_forfeit()
+        self.pz.reset(seed=seed)
+        self._totals = {a: 0.0 for a in self.possible_agents}
+        self._skip_dead()
+
+    def _skip_dead(self) -> None:
+        # Terminated agents must "step" None before the next live agent is selected. Rewards are not added
+        # here: the step that ended the game already paid them, and adding `rewards` again after these dead
+        # steps is the classic double count.
+        pz = self.pz
+        while pz.agents and (pz.terminations[pz.agent_selection] or pz.truncations[pz.agent_selection]):
+            pz.step(None)
+
+    @property
+    def _finished(self) -> bool:
+        return not self.pz.agents
+
+    def pending(self) -> list[str]:
+        return [] if self.done else [self.pz.agent_selection]
+
+    def observe(self, agent: str) -> Observation:
+        if agent not in self.pending():
+            raise ValueError(f"{agent} is not pending (pending: {self.pending()})")
+        return self._observation(agent, self.pz.observe(agent), self.pz.infos.get(agent))
+
+    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
+        (action,) = actions.values()
+        self.pz.step(int(action))
+        rewards = {a: float(r) for a, r in self.pz.rewards.items()}
+        for a, r in rewards.items():
+            self._totals[a] += r
+        self._skip_dead()
+        return rewards
+
+
+class ParallelTextEnv(PettingZooTextEnv):
+    """A simultaneous-move PettingZoo Parallel env as text: every live agent acts each step."""
+
+    pz: ParallelEnv
+
+    def reset(self, seed: int | None = None) -> None:
+        self._reset_forfeit()
+        self._obs, self._infos = self.pz.reset(seed=seed)
+        self._totals = {a: 0.0 for a in self.possible_agents}
+        self._live = list(self.pz.agents)
+
+    @property
+    def _finished(self) -> bool:
+        return not self._live
+
+    def pending(self) -> list[str]:
+        return [] if self.done else list(self._live)
+
+    def observe(self, agent: str) -> Observation:
+        if agent not in self.pending():
+            raise ValueError(f"{agent} is not pending (pending: {self.pending()})")
+        return self._observation(agent, self._obs[agent], self._infos.get(agent))
+
+    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
+        self._obs, rewards, terms, truncs, self._infos = self.pz.step({a: int(x) for a, x in actions.items()})
+        for a, r in rewards.items():
+            self._totals[a] += float(r)
+        self._live = [a for a in self.pz.agents if not (terms.get(a) or truncs.get(a))]
+        return {a: float(r) for a, r in rewards.items()}

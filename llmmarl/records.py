@@ -1,0 +1,181 @@
+"""Transition and episode records: what the runner writes and what trainers and tournaments read.
+
+One JSONL line per finished game (:class:`EpisodeRecord`), written as soon as the game ends, so a run killed
+halfway keeps every game it finished. :func:`summarise` turns episodes into per-agent statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from llmmarl.agents.turn import Turn
+from llmmarl.backends.base import ChatMessage
+
+Outcome = Literal["win", "draw", "loss"]
+
+
+class Attempt(BaseModel):
+    """One generation for a turn (a re-ask makes a second)."""
+
+    messages: list[ChatMessage]
+    response: str
+    prompt_ids: list[int] = Field(default_factory=list)
+    completion_ids: list[int] = Field(default_factory=list)
+    logprobs: list[float] = Field(default_factory=list)
+    finish_reason: str = "stop"
+    error: str | None = Field(None, description="Why this answer was not usable; None if it was.")
+
+
+class TurnRecord(BaseModel):
+    step: int = Field(description="Index of the environment step this action was part of.")
+    seat: str = Field(description="The environment's agent name (seat) that acted.")
+    player: str = Field(description="The participant (agent spec name) in that seat.")
+    observation: str
+    legal_actions: list[str]
+    inbox: list[str] = Field(default_factory=list, description="Teammates' messages shown in this prompt.")
+    attempts: list[Attempt] = Field(default_factory=list, description="LLM generations; empty for scripted agents.")
+    turn: Turn | None = Field(None, description="The parsed turn, if any attempt was usable.")
+    action: str = Field(description="The label actually played.")
+    action_id: int
+    fallback: Literal["random", "forfeit"] | None = Field(None, description="Set when no attempt was usable.")
+    message: str | None = Field(None, description="The message as delivered (sanitised), if any.")
+    message_to: list[str] = Field(default_factory=list)
+    prediction_hits: dict[str, bool] = Field(
+        default_factory=dict, description="For each predicted agent: was the prediction right (scored when it acted)."
+    )
+    reward: float = Field(0.0, description="Reward this seat received from this step.")
+
+    @property
+    def invalid(self) -> bool:
+        """The first answer had no legal action (whether or not a re-ask fixed it)."""
+        return bool(self.attempts) and self.attempts[0].error is not None
+
+
+class EpisodeRecord(BaseModel):
+    game_id: int
+    env: str
+    seed: int
+    seats: dict[str, str] = Field(description="Seat -> participant name.")
+    teams: dict[str, str]
+    returns: dict[str, float] = Field(description="Total reward per seat: the game's payoffs.")
+    outcomes: dict[str, Outcome]
+    turns: list[TurnRecord]
+    forfeit: str | None = Field(None, description="Seat that forfeited, if any.")
+    error: str | None = Field(None, description="Set if the game broke; its returns are then not counted.")
+
+
+def outcomes_from_returns(returns: dict[str, float], teams: dict[str, str]) -> dict[str, Outcome]:
+    """Win/draw/loss per seat: best among the teams = win (draw if tied); fully cooperative: win iff return > 0."""
+    out: dict[str, Outcome] = {}
+    for seat, r in returns.items():
+        rivals = [v for s, v in returns.items() if teams[s] != teams[seat]]
+        if not rivals:
+            out[seat] = "win" if r > 0 else "loss"
+        elif r > max(rivals):
+            out[seat] = "win"
+        elif r == max(rivals) and r >= max(returns.values()):
+            out[seat] = "draw"
+        else:
+            out[seat] = "loss"
+    return out
+
+
+class JsonlWriter:
+    """Append-only JSONL file, flushed per line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: BaseModel) -> None:
+        self._f.write(record.model_dump_json() + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_episodes(path: str | Path) -> Iterator[EpisodeRecord]:
+    """Read episodes back; a truncated last line (a run killed mid-write) is skipped, not fatal."""
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                yield EpisodeRecord.model_validate(json.loads(line))
+            except (json.JSONDecodeError, ValueError):
+                continue
+
+
+class AgentSummary(BaseModel):
+    player: str
+    games: int = 0
+    mean_return: float = 0.0
+    ci95: float = Field(0.0, description="Half-width of the 95% normal confidence interval of the mean return.")
+    wins: int = 0
+    draws: int = 0
+    losses: int = 0
+    decisions: int = 0
+    invalid_rate: float = Field(0.0, description="Share of LLM turns whose first answer had no legal action.")
+    fallback_rate: float = Field(0.0, description="Share of LLM turns played by the fallback after a re-ask.")
+    prediction_accuracy: float | None = None
+    predictions_scored: int = 0
+    messages_sent: int = 0
+    tokens_generated: int = 0
+
+
+def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
+    """Per-participant statistics over the episodes that completed without error."""
+    returns: dict[str, list[float]] = defaultdict(list)
+    acc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for ep in episodes:
+        if ep.error:
+            continue
+        for seat, player in ep.seats.items():
+            returns[player].append(ep.returns[seat])
+            acc[player][ep.outcomes[seat]] += 1
+        for t in ep.turns:
+            a = acc[t.player]
+            a["decisions"] += 1
+            if t.attempts:
+                a["llm_turns"] += 1
+                a["invalid"] += t.invalid
+                a["fallback"] += t.fallback is not None
+                a["tokens"] += sum(len(x.completion_ids) for x in t.attempts)
+            a["messages"] += t.message is not None
+            a["scored"] += len(t.prediction_hits)
+            a["hits"] += sum(t.prediction_hits.values())
+    out = []
+    for player, rs in returns.items():
+        a = acc[player]
+        n = len(rs)
+        mean = sum(rs) / n
+        var = sum((r - mean) ** 2 for r in rs) / (n - 1) if n > 1 else 0.0
+        llm = a["llm_turns"]
+        out.append(
+            AgentSummary(
+                player=player,
+                games=n,
+                mean_return=mean,
+                ci95=1.96 * math.sqrt(var / n) if n > 1 else 0.0,
+                wins=a["win"],
+                draws=a["draw"],
+                losses=a["loss"],
+                decisions=a["decisions"],
+                invalid_rate=a["invalid"] / llm if llm else 0.0,
+                fallback_rate=a["fallback"] / llm if llm else 0.0,
+                prediction_accuracy=a["hits"] / a["scored"] if a["scored"] else None,
+                predictions_scored=a["scored"],
+                messages_sent=a["messages"],
+                tokens_generated=a["tokens"],
+            )
+        )
+    return sorted(out, key=lambda s: -s.mean_return)

@@ -1,0 +1,398 @@
+"""Play many games at once with any mix of LLM and scripted agents.
+
+Data flows one way: env -> observation text -> prompt -> *one backend call for every pending LLM decision of
+every running game* -> parsed turn -> action -> env step -> :class:`~llmmarl.records.TurnRecord`. Answers without a
+legal action are re-asked together in a second batched call, then fall back (random legal move or forfeit),
+counted per agent. Finished games are written at once, so a killed run loses only games in flight.
+
+The runner owns no model: training, tournaments and ``llmmarl play`` all drive it with a backend and a list of
+:class:`Match` es, and get :class:`~llmmarl.records.EpisodeRecord` s back.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from llmmarl.agents.messages import MessageBoard
+from llmmarl.agents.prompts import PromptSet
+from llmmarl.agents.scripted import ScriptedPolicy, make_policy
+from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.agents.turn import ParseResult, match_action, parse_turn, turn_grammar
+from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word_truncate
+from llmmarl.envs import make
+from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.records import Attempt, EpisodeRecord, JsonlWriter, TurnRecord, outcomes_from_returns
+
+
+class Match(BaseModel):
+    """One game to play: which game, who sits where, which seed."""
+
+    game_id: int | str
+    env: str
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    seats: dict[str, AgentSpec] = Field(description="Seat (env agent name) -> agent spec.")
+    seed: int
+
+
+def seatings(env: TextEnv, agents: Sequence[AgentSpec], games: int, rotate: bool = True) -> list[dict[str, AgentSpec]]:
+    """Assign agents to seats for ``games`` games; with ``rotate`` each agent takes every seat in turn.
+
+    With fewer agents than seats the list is cycled (``--agents llm`` in a 2-seat game is self-play).
+    """
+    seats = env.possible_agents
+    if not agents:
+        raise ValueError("at least one agent is needed")
+    out = []
+    for g in range(games):
+        shift = g % len(agents) if rotate else 0
+        out.append({seat: agents[(i + shift) % len(agents)] for i, seat in enumerate(seats)})
+    return out
+
+
+@dataclass
+class _Game:
+    match: Match
+    env: TextEnv
+    board: MessageBoard
+    rng: random.Random
+    turns: list[TurnRecord] = field(default_factory=list)
+    # target seat -> {predictor seat: (record of the predicting turn, predicted label)}
+    open_predictions: dict[str, dict[str, tuple[TurnRecord, str]]] = field(default_factory=dict)
+    step: int = 0
+    forfeit: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Decision:
+    game: _Game
+    seat: str
+    spec: AgentSpec
+    obs: Observation
+    inbox: list[str]
+    messages: list[dict[str, str]] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    parsed: ParseResult | None = None
+    prompts: PromptSet | None = None
+
+
+class Runner:
+    """Plays matches concurrently through one backend.
+
+    Args:
+        backend: answers LLM agents' requests; may be None when every agent is scripted.
+        concurrency: games in flight at once (each round batches all their pending LLM decisions).
+        max_steps: a game still running after this many steps is ended and recorded with an error.
+        out: JSONL file that receives each finished game's :class:`EpisodeRecord`.
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        concurrency: int = 32,
+        max_steps: int = 500,
+        out: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.concurrency = concurrency
+        self.max_steps = max_steps
+        self.out = out
+        self.progress = progress
+        self._policies: dict[str, ScriptedPolicy] = {}
+        self._prompts: dict[tuple[str, str, str | None], PromptSet] = {}
+        self._adapters: dict[str, str | None] = {}
+        self.stats = {"decisions": 0, "llm_requests": 0, "reasks": 0, "backend_calls": 0}
+
+    # ---- public -------------------------------------------------------------------------------------------
+    def play(
+        self, matches: Iterable[Match], on_episode: Callable[[EpisodeRecord], None] | None = None
+    ) -> list[EpisodeRecord]:
+        queue = deque(matches)
+        writer = JsonlWriter(self.out) if self.out else None
+        bar = tqdm(total=len(queue), desc="games", unit="game", disable=not self.progress, dynamic_ncols=True)
+        live: list[_Game] = []
+        episodes: list[EpisodeRecord] = []
+        try:
+            while queue or live:
+                while queue and len(live) < self.concurrency:
+                    live.append(self._start(queue.popleft()))
+                self._round(live)
+                still: list[_Game] = []
+                for g in live:
+                    if g.error is None and not g.env.done:
+                        still.append(g)
+                        continue
+                    ep = self._finish(g)
+                    episodes.append(ep)
+                    if writer:
+                        writer.write(ep)
+                    if on_episode:
+                        on_episode(ep)
+                    bar.update(1)
+                live = still
+                bar.set_postfix(decisions=self.stats["decisions"], reasks=self.stats["reasks"], refresh=False)
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+            for g in live:
+                g.env.close()
+        return episodes
+
+    # ---- game lifecycle -----------------------------------------------------------------------------------
+    def _start(self, match: Match) -> _Game:
+        env = make(match.env, **match.env_kwargs)
+        truncate = self.backend.truncate if self.backend is not None else word_truncate
+        game = _Game(match=match, env=env, board=MessageBoard(env, truncate), rng=random.Random(match.seed))
+        missing = set(env.possible_agents) - set(match.seats)
+        if missing:
+            game.error = f"no agent for seats {sorted(missing)}"
+            return game
+        try:
+            env.reset(seed=match.seed)
+        except Exception as e:  # a broken game must not take the other games down with it
+            game.error = f"reset failed: {e!r}"
+        return game
+
+    def _finish(self, g: _Game) -> EpisodeRecord:
+        returns = g.env.returns() if g.error is None else {}
+        g.env.close()
+        return EpisodeRecord(
+            game_id=g.match.game_id,
+            env=g.match.env,
+            seed=g.match.seed,
+            seats={seat: spec.name for seat, spec in g.match.seats.items()},
+            teams=dict(g.env.teams),
+            returns=returns,
+            outcomes=outcomes_from_returns(returns, g.env.teams) if returns else {},
+            turns=g.turns,
+            forfeit=g.forfeit,
+            error=g.error,
+        )
+
+    # ---- one round: every pending decision of every live game ---------------------------------------------
+    def _round(self, games: list[_Game]) -> None:
+        decisions: list[_Decision] = []
+        for g in games:
+            if g.error is not None or g.env.done:
+                continue
+            try:
+                for seat in g.env.pending():
+                    decisions.append(
+                        _Decision(g, seat, g.match.seats[seat], g.env.observe(seat), inbox=g.board.take(seat))
+                    )
+            except Exception as e:
+                g.error = f"observe failed: {e!r}\n{traceback.format_exc(limit=3)}"
+        llm = [d for d in decisions if isinstance(d.spec, LLMAgentSpec) and d.game.error is None]
+        self._decide_llm(llm)
+        for d in decisions:
+            if isinstance(d.spec, ScriptedAgentSpec) and d.game.error is None:
+                self._decide_scripted(d)
+        by_game: dict[int, list[_Decision]] = {}
+        for d in decisions:
+            by_game.setdefault(id(d.game), []).append(d)
+        for ds in by_game.values():
+            self._apply(ds[0].game, ds)
+        self.stats["decisions"] += len(decisions)
+
+    def _decide_llm(self, decisions: list[_Decision]) -> None:
+        if not decisions:
+            return
+        if self.backend is None:
+            raise BackendError("LLM agents need a backend: pass one to Runner(backend=...)")
+        requests = [self._request(d) for d in decisions]
+        self._generate(decisions, requests)
+        retry = [d for d in decisions if d.parsed is not None and d.parsed.turn is None and d.spec.reask]  # type: ignore[union-attr]
+        if retry:
+            self.stats["reasks"] += len(retry)
+            again = []
+            for d in retry:
+                assert d.prompts is not None and d.parsed is not None
+                msgs = d.prompts.reask(d.messages, d.attempts[-1].response, error=d.parsed.error, **d.context)
+                again.append(self._request(d, msgs))
+            self._generate(retry, again)
+
+    def _request(self, d: _Decision, messages: list[dict[str, str]] | None = None) -> GenerationRequest:
+        spec = d.spec
+        assert isinstance(spec, LLMAgentSpec)
+        env = d.game.env
+        if messages is None:
+            d.prompts = self._prompt_set(env.name, d.seat, spec.template)
+            rules = env.message_rules
+            teammates = env.teammates(d.seat)
+            others = [a for a in env.possible_agents if a != d.seat]
+            d.context = {
+                "agent": d.seat,
+                "game": env.name,
+                "description": env.description,
+                "teammates": teammates,
+                "opponents": [a for a in others if a not in teammates],
+                "others": others,
+                "talk": "" if rules.mode == "off" or not teammates else rules.mode,
+                "max_message_tokens": rules.max_tokens,
+                "observation": d.obs.text,
+                "legal": d.obs.legal_actions,
+                "inbox": d.inbox,
+            }
+            d.messages = messages = d.prompts.messages(**d.context)
+        grammar = None
+        if spec.constrained:
+            ctx = d.context
+            grammar = turn_grammar(d.obs.legal_actions, ctx["others"], d.game.env.message_rules, ctx["teammates"])
+        return GenerationRequest(
+            messages=messages,
+            adapter=self._adapter(spec),
+            max_new_tokens=spec.max_new_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            grammar=grammar,
+        )
+
+    def _generate(self, decisions: list[_Decision], requests: list[GenerationRequest]) -> None:
+        assert self.backend is not None
+        gens = self.backend.generate(requests)
+        self.stats["backend_calls"] += 1
+        self.stats["llm_requests"] += len(requests)
+        for d, req, gen in zip(decisions, requests, gens, strict=True):
+            others = d.context["others"]
+            d.parsed = parse_turn(gen.text, d.obs.legal_actions, others)
+            d.attempts.append(
+                Attempt(
+                    messages=req.messages,
+                    response=gen.text,
+                    prompt_ids=gen.prompt_ids,
+                    completion_ids=gen.completion_ids,
+                    logprobs=gen.logprobs,
+                    finish_reason=gen.finish_reason,
+                    error=d.parsed.error,
+                )
+            )
+
+    def _decide_scripted(self, d: _Decision) -> None:
+        spec = d.spec
+        assert isinstance(spec, ScriptedAgentSpec)
+        policy = self._policies.get(spec.policy) or self._policies.setdefault(spec.policy, make_policy(spec.policy))
+        try:
+            action = policy(d.game.env, d.obs, d.game.rng)
+        except Exception as e:
+            d.game.error = f"scripted policy {spec.policy!r} failed: {e!r}"
+            return
+        d.context["scripted_action"] = action
+
+    # ---- applying a game's decisions -------------------------------------------------------------------------
+    def _apply(self, g: _Game, decisions: list[_Decision]) -> None:
+        if g.error is not None:
+            return
+        actions: dict[str, int] = {}
+        records: dict[str, TurnRecord] = {}
+        for d in decisions:
+            record = self._record(g, d)
+            records[d.seat] = record
+            actions[d.seat] = record.action_id
+            if record.fallback == "forfeit" and g.forfeit is None:
+                g.forfeit = d.seat
+        try:
+            if g.forfeit is not None:
+                g.env.forfeit(g.forfeit)
+                rewards: dict[str, float] = {}
+            else:
+                rewards = g.env.step(actions)
+        except Exception as e:
+            g.error = f"step failed: {e!r}\n{traceback.format_exc(limit=3)}"
+            return
+        for seat, record in records.items():
+            record.reward = rewards.get(seat, 0.0)
+            g.turns.append(record)
+        self._score_predictions(g, records)
+        g.step += 1
+        if not g.env.done and g.step >= self.max_steps:
+            g.error = f"game exceeded max_steps={self.max_steps}"
+
+    def _record(self, g: _Game, d: _Decision) -> TurnRecord:
+        spec, obs = d.spec, d.obs
+        turn = d.parsed.turn if d.parsed else None
+        fallback = None
+        if isinstance(spec, ScriptedAgentSpec):
+            action_id = int(d.context["scripted_action"])
+            label = obs.label(action_id)
+        elif turn is not None:
+            label = turn.action
+            action_id = obs.action_id(label)
+        else:
+            assert isinstance(spec, LLMAgentSpec)
+            fallback = spec.fallback
+            action_id = g.rng.choice(obs.action_ids)
+            label = obs.label(action_id)
+        record = TurnRecord(
+            step=g.step,
+            seat=d.seat,
+            player=spec.name,
+            observation=obs.text,
+            legal_actions=obs.legal_actions,
+            inbox=d.inbox,
+            attempts=d.attempts,
+            turn=turn,
+            action=label,
+            action_id=action_id,
+            fallback=fallback,
+        )
+        if turn is not None and turn.message:
+            delivered = g.board.post(d.seat, turn.message, turn.message_to)
+            if delivered is not None:
+                record.message, record.message_to = delivered
+        return record
+
+    def _score_predictions(self, g: _Game, records: dict[str, TurnRecord]) -> None:
+        # Register this step's predictions first: in simultaneous games the others' "next action" is this one.
+        for seat, rec in records.items():
+            if rec.turn is None:
+                continue
+            for target, label in rec.turn.predictions.items():
+                if target != seat:
+                    g.open_predictions.setdefault(target, {})[seat] = (rec, label)
+        for seat, rec in records.items():
+            for predictor_rec, label in g.open_predictions.pop(seat, {}).values():
+                predictor_rec.prediction_hits[seat] = match_action(label, [rec.action]) is not None
+
+    # ---- caches ------------------------------------------------------------------------------------------------
+    def _prompt_set(self, game: str, seat: str, template: str | None) -> PromptSet:
+        key = (game, seat, template)
+        if key not in self._prompts:
+            self._prompts[key] = PromptSet(game, seat, template)
+        return self._prompts[key]
+
+    def _adapter(self, spec: LLMAgentSpec) -> str | None:
+        """The backend adapter name for an agent: its folder loaded under the agent's name, or a served name."""
+        if spec.name in self._adapters:
+            return self._adapters[spec.name]
+        name: str | None = None
+        if spec.adapter:
+            assert self.backend is not None
+            if Path(spec.adapter).is_dir():
+                load = getattr(self.backend, "load_adapter", None)
+                if load is None:
+                    raise BackendError(f"this backend cannot load adapter folders ({spec.adapter}); serve it instead")
+                if spec.name not in self.backend.adapters:
+                    load(spec.name, spec.adapter)
+                name = spec.name
+            elif spec.adapter in self.backend.adapters:
+                name = spec.adapter
+            else:
+                raise BackendError(
+                    f"agent {spec.name}: adapter {spec.adapter!r} is neither a folder nor an adapter the backend has "
+                    f"({self.backend.adapters or 'none'})"
+                )
+        self._adapters[spec.name] = name
+        return name
