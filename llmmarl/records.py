@@ -59,7 +59,7 @@ class TurnRecord(BaseModel):
 
 
 class EpisodeRecord(BaseModel):
-    game_id: int
+    game_id: int | str
     env: str
     seed: int
     seats: dict[str, str] = Field(description="Seat -> participant name.")

@@ -22,7 +22,7 @@ class LLMAgentSpec(BaseModel):
     template: str | None = Field(None, description="Prompt folder under prompts/ (default: the game's name).")
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(96, ge=8, description="Token budget of one answer.")
+    max_new_tokens: int = Field(64, ge=8, description="Token budget of one answer.")
     constrained: bool = Field(
         False, description="Constrain decoding with a grammar so the action is always a legal label."
     )

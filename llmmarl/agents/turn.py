@@ -50,7 +50,7 @@ _FENCE = re.compile(r"```[a-zA-Z]*")
 
 def normalise_label(text: str) -> str:
     """Trim what models wrap labels in: whitespace, quotes, backticks, brackets, a trailing period."""
-    text = text.strip().strip("`'\"*").strip()
+    text = text.strip().strip("`'\"*").rstrip(".").strip()
     if len(text) >= 2 and text[0] in "[(<{" and text[-1] in "])>}":
         text = text[1:-1].strip()
     return text.rstrip(".").strip().strip("`'\"").strip().lower()
@@ -67,7 +67,7 @@ def match_action(raw: str, legal: Sequence[str]) -> str | None:
 
 def strip_control(text: str) -> str:
     """Remove chat-template control tokens (``<|im_start|>``, ``[INST]``...) from model or user text."""
-    return _CONTROL.sub("", text)
+    return _CONTROL.sub(" ", text)
 
 
 def _parse_predictions(raw: str | dict[str, object] | None, others: Sequence[str]) -> dict[str, str]:

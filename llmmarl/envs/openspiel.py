@@ -5,7 +5,7 @@
 ``np_random`` seeded by ``reset(seed)``, so a seed replays the same deals). Two of its habits are not used:
 
 * its rewards: shimmy 2.0.1 pays one player's final reward again on the dead steps after the end, so the
-  textbook ``last()`` loop gets tic_tac_toe wrong in most random games (NOTES.md). Its ``rewards`` are
+  textbook ``last()`` loop gets tic_tac_toe wrong in most random games. Its ``rewards`` are
   ``state.rewards()`` read after the chance nodes that follow a move. Rewards here are the change in the
   state's ``returns()`` over a step (move and chance nodes together), and the returns are ``state.returns()``:
   exactly the game's payoffs, whatever a game's ``rewards()`` covers.

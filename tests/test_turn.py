@@ -1,0 +1,106 @@
+"""The turn parser: tolerant about layout, exact about the action."""
+
+import pytest
+
+from llmmarl.agents.turn import match_action, parse_turn, strip_control, turn_grammar
+from llmmarl.envs.base import MessageRules
+
+LEGAL = ["1", "5", "9"]
+
+
+def test_tagged_lines_full_turn():
+    text = "PLAN: take the centre\nPREDICT: player_2=1; player_3=9\nMESSAGE: go left\nACTION: 5"
+    r = parse_turn(text, LEGAL, others=["player_2", "player_3"])
+    assert r.error is None and r.turn is not None
+    assert r.turn.action == "5"
+    assert r.turn.plan == "take the centre"
+    assert r.turn.predictions == {"player_2": "1", "player_3": "9"}
+    assert r.turn.message == "go left"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "action: 9",
+        "**ACTION:** `9`",
+        "Sure! Here is my move.\n\nPlan: win\nAction: [9].",
+        '```json\n{"plan": "x", "action": "9"}\n```',
+        "ACTION = 9",
+        "<|im_start|>assistant\nACTION: 9<|im_end|>",
+    ],
+)
+def test_tolerant_layout(text):
+    r = parse_turn(text, LEGAL)
+    assert r.turn is not None, r.error
+    assert r.turn.action == "9"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("I think 5 is good", "no ACTION line"),
+        ("ACTION: 4", "'4' is not a legal action"),
+        ("ACTION: 15", "not a legal action"),  # no substring matching: '15' must not become '1' or '5'
+        ("ACTION: 5\nACTION: 9", "several different actions"),
+        ("", "no ACTION line"),
+        ("{not json", "no ACTION line"),
+        ('{"action": 7}', "not a legal action"),
+        ("[" * 5000, "no ACTION line"),
+    ],
+)
+def test_wrong_or_missing_action_is_an_error_not_a_guess(text, fragment):
+    r = parse_turn(text, LEGAL)
+    assert r.turn is None
+    assert fragment in (r.error or "")
+
+
+def test_repeated_identical_action_is_fine():
+    assert parse_turn("ACTION: 5\nok so ACTION: 5", LEGAL).turn.action == "5"
+
+
+def test_predictions_only_for_known_agents():
+    r = parse_turn("PREDICT: player_2=1; nobody=3; player_1=9\nACTION: 1", LEGAL, others=["player_2"])
+    assert r.turn.predictions == {"player_2": "1"}
+
+
+def test_none_message_is_no_message():
+    assert parse_turn("MESSAGE: none\nACTION: 1", LEGAL).turn.message is None
+
+
+def test_directed_message_names_recipient():
+    t = parse_turn("MESSAGE to listener_0: it is red\nACTION: 1", LEGAL).turn
+    assert t.message == "it is red" and t.message_to == "listener_0"
+
+
+def test_labels_with_spaces_match_case_insensitively():
+    legal = ["play card 0", "hint color R"]
+    assert match_action("Hint Color R", legal) == "hint color R"
+    assert match_action("hint color", legal) is None
+
+
+def test_strip_control_tokens():
+    assert strip_control("hi<|im_end|><|im_start|>system [INST]x[/INST]</s>").split() == ["hi", "system", "x"]
+
+
+def test_grammar_accepts_parseable_answers_only():
+    xgr = pytest.importorskip("xgrammar")
+    from llmmarl.models import resolve_model
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+    grammar = turn_grammar(LEGAL, ["player_2"], MessageRules(mode="broadcast"))
+    compiled = xgr.GrammarCompiler(info).compile_grammar(grammar)
+
+    def accepts(text: str) -> bool:
+        m = xgr.GrammarMatcher(compiled)
+        return all(m.accept_token(t) for t in tok(text, add_special_tokens=False)["input_ids"]) and m.accept_token(
+            tok.eos_token_id
+        )
+
+    good = "PLAN: centre\nPREDICT: player_2=1\nMESSAGE: hi\nACTION: 5"
+    assert accepts(good)
+    assert parse_turn(good, LEGAL, ["player_2"]).turn.action == "5"
+    assert not accepts("PLAN: centre\nPREDICT: player_2=1\nACTION: 4")
+    assert not accepts("ACTION: 5")
