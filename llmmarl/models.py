@@ -17,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MODEL = "default"
@@ -42,7 +43,7 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def _atomic_build(target: Path, build: callable) -> Path:  # type: ignore[valid-type]
+def _atomic_build(target: Path, build: Callable[[Path], None]) -> Path:
     """Build a folder in a temporary sibling and rename it into place.
 
     A run killed halfway leaves no half-written checkpoint behind, and two processes converting at once

@@ -31,8 +31,9 @@ class CannedBackend:
         self.calls.append(len(requests))
         self.requests.extend(requests)
         return [
-            Generation(text=self.answer(r), prompt_ids=[1], completion_ids=[2, 3], logprobs=[-0.1, -0.2],
-                       finish_reason="stop")
+            Generation(
+                text=self.answer(r), prompt_ids=[1], completion_ids=[2, 3], logprobs=[-0.1, -0.2], finish_reason="stop"
+            )
             for r in requests
         ]
 

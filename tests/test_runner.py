@@ -77,7 +77,9 @@ def test_reask_fixes_the_answer():
 
 def test_forfeit_fallback_ends_the_game_with_a_loss():
     llm = LLMAgentSpec(name="llm", fallback="forfeit", reask=False)
-    episodes = Runner(CannedBackend(lambda r: "no idea"), progress=False).play(matches("tictactoe_v3", [llm, RANDOM], 2))
+    episodes = Runner(CannedBackend(lambda r: "no idea"), progress=False).play(
+        matches("tictactoe_v3", [llm, RANDOM], 2)
+    )
     for ep in episodes:
         seat = ep.forfeit
         assert seat is not None and ep.seats[seat] == "llm"
@@ -97,7 +99,9 @@ def test_predictions_are_scored_when_the_predicted_agent_acts():
     eps = Runner(CannedBackend(answer), progress=False).play(matches("tictactoe_v3", [llm], 1))
     s = summarise(eps)[0]
     assert s.predictions_scored > 0 and s.prediction_accuracy == 1.0
-    eps = Runner(CannedBackend(lambda r: answer(r, right=False)), progress=False).play(matches("tictactoe_v3", [llm], 1))
+    eps = Runner(CannedBackend(lambda r: answer(r, right=False)), progress=False).play(
+        matches("tictactoe_v3", [llm], 1)
+    )
     assert summarise(eps)[0].prediction_accuracy < 0.5
 
 
@@ -147,8 +151,11 @@ def test_talk_is_dropped_where_the_game_forbids_it():
 
 class Exploding(TextEnv):
     name = "exploding"
-    possible_agents = ["a", "b"]
-    teams = {"a": "a", "b": "b"}
+
+    def __init__(self):
+        self.possible_agents = ["a", "b"]
+        self.teams = {"a": "a", "b": "b"}
+
     description = "breaks on the second step"
     message_rules = MessageRules()
 

@@ -84,9 +84,9 @@ def test_strip_control_tokens():
 
 def test_grammar_accepts_parseable_answers_only():
     xgr = pytest.importorskip("xgrammar")
-    from llmmarl.models import resolve_model
-
     from transformers import AutoTokenizer
+
+    from llmmarl.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("default"))
     info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))

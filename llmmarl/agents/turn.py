@@ -136,7 +136,8 @@ def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> P
         actions = [str(fields["action"])]
     else:
         fields = _fields_from_tags(text)
-        actions = [str(a) for a in fields.get("actions", [])]  # type: ignore[union-attr]
+        raw_actions = fields.get("actions", [])
+        actions = [str(a) for a in raw_actions] if isinstance(raw_actions, list) else []
     if not actions:
         return ParseResult(error="no ACTION line found. End your answer with 'ACTION: <one legal action>'.")
     matched = {match_action(a, legal) for a in actions}

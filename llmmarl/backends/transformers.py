@@ -107,11 +107,12 @@ class TransformersBackend:
         path = resolve_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = _pick_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so new tokens line up
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device)
+        model_: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        self.model: Any = model_.to(self.device)
         self.model.eval()
         self.max_batch_size = max_batch_size
         self.seed = seed
@@ -144,7 +145,7 @@ class TransformersBackend:
     # ---- tokens ------------------------------------------------------------------------------------------------
     def truncate(self, text: str, max_tokens: int) -> str:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens])
+        return text if len(ids) <= max_tokens else str(self.tokenizer.decode(ids[:max_tokens]))
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         out = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True)
