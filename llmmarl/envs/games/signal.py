@@ -184,14 +184,17 @@ class SignalRenderer(Renderer):
         return "ready" if agent == SPEAKER else self.items[action]
 
 
-def make_signal(num_items: int = 4, rounds: int = 1) -> AECTextEnv:
-    """Signal as text: ``num_items`` colors to choose from, ``rounds`` rounds; messages broadcast, 16 tokens."""
+def make_signal(num_items: int = 4, rounds: int = 1, talk: bool = True) -> AECTextEnv:
+    """Signal as text: ``num_items`` colors to choose from, ``rounds`` rounds; messages broadcast, 16 tokens.
+
+    ``talk=False`` turns messages off: the no-communication ablation, where the listener can only guess.
+    """
     return AECTextEnv(
         "signal_v0",
         lambda: env(num_items=num_items, rounds=rounds),
         SignalRenderer(ITEM_NAMES[:num_items], rounds),
         teams={SPEAKER: "team", LISTENER: "team"},
-        message_rules=MessageRules(mode="broadcast", max_tokens=16),
+        message_rules=MessageRules(mode="broadcast" if talk else "off", max_tokens=16),
     )
 
 

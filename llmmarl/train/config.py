@@ -1,0 +1,353 @@
+"""One config per training run: :class:`TrainConfig`, loadable from YAML, every field documented once.
+
+Field-level checks live on the fields (``ge=``, ``Literal``); the cross-checks that need several fields are in
+:meth:`TrainConfig._cross_check`, and the ones that need the game itself (seat names, team layout) in
+:meth:`TrainConfig.check_env`. Every error says what to change.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.envs.base import TextEnv
+
+Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
+Credit = Literal["group", "role", "agent"]
+
+# A PEFT adapter name is a torch ModuleDict key (no dots) and also a folder name under adapters/.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# All linear layers of a Llama block; PEFT's "all-linear" would do the same but is spelled out for vLLM's sake.
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class _Strict(BaseModel):
+    # A misspelt key in a YAML file is an error, not a silently ignored option.
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSettings(_Strict):
+    """The LoRA adapter of one learner."""
+
+    r: int = Field(16, ge=1, description="LoRA rank. vLLM serves ranks 8, 16, 32, 64...; keep it one of those.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="LoRA dropout. 0 keeps the policy that played (eval mode) and the policy that is trained "
+        "identical, so GRPO's importance ratio starts at exactly 1.",
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LLAMA_LINEAR), description="Module names that get a LoRA pair."
+    )
+    layers: list[int] | None = Field(
+        None,
+        description="Only these decoder layers get LoRA (e.g. the last 8). Backpropagation then stops at the "
+        "lowest of them, which on CPU roughly halves the cost of an update. None = every layer.",
+    )
+
+
+class LearnerConfig(_Strict):
+    """An agent that learns: its own named LoRA adapter on the shared base model."""
+
+    name: str = Field(description="Adapter name and folder name under adapters/ (letters, digits, '-', '_').")
+    seats: list[str] = Field(
+        default_factory=list,
+        description="Seats this learner may take (e.g. [speaker_0]); empty = any seat, rotated across games.",
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Its adapter's shape.")
+    init_adapter: str | None = Field(None, description="Start from this PEFT adapter folder instead of a fresh one.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"learner name {v!r}: use a letter then letters, digits, '-' or '_' (at most 64)")
+        if v in "lora_":  # PEFT finds a LoRA weight by its prefix; a name inside it breaks loading saved weights
+            raise ValueError(f"learner name {v!r} is part of PEFT's weight prefix 'lora_': choose another name")
+        return v
+
+    @field_validator("init_adapter")
+    @classmethod
+    def _adapter_exists(cls, v: str | None) -> str | None:
+        if v is not None and not (Path(v) / "adapter_config.json").exists():
+            raise ValueError(f"init_adapter {v!r} is not a PEFT adapter folder (no adapter_config.json in it)")
+        return v
+
+
+class RewardWeights(_Strict):
+    """Weights of the reward terms. Each term is logged on its own (``rewards/<term>/mean``) before weighting."""
+
+    game: float = Field(
+        1.0,
+        description="The seat's episode return (the game's payoff). An unusable answer is credited the game's "
+        "forfeit reward instead, whatever the random fallback move went on to achieve.",
+    )
+    format: float = Field(
+        1.0,
+        ge=0.0,
+        description="Format/legality term: 0 for a usable answer; otherwise -1, +0.5 if it had an ACTION line, "
+        "+0.25 if it ended by itself (not cut at max_new_tokens). Graded so that a model whose answers all fail "
+        "(the 135M default at first) still sees which failures are closer to the format.",
+    )
+    prediction: float = Field(
+        0.0, ge=0.0, description="Prediction accuracy: share of this turn's predictions of others that came true."
+    )
+    message: float = Field(
+        0.0, ge=0.0, description="Message cost: -1 per message delivered to teammates (talk is not free)."
+    )
+
+    def as_dict(self) -> dict[str, float]:
+        return {"game": self.game, "format": self.format, "prediction": self.prediction, "message": self.message}
+
+
+class LeagueSettings(_Strict):
+    """The opponent pool of ``setting: league``: frozen snapshots of the learners, sampled as opponents."""
+
+    pool_size: int = Field(8, ge=1, description="Snapshots kept; the oldest is dropped first.")
+    snapshot_every: int = Field(10, ge=1, description="Add a snapshot of every learner after this many updates.")
+    sampling: Literal["uniform", "win_rate", "match_quality"] = Field(
+        "match_quality",
+        description="How opponents are drawn: uniform; win_rate = favour snapshots the learner beats least "
+        "(prioritised fictitious self-play); match_quality = favour even matches (win rate near 50%).",
+    )
+    self_play_prob: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of game groups where the learner plays its current self instead."
+    )
+
+
+class TrainConfig(_Strict):
+    """Multi-agent GRPO: one LoRA adapter per learner, every learner updated from the same games each step."""
+
+    # ---- the game and the players ------------------------------------------------------------------------
+    env: str = Field(description="Registered game name (see `llmmarl envs`), e.g. tictactoe_v3.")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the game's factory.")
+    model: str = Field("default", description="Base model: default (SmolLM2-135M-Instruct), tiny, a folder or hub id.")
+    learners: list[LearnerConfig] = Field(min_length=1, description="The agents that learn, one adapter each.")
+    opponents: list[str] = Field(
+        default_factory=list,
+        description="Agents that do not learn, in `llmmarl play --agents` syntax: a scripted policy (random, "
+        "minimax...), llm (the base model) or llm@FOLDER (a frozen adapter folder).",
+    )
+    setting: Setting = Field(
+        "self_play",
+        description="self_play: one learner in every seat; fixed_opponents: each game one learner vs opponents; "
+        "independent: all learners in one game, each its own adapter; team: learners are teammates (pinned "
+        "seats or the first team's seats); league: one learner vs snapshots of the learners (plus opponents).",
+    )
+    template: str | None = Field(None, description="Prompt folder under prompts/ (default: the game's own).")
+
+    # ---- what one update sees ------------------------------------------------------------------------------
+    games_per_update: int = Field(16, ge=1, description="Games played per update; one rollout feeds every learner.")
+    group_size: int = Field(
+        4, ge=1, description="Games per group: same seed (same deal/start) and same seating, different samples."
+    )
+    credit: Credit = Field(
+        "role",
+        description="Baseline for advantages. role (default): one baseline per learner and seat, as in SPIRAL's "
+        "role-conditioned advantage estimation - seats differ in expected return (first mover, speaker vs "
+        "listener), and without it self-play learns the seat instead of the move; works for any group size. "
+        "group: per learner, seat and group of games from the same seed - also removes the luck of the deal "
+        "(poker cards), needs group_size >= 2. agent: one baseline over all of a learner's samples.",
+    )
+    normalize_advantages: bool = Field(
+        True, description="Divide by the baseline set's standard deviation (GRPO); False = mean only (Dr. GRPO)."
+    )
+    role_baseline_ema: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="With credit: role, smooth each role's baseline across updates: b <- ema*b + (1-ema)*mean "
+        "(SPIRAL uses 0.95). 0 = this update's mean only.",
+    )
+    train_on: Literal["all_attempts", "final_attempt"] = Field(
+        "all_attempts",
+        description="final_attempt: one sample per LLM turn, the answer that counted. all_attempts (default): "
+        "failed first answers that were re-asked are samples too, so the first answer - the one the "
+        "invalid-action rate measures - gets the legality penalty directly.",
+    )
+    max_samples_per_learner: int | None = Field(
+        None, ge=1, description="Cap on samples per learner per update (a random subset): bounds the update's cost."
+    )
+    rewards: RewardWeights = Field(default_factory=RewardWeights, description="Reward terms and their weights.")
+
+    # ---- optimisation --------------------------------------------------------------------------------------
+    learning_rate: float = Field(5e-5, gt=0.0, description="AdamW learning rate of every adapter (constant).")
+    steps: int = Field(100, ge=1, description="Updates to run; each is one rollout plus one step per learner.")
+    beta: float = Field(
+        0.0, ge=0.0, description="KL penalty to the base model (adapters disabled). 0 = none (TRL's default)."
+    )
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping per adapter.")
+    micro_batch_size: int = Field(8, ge=1, description="Samples per forward/backward; gradients are accumulated.")
+    max_new_tokens: int = Field(64, ge=8, description="Answer budget in tokens during training games.")
+    temperature: float = Field(
+        1.0, gt=0.0, description="Sampling temperature in training games (also the loss's logit temperature)."
+    )
+    reask: bool = Field(True, description="Re-ask once when an answer has no legal action (its answer is trained).")
+    constrained: bool = Field(
+        False,
+        description="Grammar-constrained decoding in training games: every answer is well-formed and legal, so only "
+        "the game is learned (the format term has nothing left to teach). The loss scores the sampled tokens under "
+        "the unconstrained policy. Needs max_new_tokens large enough for the whole turn (~100 for the default "
+        "prompt's PLAN and PREDICT lines).",
+    )
+
+    # ---- output, evaluation, monitoring --------------------------------------------------------------------
+    output_dir: str = Field("runs/train", description="Checkpoints, metrics.jsonl, league snapshots, logs.")
+    adapters_dir: str | None = Field(
+        None, description="Where final adapters and manifest.json go (default: <output_dir>/adapters)."
+    )
+    save_every: int = Field(10, ge=1, description="Write a resumable checkpoint every this many updates.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest).")
+    eval_every: int = Field(0, ge=0, description="Evaluate every this many updates; 0 = only at the end.")
+    eval_games: int = Field(32, ge=0, description="Games per learner and evaluation lineup; 0 = no evaluation.")
+    eval_opponents: list[str] = Field(
+        default_factory=list,
+        description="Evaluation opponents (same syntax as opponents; llm = the base model). Empty: the "
+        "training lineup (opponents, or the team itself).",
+    )
+    eval_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature in evaluation games; 0 = greedy.")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="TRL/transformers loggers, e.g. [tensorboard] (needs `pip install tensorboard`). "
+        "metrics.jsonl is always written.",
+    )
+    league: LeagueSettings = Field(default_factory=LeagueSettings, description="Used by setting: league.")
+
+    # ---- machinery -----------------------------------------------------------------------------------------
+    seed: int = Field(0, description="Seeds games, sampling and adapter initialisation.")
+    max_batch_size: int = Field(64, ge=1, description="Rows per generate call of the backend.")
+    concurrency: int = Field(64, ge=1, description="Games in flight at once during a rollout.")
+    device: str | None = Field(None, description="cpu or cuda; default: cuda if available.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads for this process (torch.set_num_threads). On a machine whose cores are "
+        "busy with other work, 1 avoids OpenMP spin-waiting, which can make small ops 10-20x slower. None = "
+        "torch's default.",
+    )
+
+    # ---- loading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys at the top level")
+        return cls.model_validate({**data, **overrides})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    # ---- derived -----------------------------------------------------------------------------------------
+    @property
+    def groups_per_update(self) -> int:
+        return self.games_per_update // self.group_size
+
+    @property
+    def adapters_path(self) -> Path:
+        return Path(self.adapters_dir) if self.adapters_dir else Path(self.output_dir) / "adapters"
+
+    def opponent_specs(self) -> list[LLMAgentSpec | ScriptedAgentSpec]:
+        return _parse_agents(self.opponents, taken={lr.name for lr in self.learners})
+
+    def eval_opponent_specs(self) -> list[LLMAgentSpec | ScriptedAgentSpec]:
+        return _parse_agents(self.eval_opponents, taken={lr.name for lr in self.learners})
+
+    # ---- cross-checks ------------------------------------------------------------------------------------
+    @field_validator("opponents", "eval_opponents")
+    @classmethod
+    def _agents_parse(cls, v: list[str]) -> list[str]:
+        _parse_agents(v, taken=set())
+        return v
+
+    @field_validator("report_to")
+    @classmethod
+    def _loggers_installed(cls, v: list[str]) -> list[str]:
+        if "tensorboard" in v and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("report_to: tensorboard needs the tensorboard package: pip install tensorboard")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> TrainConfig:
+        names = [lr.name for lr in self.learners]
+        if len(set(names)) != len(names):
+            raise ValueError(f"learner names must be unique, got {names}")
+        if self.games_per_update % self.group_size:
+            lower = self.games_per_update // self.group_size * self.group_size or self.group_size
+            raise ValueError(
+                f"games_per_update ({self.games_per_update}) must be a multiple of group_size ({self.group_size}), "
+                f"e.g. {lower} or {lower + self.group_size}"
+            )
+        if self.credit == "group" and self.group_size < 2:
+            raise ValueError(
+                "credit: group compares games from the same start, so it needs group_size >= 2 (or use credit: role)"
+            )
+        n_learners, n_opponents = len(self.learners), len(self.opponents)
+        if self.setting == "self_play" and (n_learners != 1 or n_opponents):
+            raise ValueError(
+                "setting: self_play trains one learner in every seat: give exactly one learner and no opponents "
+                "(use fixed_opponents to play against opponents, independent for several learners)"
+            )
+        if self.setting == "fixed_opponents" and not n_opponents:
+            raise ValueError("setting: fixed_opponents needs opponents, e.g. opponents: [random]")
+        if self.setting in ("independent", "team") and n_learners < 2:
+            raise ValueError(
+                f"setting: {self.setting} is for several learners in one game; with one learner use self_play "
+                "or fixed_opponents"
+            )
+        if (
+            self.eval_games
+            and not self.eval_opponents
+            and (self.setting == "self_play" or (self.setting == "league" and not self.opponents))
+        ):
+            raise ValueError(
+                f"setting: {self.setting} has no fixed opponent to be measured against: set eval_opponents "
+                "(e.g. [random, llm]) or eval_games: 0"
+            )
+        return self
+
+    def check_env(self, env: TextEnv) -> None:
+        """Cross-checks against the game itself: seat names and whether the lineup fills every seat."""
+        seats = env.possible_agents
+        for lr in self.learners:
+            unknown = [s for s in lr.seats if s not in seats]
+            if unknown:
+                raise ValueError(f"learner {lr.name}: seats {unknown} are not seats of {env.name}; its seats: {seats}")
+        if self.setting in ("independent", "team"):
+            if len(self.learners) > len(seats):
+                raise ValueError(f"{len(self.learners)} learners but {env.name} has only {len(seats)} seats")
+            if len(self.learners) < len(seats) and not self.opponents:
+                raise ValueError(
+                    f"{env.name} has {len(seats)} seats and {len(self.learners)} learners: add opponents for the "
+                    "remaining seats"
+                )
+        if self.setting == "team":
+            teams = {env.teams[s] for lr in self.learners for s in lr.seats}
+            if len(teams) > 1:
+                raise ValueError(f"setting: team, but the learners' pinned seats are on different teams: {teams}")
+            if not any(len(env.teammates(s)) >= 1 for s in seats):
+                raise ValueError(f"setting: team needs a game with teams; {env.name} has none (use independent)")
+        if self.rewards.message and env.message_rules.mode == "off":
+            raise ValueError(f"rewards.message is set but {env.name} does not allow messages: set it to 0")
+
+
+def _parse_agents(texts: list[str], taken: set[str]) -> list[LLMAgentSpec | ScriptedAgentSpec]:
+    specs = []
+    taken = set(taken)
+    for text in texts:
+        spec = parse_agent(text, taken)  # ValueError lists the known agents
+        if (
+            isinstance(spec, LLMAgentSpec)
+            and spec.adapter
+            and not (Path(spec.adapter) / "adapter_config.json").exists()
+        ):
+            raise ValueError(f"opponent {text!r}: {spec.adapter} is not a PEFT adapter folder (no adapter_config.json)")
+        specs.append(spec)
+    return specs

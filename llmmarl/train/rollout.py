@@ -1,0 +1,175 @@
+"""From one rollout to every learner's training samples: reward terms per turn, then advantages.
+
+One :meth:`~llmmarl.runner.Runner.play` pass gives the episodes of an update. :func:`episodes_to_samples` walks
+them once and gives each learner exactly its own LLM turns (in self-play, the turns of every seat), as
+:class:`TurnSample` s carrying the token ids and logprobs the backend recorded. :func:`assign_advantages` then
+computes advantages per learner under the chosen credit assignment. Nothing here touches a model.
+
+Reward of a sample (one answer of one turn), before weighting (see :class:`~llmmarl.train.config.RewardWeights`)::
+
+    game        the seat's episode return if the answer was usable, else the game's forfeit reward
+    format      0 if usable, else -1 + 0.5 [had an ACTION line] + 0.25 [ended by itself]
+    prediction  share of the turn's predictions of others that came true (0 if none were scored)
+    message     -1 if the turn delivered a message to teammates
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from llmmarl.backends.base import ChatMessage
+from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
+
+TERMS = ("game", "format", "prediction", "message")
+_NO_ACTION = "no ACTION line"  # prefix of the parser's error when the answer has no ACTION line at all
+
+
+@dataclass
+class TurnSample:
+    """One LLM answer of one learner, ready for a policy-gradient step."""
+
+    learner: str
+    game_id: int
+    group: int  # games of one group share seed and seating (credit: group compares them)
+    seat: str
+    step: int
+    attempt: int  # 0 = the first answer, 1 = the re-ask's answer
+    messages: list[ChatMessage]
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    usable: bool  # the parser found a legal action in it
+    episode_return: float
+    terms: dict[str, float]  # unweighted, one per name in TERMS
+    reward: float = 0.0
+    advantage: float = 0.0
+
+
+def format_term(attempt: Attempt) -> float:
+    """0 for a usable answer; failures graded so that closer-to-format failures score higher (in [-1, -0.25])."""
+    if attempt.error is None:
+        return 0.0
+    has_action_line = not attempt.error.startswith(_NO_ACTION)
+    return -1.0 + 0.5 * has_action_line + 0.25 * (attempt.finish_reason == "stop")
+
+
+def reward_terms(episode: EpisodeRecord, turn: TurnRecord, attempt: int, forfeit_reward: float) -> dict[str, float]:
+    """The unweighted reward terms of answer ``attempt`` of ``turn``."""
+    a = turn.attempts[attempt]
+    counted = a.error is None  # the answer whose action was played (the parser accepted it)
+    hits = turn.prediction_hits
+    return {
+        "game": episode.returns[turn.seat] if counted else forfeit_reward,
+        "format": format_term(a),
+        "prediction": sum(hits.values()) / len(hits) if counted and hits else 0.0,
+        "message": -1.0 if counted and turn.message is not None else 0.0,
+    }
+
+
+def episodes_to_samples(
+    episodes: Iterable[EpisodeRecord],
+    learners: Iterable[str],
+    weights: Mapping[str, float],
+    forfeit_reward: float,
+    group_size: int = 1,
+    train_on: Literal["all_attempts", "final_attempt"] = "all_attempts",
+) -> dict[str, list[TurnSample]]:
+    """Every learner's samples from one rollout. Broken games (``error`` set) give none: they have no returns.
+
+    ``group_size``: games ``g * group_size ... (g + 1) * group_size - 1`` form group ``g`` (see
+    :func:`llmmarl.train.lineup.group_matches`).
+    """
+    out: dict[str, list[TurnSample]] = {name: [] for name in learners}
+    for ep in episodes:
+        if ep.error:
+            continue
+        for turn in ep.turns:
+            if turn.player not in out or not turn.attempts:
+                continue
+            last = len(turn.attempts) - 1
+            for i in range(last + 1) if train_on == "all_attempts" else [last]:
+                a = turn.attempts[i]
+                if not a.completion_ids:  # a backend that hides token ids cannot be trained on
+                    continue
+                terms = reward_terms(ep, turn, i, forfeit_reward)
+                out[turn.player].append(
+                    TurnSample(
+                        learner=turn.player,
+                        game_id=int(ep.game_id),  # the trainer's matches number their games 0, 1, ...
+                        group=int(ep.game_id) // group_size,
+                        seat=turn.seat,
+                        step=turn.step,
+                        attempt=i,
+                        messages=a.messages,
+                        prompt_ids=a.prompt_ids,
+                        completion_ids=a.completion_ids,
+                        logprobs=a.logprobs,
+                        usable=a.error is None,
+                        episode_return=ep.returns[turn.seat],
+                        terms=terms,
+                        reward=sum(weights[k] * v for k, v in terms.items()),
+                    )
+                )
+    return out
+
+
+def _key(s: TurnSample, credit: str) -> tuple[object, ...]:
+    if credit == "group":
+        return (s.learner, s.group, s.seat)
+    if credit == "role":
+        return (s.learner, s.seat)
+    return (s.learner,)
+
+
+def _std(xs: Sequence[float], mean: float) -> float:
+    """Sample standard deviation (n - 1), as GRPO and TRL use; 0 for fewer than two values."""
+    if len(xs) < 2:
+        return 0.0
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def assign_advantages(
+    samples: Sequence[TurnSample],
+    credit: Literal["group", "role", "agent"],
+    normalize: bool = True,
+    role_baselines: dict[str, float] | None = None,
+    ema: float = 0.0,
+    eps: float = 1e-4,
+) -> None:
+    """Set ``advantage = (reward - baseline) / (std + eps)`` on every sample, in place.
+
+    The baseline set of a sample is its learner's samples with the same seat and group (``group``), the same
+    seat (``role``) or all of them (``agent``); the baseline is that set's mean reward, and ``std`` its sample
+    standard deviation (only when ``normalize``; a set with no spread is not divided). With ``credit: role`` and
+    ``ema > 0`` the baseline is smoothed across calls in ``role_baselines`` (SPIRAL's role-conditioned
+    advantage estimation): ``b <- ema * b + (1 - ema) * mean``.
+    """
+    sets: dict[tuple[object, ...], list[TurnSample]] = defaultdict(list)
+    for s in samples:
+        sets[_key(s, credit)].append(s)
+    for key, members in sets.items():
+        rewards = [s.reward for s in members]
+        mean = sum(rewards) / len(rewards)
+        baseline = mean
+        if credit == "role" and ema > 0 and role_baselines is not None:
+            name = "/".join(str(k) for k in key)
+            if name in role_baselines:
+                baseline = ema * role_baselines[name] + (1.0 - ema) * mean
+            role_baselines[name] = baseline
+        std = _std(rewards, mean)
+        scale = std + eps if normalize and std > 0 else 1.0
+        for s in members:
+            s.advantage = (s.reward - baseline) / scale
+
+
+def subsample(samples: list[TurnSample], cap: int | None, rng: random.Random) -> list[TurnSample]:
+    """At most ``cap`` samples, drawn without replacement (after advantages, so baselines saw them all)."""
+    if cap is None or len(samples) <= cap:
+        return samples
+    keep = sorted(rng.sample(range(len(samples)), cap))
+    return [samples[i] for i in keep]

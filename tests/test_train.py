@@ -1,0 +1,431 @@
+"""Training: reward terms, credit assignment, lineups, the league, and multi-agent GRPO on the tiny model.
+
+The end-to-end tests use grammar-constrained decoding: the tiny random model's free answers never parse, so every
+sample would get the same reward and a zero advantage; under the grammar every answer is legal and the games'
+outcomes differ, which gives the learners a real gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.agents.turn import Turn
+from llmmarl.envs import make
+from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
+from llmmarl.train.config import TrainConfig
+from llmmarl.train.league import League, Snapshot
+from llmmarl.train.lineup import training_groups
+from llmmarl.train.rollout import TurnSample, assign_advantages, episodes_to_samples, format_term
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:  # the end-to-end tests run with threads=1, which is process-wide
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("train_*.yaml"))
+WEIGHTS = {"game": 1.0, "format": 1.0, "prediction": 0.5, "message": 0.25}
+
+
+# ---- reward terms and samples --------------------------------------------------------------------------------
+def _attempt(error: str | None = None, finish: str = "stop", n: int = 3) -> Attempt:
+    return Attempt(
+        messages=[{"role": "user", "content": "your move"}],
+        response="...",
+        prompt_ids=[1, 2, 3],
+        completion_ids=list(range(10, 10 + n)),
+        logprobs=[-0.5] * n,
+        finish_reason=finish,
+        error=error,
+    )
+
+
+NO_LINE = "no ACTION line found. End your answer with 'ACTION: <one legal action>'."
+ILLEGAL = "'10' is not a legal action. Legal actions: 1, 2."
+
+
+def test_format_term_grades_failures() -> None:
+    assert format_term(_attempt()) == 0.0
+    assert format_term(_attempt(NO_LINE, "length")) == -1.0
+    assert format_term(_attempt(NO_LINE, "stop")) == -0.75
+    assert format_term(_attempt(ILLEGAL, "length")) == -0.5
+    assert format_term(_attempt(ILLEGAL, "stop")) == -0.25
+
+
+def _turn(step: int, seat: str, player: str, attempts: list[Attempt], **kw: object) -> TurnRecord:
+    usable = bool(attempts) and attempts[-1].error is None
+    return TurnRecord(
+        step=step,
+        seat=seat,
+        player=player,
+        observation="board",
+        legal_actions=["1", "2"],
+        attempts=attempts,
+        turn=Turn(action="1") if usable else None,
+        action="1",
+        action_id=0,
+        fallback=None if usable or not attempts else "random",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _episodes() -> list[EpisodeRecord]:
+    seats = {"player_1": "a", "player_2": "b"}
+    turns = [
+        _turn(0, "player_1", "a", [_attempt(NO_LINE, "length"), _attempt()], prediction_hits={"player_2": True}),
+        _turn(1, "player_2", "b", [_attempt()], message="hi"),
+        _turn(2, "player_1", "a", [_attempt(ILLEGAL), _attempt(NO_LINE, "length")]),  # fell back to a random move
+        _turn(3, "player_2", "b", []),  # a scripted turn: nothing to train
+    ]
+    won = EpisodeRecord(
+        game_id=5,
+        env="tictactoe_v3",
+        seed=1,
+        seats=seats,
+        teams={"player_1": "player_1", "player_2": "player_2"},
+        returns={"player_1": 1.0, "player_2": -1.0},
+        outcomes={"player_1": "win", "player_2": "loss"},
+        turns=turns,
+    )
+    broken = won.model_copy(update={"game_id": 6, "error": "step failed", "returns": {}, "outcomes": {}})
+    return [won, broken]
+
+
+def test_each_learner_gets_exactly_its_own_turns() -> None:
+    samples = episodes_to_samples(_episodes(), ["a", "b"], WEIGHTS, forfeit_reward=-1.0, group_size=4)
+    a, b = samples["a"], samples["b"]
+    # a: both answers of turn 0 and both failed answers of turn 2; the broken game gives nothing.
+    assert [(s.step, s.attempt, s.usable) for s in a] == [(0, 0, False), (0, 1, True), (2, 0, False), (2, 1, False)]
+    assert [(s.step, s.attempt) for s in b] == [(1, 0)]
+    assert {s.seat for s in a} == {"player_1"} and {s.seat for s in b} == {"player_2"}
+    assert all(s.group == 1 for s in a + b)  # game 5 is in group 5 // 4
+    # The usable answer earns the game's return; unusable ones the forfeit reward, whatever the fallback did.
+    assert a[1].terms == {"game": 1.0, "format": 0.0, "prediction": 1.0, "message": 0.0}
+    assert a[0].terms == {"game": -1.0, "format": -1.0, "prediction": 0.0, "message": 0.0}
+    assert a[2].terms["format"] == -0.25 and a[2].terms["game"] == -1.0
+    assert a[1].reward == pytest.approx(1.0 + 0.5 * 1.0)
+    assert b[0].terms == {"game": -1.0, "format": 0.0, "prediction": 0.0, "message": -1.0}
+    assert b[0].reward == pytest.approx(-1.0 - 0.25)
+    assert a[1].completion_ids == [10, 11, 12] and a[1].logprobs == [-0.5] * 3 and a[1].prompt_ids == [1, 2, 3]
+    final = episodes_to_samples(_episodes(), ["a"], WEIGHTS, -1.0, train_on="final_attempt")["a"]
+    assert [(s.step, s.attempt) for s in final] == [(0, 1), (2, 1)]  # one sample per turn: the answer that counted
+
+
+# ---- credit assignment ------------------------------------------------------------------------------------------
+def _samples(rows: list[tuple[str, int, str, float]]) -> list[TurnSample]:
+    return [
+        TurnSample(
+            learner=learner,
+            game_id=group,
+            group=group,
+            seat=seat,
+            step=0,
+            attempt=0,
+            messages=[],
+            prompt_ids=[1],
+            completion_ids=[2],
+            logprobs=[0.0],
+            usable=True,
+            episode_return=reward,
+            terms={},
+            reward=reward,
+        )
+        for learner, group, seat, reward in rows
+    ]
+
+
+ROWS = [("a", 0, "x", 1.0), ("a", 0, "x", 3.0), ("a", 1, "x", 5.0), ("a", 0, "y", 0.0), ("a", 1, "y", 2.0)]
+
+
+def _adv(credit: str, normalize: bool = True, rows: list[tuple[str, int, str, float]] = ROWS) -> list[float]:
+    samples = _samples(rows)
+    assign_advantages(samples, credit, normalize)  # type: ignore[arg-type]
+    return [s.advantage for s in samples]
+
+
+def test_group_credit_compares_games_of_one_group_and_seat() -> None:
+    # (a, 0, x): [1, 3] mean 2, sample std sqrt(2); the other sets have one sample each: advantage 0.
+    d = 1 / (math.sqrt(2) + 1e-4)
+    assert _adv("group") == pytest.approx([-d, d, 0.0, 0.0, 0.0])
+
+
+def test_role_credit_has_one_baseline_per_seat() -> None:
+    # x: [1, 3, 5] mean 3, std 2; y: [0, 2] mean 1, std sqrt(2).
+    d = 1 / (math.sqrt(2) + 1e-4)
+    assert _adv("role") == pytest.approx([-2 / 2.0001, 0.0, 2 / 2.0001, -d, d])
+    assert _adv("role", normalize=False) == pytest.approx([-2.0, 0.0, 2.0, -1.0, 1.0])
+
+
+def test_agent_credit_normalises_over_all_samples_of_a_learner() -> None:
+    # [1, 3, 5, 0, 2]: mean 2.2, sample variance 14.8 / 4 = 3.7.
+    std = math.sqrt(3.7) + 1e-4
+    assert _adv("agent") == pytest.approx([(r - 2.2) / std for r in (1.0, 3.0, 5.0, 0.0, 2.0)])
+
+
+def test_learners_never_share_a_baseline() -> None:
+    rows = [("a", 0, "x", 1.0), ("a", 0, "x", 3.0), ("b", 0, "x", 10.0), ("b", 0, "x", 30.0)]
+    assert _adv("agent", normalize=False, rows=rows) == pytest.approx([-1.0, 1.0, -10.0, 10.0])
+
+
+def test_role_baseline_moving_average() -> None:
+    baselines: dict[str, float] = {}
+    first = _samples([("a", 0, "x", 1.0), ("a", 0, "x", 5.0)])
+    assign_advantages(first, "role", normalize=False, role_baselines=baselines, ema=0.5)
+    assert [s.advantage for s in first] == [-2.0, 2.0] and baselines == {"a/x": 3.0}
+    second = _samples([("a", 0, "x", 7.0)])
+    assign_advantages(second, "role", normalize=True, role_baselines=baselines, ema=0.5)
+    assert baselines == {"a/x": 5.0}  # 0.5 * 3 + 0.5 * 7
+    assert second[0].advantage == pytest.approx(2.0)  # one sample: no spread to divide by
+
+
+# ---- league and lineups ---------------------------------------------------------------------------------------
+def test_league_keeps_newest_and_prefers_opponents_per_sampling() -> None:
+    league = League(pool_size=2, sampling="win_rate")
+    for step in range(3):
+        league.add(Snapshot(name=f"a-s{step}", learner="a", step=step, path=f"/tmp/a-s{step}"))
+    assert [s.name for s in league.snapshots] == ["a-s1", "a-s2"]
+    for _ in range(4):
+        league.record("a-s1", 1.0)  # the learner always beats s1
+        league.record("a-s2", 0.0)  # and always loses to s2
+    league.record("a-s0", 1.0)  # dropped: ignored
+    s1, s2 = league.snapshots
+    assert league.weight(s2) == 1.0 and league.weight(s1) == 0.05  # floor
+    import random
+
+    rng = random.Random(0)
+    assert sum(league.sample(rng).name == "a-s2" for _ in range(200)) > 170
+    league.sampling = "match_quality"
+    s1.score = 2.0  # 2 of 4: an even match
+    assert league.weight(s1) == 0.25 and league.weight(s2) == 0.05
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    base: dict[str, object] = {"env": "tictactoe_v3", "model": "tiny", "eval_games": 0}
+    return TrainConfig.model_validate({**base, **kw})
+
+
+def test_lineups_per_setting() -> None:
+    ttt = make("tictactoe_v3")
+    a, b = LLMAgentSpec(name="ann", adapter="ann"), LLMAgentSpec(name="b", adapter="b")
+    rnd = ScriptedAgentSpec(name="random", policy="random")
+    self_play = _cfg(learners=[{"name": "ann"}], games_per_update=4, group_size=2)
+    groups, seeds = training_groups(self_play, ttt, 0, [a], [])
+    assert [{s.name for s in g.seats.values()} for g in groups] == [{"ann"}, {"ann"}] and len(set(seeds)) == 2
+    assert training_groups(self_play, ttt, 0, [a], [])[1] == seeds  # seeds depend on (seed, step) only
+    assert training_groups(self_play, ttt, 1, [a], [])[1] != seeds
+    fixed = _cfg(
+        learners=[{"name": "ann"}], setting="fixed_opponents", opponents=["random"], games_per_update=4, group_size=2
+    )
+    groups, _ = training_groups(fixed, ttt, 0, [a], [rnd])
+    assert [g.seats for g in groups] == [{"player_1": a, "player_2": rnd}, {"player_1": rnd, "player_2": a}]
+    signal = make("signal_v0")
+    team = _cfg(
+        env="signal_v0",
+        setting="team",
+        learners=[{"name": "b", "seats": ["listener_0"]}, {"name": "ann"}],
+        games_per_update=2,
+        group_size=1,
+    )
+    team.check_env(signal)
+    for g in training_groups(team, signal, 0, [b, a], [])[0]:
+        assert g.seats == {"listener_0": b, "speaker_0": a}
+    league_cfg = _cfg(learners=[{"name": "ann"}], setting="league", games_per_update=8, group_size=1)
+    league = League(pool_size=4)
+    league.add(Snapshot(name="a-s0", learner="a", step=0, path="/tmp/x"))
+    snap = LLMAgentSpec(name="a-s0", adapter="/tmp/x")
+    groups, _ = training_groups(league_cfg, ttt, 0, [a], [], league, lambda s: snap)
+    names = [sorted(s.name for s in g.seats.values()) for g in groups]
+    assert {g.snapshot for g in groups} <= {"a-s0", None} and any(g.snapshot for g in groups)
+    assert all(n == (["a-s0", "ann"] if g.snapshot else ["ann", "ann"]) for n, g in zip(names, groups, strict=True))
+
+
+# ---- config --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"learners": [{"name": "ann"}], "games_per_update": 10, "group_size": 4}, "multiple of group_size"),
+        ({"learners": [{"name": "ann"}], "credit": "group", "group_size": 1}, "group_size >= 2"),
+        ({"learners": [{"name": "ann"}], "opponents": ["random"]}, "use fixed_opponents"),
+        ({"learners": [{"name": "ann"}], "setting": "fixed_opponents"}, "needs opponents"),
+        ({"learners": [{"name": "ann"}], "setting": "team"}, "several learners"),
+        ({"learners": [{"name": "ann"}, {"name": "ann"}], "setting": "independent"}, "unique"),
+        ({"learners": [{"name": "a.b"}]}, "use a letter"),
+        ({"learners": [{"name": "ra"}]}, "prefix 'lora_'"),
+        ({"learners": [{"name": "ann"}], "opponents": ["llm@/no/such"], "setting": "fixed_opponents"}, "not a PEFT"),
+        ({"learners": [{"name": "ann"}], "opponents": ["chess_engine"], "setting": "fixed_opponents"}, "unknown agent"),
+        ({"learners": [{"name": "ann"}], "eval_games": 8}, "eval_opponents"),
+        ({"learners": [{"name": "ann"}], "learning_rte": 1e-4}, "learning_rte"),
+    ],
+)
+def test_config_errors_say_what_to_change(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.model_validate({"env": "tictactoe_v3", "eval_games": 0, **kw})
+
+
+def test_config_checks_against_the_game() -> None:
+    cfg = _cfg(learners=[{"name": "ann", "seats": ["player_9"]}])
+    with pytest.raises(ValueError, match="not seats of tictactoe_v3"):
+        cfg.check_env(make("tictactoe_v3"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_example_configs_load(path: Path) -> None:
+    cfg = TrainConfig.from_yaml(path)
+    cfg.check_env(make(cfg.env, **cfg.env_kwargs))
+    assert TrainConfig.model_validate(json.loads(cfg.model_dump_json())) == cfg
+
+
+def test_cli_reports_config_errors(tmp_path: Path) -> None:
+    from llmmarl.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: tictactoe_v3\nlearners: [{name: ann}]\ngames_per_update: 10\ngroup_size: 4\n")
+    result = CliRunner().invoke(app, ["train", str(bad)])
+    assert result.exit_code == 2 and "multiple of group_size" in result.output
+
+
+# ---- end to end on the tiny model ----------------------------------------------------------------------------
+def _lora(model: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if f".{name}." in k and "lora_" in k}
+
+
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> int:
+    return sum(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def frozen_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter with non-zero weights, to play as a frozen opponent."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmmarl.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("frozen")
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny"))
+    torch.manual_seed(1)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapter: Path, monkeypatch) -> None:
+    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+
+    # Spy on what TRL's loss receives: the advantages must be ours, row for row.
+    seen: list[tuple[list[float], list[float]]] = []
+    original = AgentGRPOTrainer._generate_and_score_completions
+
+    def spy(self: AgentGRPOTrainer, inputs: list[dict[str, object]]) -> dict[str, object]:
+        out = original(self, inputs)
+        seen.append(([s.advantage for s in self.batch], out["advantages"].tolist()))  # type: ignore[union-attr]
+        return out
+
+    monkeypatch.setattr(AgentGRPOTrainer, "_generate_and_score_completions", spy)
+    cfg = _cfg(
+        env="kuhn_poker",
+        learners=[{"name": "alice", "lora": {"r": 4}}, {"name": "bob", "lora": {"r": 4}}],
+        setting="fixed_opponents",
+        opponents=[f"llm@{frozen_adapter}"],
+        games_per_update=4,
+        group_size=2,
+        steps=2,
+        constrained=True,
+        max_new_tokens=96,
+        learning_rate=1e-2,
+        micro_batch_size=2,
+        output_dir=str(tmp_path / "run"),
+        save_every=10,
+        threads=1,
+    )
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    frozen = cfg.opponent_specs()[0].name
+    trainer.backend.load_adapter(frozen, frozen_adapter)  # what the runner does when the opponent first plays
+    before = {n: _lora(trainer.model, n) for n in ("alice", "bob", frozen)}
+    assert all(before.values())
+    logs = trainer.update()
+    after = {n: _lora(trainer.model, n) for n in ("alice", "bob", frozen)}
+    assert _changed(before["alice"], after["alice"]) > 0 and _changed(before["bob"], after["bob"]) > 0
+    assert _changed(before[frozen], after[frozen]) == 0
+    # Each optimizer holds its own adapter's weights only.
+    optimizers: dict[str, Any] = {n: t.optimizer for n, t in trainer.trainers.items()}
+    owned = {n: {id(p) for g in opt.param_groups for p in g["params"]} for n, opt in optimizers.items()}
+    assert owned["alice"] and owned["bob"] and not owned["alice"] & owned["bob"]
+    assert seen and all(ours == pytest.approx(trl) for ours, trl in seen)
+    assert any(any(abs(x) > 0 for x in ours) for ours, _ in seen)
+    for name in ("alice", "bob"):
+        m = logs[name]
+        # The grammar makes answers legal (unless cut at max_new_tokens): there are usable samples to learn from.
+        assert m["samples/count"] > 0 and m["samples/usable_rate"] > 0 and "game/invalid_rate" in m
+        assert {"rewards/game/mean", "rewards/format/mean", "entropy", "game/return", "grad_norm"} <= set(m)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1]
+
+
+def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
+    from llmmarl.backends.transformers import TransformersBackend
+    from llmmarl.train.checkpoint import list_checkpoints
+    from llmmarl.train.grpo import MultiAgentGRPO, train
+
+    cfg = _cfg(
+        env="signal_v0",
+        setting="team",
+        learners=[
+            {"name": "speaker", "seats": ["speaker_0"], "lora": {"r": 4}},
+            {"name": "listener", "lora": {"r": 4}},
+        ],
+        games_per_update=4,
+        group_size=2,
+        steps=2,
+        constrained=True,
+        max_new_tokens=96,
+        learning_rate=1e-2,
+        save_every=1,
+        keep_checkpoints=1,
+        eval_games=2,
+        output_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    first = MultiAgentGRPO(cfg, progress=False)
+    first.train(max_updates=1)  # "killed" after one update
+    assert first.step == 1
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]
+    weights = _lora(first.model, "speaker")
+    optimizer: Any = first.trainers["speaker"].optimizer
+    adam = optimizer.state_dict()["state"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, progress=False)
+
+    second = MultiAgentGRPO(cfg, progress=False)
+    assert second.resume() and second.step == 1
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # trained, not the zero init
+    assert all(torch.equal(weights[k], v) for k, v in _lora(second.model, "speaker").items())
+    optimizer = second.trainers["speaker"].optimizer
+    restored = optimizer.state_dict()["state"]
+    assert adam and all(torch.equal(adam[i]["exp_avg"], restored[i]["exp_avg"]) for i in adam)
+    assert second.trainers["speaker"].state.global_step == 1
+    second.train()
+    assert second.step == 2 and second.trainers["listener"].state.global_step == 2
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000002"]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "learners" in x] == [1, 2]
+
+    adapters = tmp_path / "run" / "adapters"
+    manifest = json.loads((adapters / "manifest.json").read_text())
+    entries = {e["name"]: e for e in manifest["adapters"]}
+    assert set(entries) == {"speaker", "listener"} and entries["speaker"]["steps"] == 2
+    assert entries["speaker"]["role"] == "speaker_0" and entries["speaker"]["game"] == "signal_v0"
+    assert "team" in entries["listener"]["eval"]
+    backend = TransformersBackend("tiny", adapters={n: adapters / n for n in entries})
+    assert backend.adapters == ["listener", "speaker"]
