@@ -78,7 +78,7 @@ def minimax_tictactoe(env: TextEnv, obs: Observation, rng: random.Random) -> int
 register_policy("random", lambda: random_policy, "uniformly random legal action (any game)")
 register_policy("minimax", lambda: minimax_tictactoe, "perfect tic-tac-toe (tictactoe_v3 only)")
 
-# Game-specific bots live in their own modules and register on import (this import must stay last).
+# Game-specific bots live in their own modules and register on import (after register_policy is defined).
 from llmmarl.agents import bots_kuhn  # noqa: E402, F401
 
 

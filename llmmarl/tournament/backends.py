@@ -1,0 +1,143 @@
+"""One backend for a tournament's runner, whatever mix of models the participants use.
+
+The runner holds a single :class:`~llmmarl.backends.base.Backend`. A tournament may pit a local base model with
+several LoRA adapters against a model behind an OpenAI-compatible endpoint, so :class:`RoutingBackend` gives
+every LLM participant a *route* (its request ``adapter`` name, :func:`route`) and forwards each request to the
+backend that serves it, rewriting the adapter to the name that backend knows. All local participants of one base
+model share one :class:`~llmmarl.backends.transformers.TransformersBackend` (adapters loaded under participant
+names), so their turns still share one batched ``generate`` call per runner round.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.backends.base import Backend, BackendError, Generation, GenerationRequest
+from llmmarl.tournament.config import LocalLLMParticipant, OpenAIParticipant, TournamentConfig
+
+_SPEC_FIELDS = set(LLMAgentSpec.model_fields) - {"kind", "adapter"}
+
+
+def route(participant: str) -> str:
+    """The adapter name a participant's requests carry. The '@' keeps the runner from taking it for a folder."""
+    return f"@{participant}"
+
+
+def runner_specs(config: TournamentConfig) -> dict[str, AgentSpec]:
+    """Participant name -> the spec the runner plays: LLM participants become LLM specs addressed by route."""
+    out: dict[str, AgentSpec] = {}
+    for p in config.participants:
+        if isinstance(p, ScriptedAgentSpec):
+            out[p.name] = p
+        else:
+            out[p.name] = LLMAgentSpec(**p.model_dump(include=_SPEC_FIELDS), adapter=route(p.name))
+    return out
+
+
+class RoutingBackend:
+    """Forwards each request to the backend of its route; one ``generate`` call per backend per batch.
+
+    Args:
+        routes: route name -> (backend, the adapter name that backend expects; None = its base model).
+    """
+
+    def __init__(self, routes: dict[str, tuple[Backend, str | None]]) -> None:
+        if not routes:
+            raise ValueError("a routing backend needs at least one route")
+        self.routes = routes
+
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(self.routes)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        # Message budgets are counted with the first backend's tokenizer; all routes of one game share it.
+        backend = next(iter(self.routes.values()))[0]
+        return backend.truncate(text, max_tokens)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        groups: dict[int, tuple[Backend, list[int]]] = {}
+        for i, r in enumerate(requests):
+            if r.adapter not in self.routes:
+                raise BackendError(f"request for {r.adapter!r}, which no tournament participant routes")
+            backend = self.routes[r.adapter][0]
+            groups.setdefault(id(backend), (backend, []))[1].append(i)
+        out: list[Generation | None] = [None] * len(requests)
+        for backend, idx in groups.values():
+            sent = [requests[i].model_copy(update={"adapter": self.routes[requests[i].adapter][1]}) for i in idx]  # type: ignore[index]
+            for i, gen in zip(idx, backend.generate(sent), strict=True):
+                out[i] = gen
+        return [g for g in out if g is not None]
+
+
+def build_backend(config: TournamentConfig, names: set[str]) -> RoutingBackend | None:
+    """Backends for the LLM participants in ``names``; None when all of them are scripted."""
+    llms = [p for p in config.participants if p.name in names and not isinstance(p, ScriptedAgentSpec)]
+    if not llms:
+        return None
+    routes: dict[str, tuple[Backend, str | None]] = {}
+    by_model: dict[str, list[LocalLLMParticipant]] = {}
+    by_endpoint: dict[tuple[str, str | None], list[OpenAIParticipant]] = {}
+    for p in llms:
+        if isinstance(p, LocalLLMParticipant):
+            by_model.setdefault(p.base_model or config.base_model, []).append(p)
+        else:
+            assert isinstance(p, OpenAIParticipant)
+            by_endpoint.setdefault((p.base_url, p.api_key_env), []).append(p)
+    for model, local_ps in by_model.items():
+        local = _local_backend(config, model, local_ps)
+        for lp in local_ps:
+            routes[route(lp.name)] = (local, lp.name if lp.adapter else None)
+    for (base_url, key_env), remote_ps in by_endpoint.items():
+        remote = _openai_backend(base_url, key_env, [p.name for p in remote_ps], config.seed)
+        base = getattr(remote, "model", None)  # the served base model answers requests without an adapter
+        for rp in remote_ps:
+            routes[route(rp.name)] = (remote, None if rp.model == base else rp.model)
+    return RoutingBackend(routes)
+
+
+def _local_backend(config: TournamentConfig, model: str, participants: list[LocalLLMParticipant]) -> Backend:
+    from llmmarl.backends.transformers import TransformersBackend  # torch loads only when a local model plays
+
+    adapters = {}
+    for p in participants:
+        if p.adapter is None:
+            continue
+        if not Path(p.adapter).is_dir():
+            raise BackendError(
+                f"participant {p.name!r}: adapter {p.adapter!r} is not a folder. Local participants load PEFT "
+                f"adapter folders; for an adapter served by vLLM use `kind: openai` with `model: {p.adapter}`."
+            )
+        adapters[p.name] = p.adapter
+    return TransformersBackend(
+        model,
+        adapters=adapters,
+        max_batch_size=config.max_batch_size,
+        dtype=config.dtype,
+        device=config.device,
+        seed=config.seed,
+    )
+
+
+def _openai_backend(base_url: str, key_env: str | None, names: list[str], seed: int) -> Backend:
+    try:
+        from llmmarl.backends.openai import OpenAIBackend  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as e:
+        raise BackendError(
+            f"participants {names} play through an OpenAI-compatible endpoint, which needs "
+            f"llmmarl.backends.openai.OpenAIBackend; it cannot be imported in this install ({e}). "
+            f"Update llmmarl, or remove those participants."
+        ) from None
+    api_key = None
+    if key_env is not None:
+        api_key = os.environ.get(key_env)
+        if api_key is None:
+            raise BackendError(
+                f"participants {names}: the API key variable ${key_env} is not set; export it, or set "
+                f"`api_key_env: null` for a server without keys (a local vLLM)."
+            )
+    backend: Backend = OpenAIBackend(base_url=base_url, api_key=api_key, seed=seed)
+    return backend

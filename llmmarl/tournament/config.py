@@ -1,0 +1,202 @@
+"""What a tournament is: one pydantic config, loadable from YAML, every option described once.
+
+Example (``configs/tournament_tictactoe.yaml``)::
+
+    name: tictactoe
+    games: [tictactoe_v3]
+    participants: [llm, random, minimax]        # short forms, as in `llmmarl play --agents`
+    schedule: {format: round_robin, games_per_pairing: 4}
+    db: reports/tournament_tictactoe.sqlite
+
+Participants are agent specs: a local LLM (``kind: llm``: the base model + an optional LoRA adapter + a prompt
+template + decoding settings), a scripted bot (``kind: scripted``), or a model behind an OpenAI-compatible
+endpoint (``kind: openai``). Cross-checks that need no game live here; the ones that need the game (seat
+count, cooperative or not) are made in :mod:`llmmarl.tournament.run` when the game is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.models import DEFAULT_MODEL
+
+
+class GameSpec(BaseModel):
+    """One game of the tournament. Ratings and reports are per game: skill at one game says little of another."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str = Field(description="Registered game name (see `llmmarl envs`), e.g. 'tictactoe_v3'.")
+    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the game's factory.")
+    label: str | None = Field(
+        None, description="Name in results and reports; needed only to play one env twice with different kwargs."
+    )
+
+    @property
+    def key(self) -> str:
+        return self.label or self.env
+
+
+class LocalLLMParticipant(LLMAgentSpec):
+    """A local LLM agent: the tournament's base model (or its own), an optional adapter folder, decoding settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str | None = Field(
+        None, description="Base model of this participant; None = the tournament's `base_model`."
+    )
+
+
+class OpenAIParticipant(LLMAgentSpec):
+    """An agent served behind an OpenAI-compatible endpoint (vLLM, a hosted API). Decoding settings as for `llm`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai"] = "openai"  # type: ignore[assignment]
+    base_url: str = Field(description="Endpoint root, e.g. 'http://localhost:8000/v1'.")
+    model: str = Field(description="Model name sent with each request (a served base model or LoRA module name).")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key; None for servers without one."
+    )
+
+    @model_validator(mode="after")
+    def _no_adapter(self) -> OpenAIParticipant:
+        if self.adapter is not None:
+            raise ValueError(
+                f"participant {self.name!r}: an openai participant has no adapter folder; name the served adapter "
+                f"in `model` (vLLM serves each LoRA module under its own model name)"
+            )
+        return self
+
+
+Participant = Annotated[LocalLLMParticipant | ScriptedAgentSpec | OpenAIParticipant, Field(discriminator="kind")]
+LLMParticipant = LocalLLMParticipant | OpenAIParticipant
+
+
+class RoundRobin(BaseModel):
+    """Every group of participants plays, in every seat order (for two seats: every pair, both orders)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["round_robin"] = "round_robin"
+    games_per_pairing: int = Field(
+        2, ge=1, description="Games of each pairing *in each seat order* (2N per pair in a two-seat game)."
+    )
+    swap_seats: bool = Field(
+        True, description="Play every seat order (rotations); False: only the order the participants are listed in."
+    )
+
+
+class Swiss(BaseModel):
+    """Rounds paired by current standings (Monrad-style), avoiding rematches; for two-seat competitive games."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["swiss"] = "swiss"
+    rounds: int = Field(3, ge=1, description="Number of rounds; each needs the previous one finished.")
+    games_per_pairing: int = Field(
+        2,
+        ge=1,
+        description="Games each pairing plays in a round. Seat orders alternate; an odd game's first seat goes "
+        "to the player who has had it less often (colour balance).",
+    )
+
+
+ScheduleConfig = Annotated[RoundRobin | Swiss, Field(discriminator="format")]
+
+
+class TournamentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("tournament", description="Tournament name; one store file may hold several tournaments.")
+    games: list[GameSpec] = Field(min_length=1, description="Games to play; a bare string is a game name.")
+    participants: list[Participant] = Field(
+        min_length=2,
+        description="Agents; a bare string is a short form as in `llmmarl play --agents` ('llm', 'llm@DIR', 'random').",
+    )
+    schedule: ScheduleConfig = Field(default_factory=RoundRobin, description="round_robin or swiss.")
+    seed: int = Field(0, description="Seeds the schedule's game seeds and the LLM backend's sampling.")
+    db: Path = Field(
+        Path("reports/tournament.sqlite"),
+        description="SQLite store (relative to the working directory); re-running resumes from it.",
+    )
+    report: Path | None = Field(None, description="HTML report written at the end; default: the db path with .html.")
+    concurrency: int = Field(32, ge=1, description="Games in flight at once (their LLM turns share one batch).")
+    max_steps: int = Field(500, ge=1, description="A game still running after this many steps is an error.")
+    base_model: str = Field(DEFAULT_MODEL, description="Base model of local LLM participants: default, tiny, a folder.")
+    max_batch_size: int = Field(64, ge=1, description="Rows per generate call of the local backend.")
+    dtype: str = Field("auto", description="Local backend dtype: auto (float32 on CPU, bf16 on GPU), float32, ...")
+    device: str | None = Field(None, description="Local backend device; None picks cuda when available.")
+    bootstrap: int = Field(200, ge=0, description="Bradley-Terry bootstrap refits for the 95% intervals (0: none).")
+
+    @field_validator("games", mode="before")
+    @classmethod
+    def _game_strings(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        return [{"env": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _default_format(cls, value: Any) -> Any:
+        return {"format": "round_robin", **value} if isinstance(value, dict) else value
+
+    @field_validator("participants", mode="before")
+    @classmethod
+    def _participant_strings(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        taken = {p["name"] for p in value if isinstance(p, dict) and "name" in p}
+        out = []
+        for p in value:
+            if isinstance(p, str):
+                # parse_agent raises ValueError listing the known short forms; pydantic reports it on this field.
+                out.append(parse_agent(p, taken).model_dump(exclude_none=True))
+            else:
+                out.append(p)
+        return out
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TournamentConfig:
+        names = [p.name for p in self.participants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"participant names must be unique; repeated: {dupes}. Give each a distinct `name`.")
+        keys = [g.key for g in self.games]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"games {keys} repeat a name: give repeated envs distinct `label`s")
+        for k in keys:
+            if "|" in k:
+                raise ValueError(f"game label {k!r} must not contain '|' (it separates the parts of game keys)")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TournamentConfig:
+        with Path(path).open(encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of options at the top level")
+        return cls.model_validate(data)
+
+    # ---- derived ------------------------------------------------------------------------------------------
+    @property
+    def report_path(self) -> Path:
+        return self.report or self.db.with_suffix(".html")
+
+    def participant_names(self) -> list[str]:
+        return [p.name for p in self.participants]
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the games played: a store refuses to resume a tournament whose games changed.
+
+        Concurrency, batch size, device and report options may change between runs; they do not change games.
+        """
+        relevant = self.model_dump(mode="json", include={"games", "participants", "schedule", "seed", "base_model"})
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

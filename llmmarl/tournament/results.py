@@ -1,0 +1,117 @@
+"""A played game as tournaments see it, and the aggregations every consumer shares.
+
+:class:`GameResult` is the slim form of an :class:`~llmmarl.records.EpisodeRecord` that the store returns and
+the schedule (Swiss standings), ratings and reports read: who sat where, the teams, the payoffs. Outcomes are
+derived from payoffs one way only, here, so standings, ratings and heatmaps never disagree about who won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+
+class GameResult(BaseModel):
+    game_id: int = Field(description="Store id of the game; also the order games are rated in.")
+    key: str = Field(description="The schedule's unique game key.")
+    game: str = Field(description="Game label (GameSpec.key).")
+    round: int = 0
+    seats: dict[str, str] = Field(description="Seat -> participant name.")
+    teams: dict[str, str] = Field(description="Seat -> team name (the env's teams).")
+    returns: dict[str, float] = Field(description="Seat -> payoff; empty when the game broke.")
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.returns)
+
+    @property
+    def cooperative(self) -> bool:
+        """Every seat on one team: there is no rival, only a shared score."""
+        return len(set(self.teams.values())) == 1
+
+    def team_returns(self) -> dict[str, float]:
+        """Mean payoff of each team (teammates normally share one payoff)."""
+        sums: dict[str, list[float]] = {}
+        for seat, r in self.returns.items():
+            sums.setdefault(self.teams[seat], []).append(r)
+        return {t: sum(v) / len(v) for t, v in sums.items()}
+
+    def pairwise(self) -> list[tuple[str, str, float]]:
+        """(participant a, participant b, score of a) for every pair of rival seats: 1 win, 0.5 draw, 0 loss.
+
+        A two-player game gives one comparison; an n-team game is split into its team pairs (the usual
+        reduction of a ranking to pairwise comparisons, as in Plackett-Luce's ILSR fit).
+        """
+        out = []
+        for s, t in combinations(sorted(self.seats), 2):
+            if self.teams[s] == self.teams[t] or not self.ok:
+                continue
+            rs, rt = self.returns[s], self.returns[t]
+            out.append((self.seats[s], self.seats[t], 1.0 if rs > rt else 0.5 if rs == rt else 0.0))
+        return out
+
+    def points(self) -> dict[str, float]:
+        """Standing points per seat: 1 for the best team (0.5 each if tied with another), 0 otherwise."""
+        if not self.ok:
+            return {}
+        teams = self.team_returns()
+        best = max(teams.values())
+        winners = [t for t, r in teams.items() if r == best]
+        share = 1.0 if len(winners) == 1 else 0.5
+        return {seat: share if self.teams[seat] in winners else 0.0 for seat in self.seats}
+
+
+def head_to_head(results: Sequence[GameResult], participants: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Score of row vs column (wins + half the draws, over games) and the number of games; (P, P) each.
+
+    Cells without games are NaN in the score matrix.
+    """
+    idx = {p: i for i, p in enumerate(participants)}
+    n = len(participants)
+    score, games = np.zeros((n, n)), np.zeros((n, n), dtype=int)
+    for r in results:
+        for a, b, s in r.pairwise():
+            i, j = idx[a], idx[b]
+            score[i, j] += s
+            score[j, i] += 1.0 - s
+            games[i, j] += 1
+            games[j, i] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(games > 0, score / np.maximum(games, 1), np.nan), games
+
+
+def cross_play(
+    results: Sequence[GameResult], participants: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, str] | None]:
+    """Mean team payoff of cooperative games by who sat with whom; (P, P) means (NaN if unplayed) and counts.
+
+    Two-seat games are seat-ordered: row = the agent in the first seat, column = the second (roles such as
+    speaker/listener differ, so A-with-B is not B-with-A). Larger teams are unordered: a cell averages every
+    game in which both took part, and the diagonal is pure self-play. The third value names the two seats
+    when the matrix is seat-ordered.
+    """
+    idx = {p: i for i, p in enumerate(participants)}
+    n = len(participants)
+    total, games = np.zeros((n, n)), np.zeros((n, n), dtype=int)
+    coop = [r for r in results if r.ok and r.cooperative]
+    seats = list(coop[0].seats) if coop else []  # the env's seat order
+    ordered = len(seats) == 2
+    for r in coop:
+        value = sum(r.returns.values()) / len(r.returns)
+        names = list(r.seats.values())
+        if ordered:
+            cells = {(idx[names[0]], idx[names[1]])}
+        elif len(set(names)) == 1:
+            cells = {(idx[names[0]], idx[names[0]])}
+        else:
+            cells = {(idx[a], idx[b]) for a in names for b in names if a != b}
+        for i, j in cells:
+            total[i, j] += value
+            games[i, j] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(games > 0, total / np.maximum(games, 1), np.nan)
+    return mean, games, (seats[0], seats[1]) if ordered else None

@@ -1,0 +1,420 @@
+"""Tournaments: deterministic schedules, resume after a kill with every game once, ratings that order bots
+correctly and agree for identical agents, Swiss without rematches, and a report that opens offline."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CannedBackend, lowest_legal
+
+from llmmarl.backends.base import BackendError, GenerationRequest
+from llmmarl.tournament import TournamentConfig, run_tournament
+from llmmarl.tournament.backends import RoutingBackend, build_backend, route
+from llmmarl.tournament.ratings import bradley_terry, openskill_ratings
+from llmmarl.tournament.report import build_report, render_html, render_markdown
+from llmmarl.tournament.results import GameResult
+from llmmarl.tournament.schedule import round_robin, seat_counts, standings, swiss_round
+from llmmarl.tournament.store import StoreError, TournamentStore
+
+SEATS = ["player_0", "player_1"]
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def ttt_config(tmp_path: Path, per_pairing: int = 3, **kw: object) -> TournamentConfig:
+    data = {
+        "name": "t",
+        "games": ["tictactoe_v3"],
+        "participants": ["random", "minimax", {"kind": "scripted", "name": "random2", "policy": "random"}],
+        "schedule": {"format": "round_robin", "games_per_pairing": per_pairing},
+        "db": str(tmp_path / "t.sqlite"),
+        "bootstrap": 100,
+        **kw,
+    }
+    return TournamentConfig.model_validate(data)
+
+
+def result(gid: int, a: str, b: str, score_a: float, rnd: int = 0) -> GameResult:
+    ret = {1.0: 1.0, 0.5: 0.0, 0.0: -1.0}[score_a]
+    return GameResult(
+        game_id=gid,
+        key=f"k{gid}",
+        game="g",
+        round=rnd,
+        seats={"player_0": a, "player_1": b},
+        teams={"player_0": "player_0", "player_1": "player_1"},
+        returns={"player_0": ret, "player_1": -ret},
+    )
+
+
+# ---- config ------------------------------------------------------------------------------------------------------
+def test_config_short_forms_and_checks(tmp_path: Path) -> None:
+    cfg = TournamentConfig.model_validate(
+        {"games": ["kuhn_poker"], "participants": ["llm", "random", "kuhn_nash", "random"]}
+    )
+    assert [p.name for p in cfg.participants] == ["llm", "random", "kuhn_nash", "random-2"]
+    assert cfg.participants[0].kind == "llm" and cfg.participants[2].kind == "scripted"
+    with pytest.raises(ValueError, match="unique"):
+        TournamentConfig.model_validate(
+            {"games": ["x"], "participants": [{"kind": "scripted", "name": "a", "policy": "random"}] * 2}
+        )
+    with pytest.raises(ValueError, match="unknown agent"):
+        TournamentConfig.model_validate({"games": ["x"], "participants": ["random", "alphazero"]})
+    with pytest.raises(ValueError, match="no adapter folder"):
+        TournamentConfig.model_validate(
+            {
+                "games": ["x"],
+                "participants": [
+                    "random",
+                    {"kind": "openai", "name": "o", "base_url": "u", "model": "m", "adapter": "d"},
+                ],
+            }
+        )
+    for path in sorted(CONFIGS.glob("tournament_*.yaml")):
+        loaded = TournamentConfig.from_yaml(path)
+        assert len(loaded.participants) >= 3, path
+
+
+# ---- schedules -----------------------------------------------------------------------------------------------------
+def test_round_robin_is_deterministic_and_complete() -> None:
+    names = ["a", "b", "c", "d"]
+    kw = {"cooperative": False, "games_per_pairing": 3, "seed": 5}
+    first = round_robin("ttt", "tictactoe_v3", SEATS, names, **kw)
+    assert first == round_robin("ttt", "tictactoe_v3", SEATS, names, **kw)
+    assert len(first) == 6 * 2 * 3  # pairs x seat orders x games
+    assert len({g.key for g in first}) == len(first)
+    pairs = Counter(frozenset(g.seats.values()) for g in first)
+    assert set(pairs) == {frozenset(p) for p in itertools.combinations(names, 2)} and set(pairs.values()) == {6}
+    assert all(c == Counter({"player_0": 9, "player_1": 9}) for c in seat_counts(first).values())
+    # Duplicate format: the swapped game of a pairing shares its deal; a different seed changes every deal.
+    by_key = {g.key: g.seed for g in first}
+    assert by_key["ttt|rr|player_0=a,player_1=b|g1"] == by_key["ttt|rr|player_0=b,player_1=a|g1"]
+    assert len(set(by_key.values())) == len(first) // 2
+    other = round_robin("ttt", "tictactoe_v3", SEATS, names, **{**kw, "seed": 6})
+    assert not {g.seed for g in other} & set(by_key.values())
+
+
+def test_cooperative_schedule_has_self_play_and_cross_play() -> None:
+    games = round_robin(
+        "sig", "signal_v0", ["speaker_0", "listener_0"], ["a", "b", "c"], cooperative=True, games_per_pairing=2
+    )
+    seatings = Counter(tuple(g.seats.values()) for g in games)
+    assert {("a", "a"), ("b", "b"), ("c", "c")} <= set(seatings)  # self-play
+    assert all((x, y) in seatings for x in "abc" for y in "abc")  # every agent with every other, in both roles
+    assert set(seatings.values()) == {2} and len(games) == 9 * 2
+
+
+def test_swiss_avoids_rematches_and_balances_seats() -> None:
+    for n in (4, 5, 6, 7):
+        names = [f"p{i}" for i in range(n)]
+        results: list[GameResult] = []
+        byes: list[tuple[str, int]] = []
+        met: list[frozenset[str]] = []
+        rounds = n - 1 if n % 2 == 0 else n  # as many rounds as a rematch-free event can have
+        for r in range(rounds):
+            games, bye = swiss_round(
+                "g", "tictactoe_v3", SEATS, names, results, byes, round_index=r, games_per_pairing=1
+            )
+            again, _ = swiss_round("g", "tictactoe_v3", SEATS, names, results, byes, round_index=r, games_per_pairing=1)
+            assert games == again  # same standings -> same round
+            met += [frozenset(g.seats.values()) for g in games]
+            if bye:
+                byes.append((bye, 1))
+            # The lower-numbered player always wins: standings then pair leaders with leaders.
+            for g in games:
+                a, b = g.seats["player_0"], g.seats["player_1"]
+                results.append(result(len(results), a, b, 1.0 if int(a[1:]) < int(b[1:]) else 0.0, r))
+        assert len(met) == len(set(met)), f"rematch in a field of {n}"
+        assert len({p for p, _ in byes}) == len(byes), "a second bye before everyone had one"
+        # One game per pairing: two leaders may both be owed the first seat, so, as FIDE allows for colours,
+        # an imbalance of 2 can occur; never more.
+        table = standings(names, results, byes)
+        assert all(abs(s.first_seat) <= 2 for s in table), [(s.participant, s.first_seat) for s in table]
+
+
+def test_swiss_tournament_runs_and_resumes(tmp_path: Path) -> None:
+    cfg = ttt_config(
+        tmp_path,
+        schedule={"format": "swiss", "rounds": 3, "games_per_pairing": 2},
+        participants=["random", "minimax", "random", "random"],
+    )
+    summary = run_tournament(cfg, progress=False)
+    assert summary.finished == summary.scheduled == 3 * 2 * 2  # 3 rounds x 2 pairings x 2 games
+    with TournamentStore(cfg.db) as store:
+        rounds = [store.games(cfg.name, round=r) for r in range(3)]
+    assert [len(r) for r in rounds] == [4, 4, 4]
+    again = run_tournament(cfg, progress=False)
+    assert again.played_now == 0 and again.scheduled == summary.scheduled
+
+
+# ---- store and resume ----------------------------------------------------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+def assert_each_game_once(db: Path, scheduled: int) -> None:
+    with sqlite3.connect(db) as c:
+        (games,) = c.execute("SELECT COUNT(*) FROM games").fetchone()
+        (results,) = c.execute("SELECT COUNT(*) FROM results").fetchone()
+        (distinct,) = c.execute("SELECT COUNT(DISTINCT game_id) FROM results").fetchone()
+        (orphans,) = c.execute(
+            "SELECT COUNT(*) FROM games g LEFT JOIN results r ON r.game_id = g.id WHERE r.game_id IS NULL"
+        ).fetchone()
+    assert games == scheduled and results == distinct == scheduled and orphans == 0
+
+
+def test_resume_after_an_interrupt_plays_exactly_the_missing_games(tmp_path: Path) -> None:
+    cfg = ttt_config(tmp_path, per_pairing=4, concurrency=5)
+    seen: list[int] = []
+
+    def die_after_7(ep: object) -> None:
+        seen.append(ep.game_id)  # type: ignore[attr-defined]
+        if len(seen) == 7:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_tournament(cfg, progress=False, on_game=die_after_7)
+    with TournamentStore(cfg.db) as store:
+        assert store.counts(cfg.name) == (24, 7, 0)
+    second: list[int] = []
+    summary = run_tournament(cfg, progress=False, on_game=lambda ep: second.append(ep.game_id))
+    assert summary.played_now == len(second) == 24 - 7
+    assert not set(second) & set(seen)
+    assert_each_game_once(cfg.db, 24)
+    # A replayed result is refused by the store, not added.
+    with TournamentStore(cfg.db) as store:
+        ep = store.episode(second[0])
+        assert store.record(ep) is False
+    assert_each_game_once(cfg.db, 24)
+
+
+def test_resume_after_sigkill(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "t.yaml"
+    db = tmp_path / "t.sqlite"
+    data = {
+        "name": "k",
+        "games": ["tictactoe_v3"],
+        "participants": ["random", "minimax", "random"],
+        "schedule": {"games_per_pairing": 50},
+        "db": str(db),
+        "concurrency": 4,
+        "bootstrap": 0,
+    }
+    cfg_path.write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmmarl.cli", "tournament", str(cfg_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    done = 0
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    with sqlite3.connect(db, timeout=1) as c:
+                        done = c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                except sqlite3.OperationalError:
+                    done = 0  # tables not created yet
+                if done >= 10:
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if done < 10:
+        pytest.fail("the tournament subprocess stored no games in time")
+    with sqlite3.connect(db) as c:
+        (stored,) = c.execute("SELECT COUNT(*) FROM results").fetchone()
+    assert stored < 300, "the run finished before the kill: make the schedule longer"
+    summary = run_tournament(TournamentConfig.from_yaml(cfg_path), progress=False)
+    assert summary.played_now == 300 - stored
+    assert_each_game_once(db, 300)
+
+
+def test_changed_config_refuses_to_resume(tmp_path: Path) -> None:
+    run_tournament(ttt_config(tmp_path, per_pairing=1), progress=False)
+    with pytest.raises(StoreError, match="other games"):
+        run_tournament(ttt_config(tmp_path, per_pairing=2), progress=False)
+    run_tournament(ttt_config(tmp_path, per_pairing=1, concurrency=3), progress=False)  # not schedule-relevant
+
+
+def test_exports(tmp_path: Path) -> None:
+    cfg = ttt_config(tmp_path, per_pairing=1)
+    run_tournament(cfg, progress=False)
+    with TournamentStore(cfg.db) as store:
+        csv_text = store.export_csv(cfg.name, tmp_path / "r.csv").read_text()
+        data = yaml.safe_load(store.export_json(cfg.name, tmp_path / "r.json").read_text())
+    assert csv_text.count("\n") == 1 + 6 * 2  # header + seats of 6 games
+    assert len(data["games"]) == 6 and all(len(g["seat_results"]) == 2 for g in data["games"])
+
+
+# ---- ratings -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ttt_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[TournamentConfig, list[GameResult]]:
+    cfg = ttt_config(tmp_path_factory.mktemp("ratings"), per_pairing=20)
+    run_tournament(cfg, progress=False)
+    with TournamentStore(cfg.db) as store:
+        return cfg, store.results(cfg.name)
+
+
+def test_minimax_rated_above_random_and_identical_agents_agree(ttt_results) -> None:
+    cfg, results = ttt_results
+    names = cfg.participant_names()
+    for ratings in (bradley_terry(results, names, bootstrap=200), openskill_ratings(results, names)):
+        by = {r.participant: r for r in ratings}
+        assert ratings[0].participant == "minimax"
+        assert by["minimax"].low > max(by["random"].high, by["random2"].high), ratings
+        assert by["random"].overlaps(by["random2"]), ratings
+        assert by["random"].low < by["random"].rating < by["random"].high
+
+
+def test_bradley_terry_recovers_known_strengths() -> None:
+    # Two players, a beats b 3 times in 4, no draws: the ML difference is ln 3 logits = 190.8 Elo (alpha ~ 0).
+    results = [result(i, "a", "b", 1.0 if i % 4 else 0.0) for i in range(400)]
+    a, b = bradley_terry(results, ["a", "b"], alpha=1e-6, bootstrap=50)
+    assert a.participant == "a" and a.rating - b.rating == pytest.approx(190.8, abs=0.5)
+    assert a.rating + b.rating == pytest.approx(3000.0)  # centred on the field mean
+    draws = [result(i, "a", "b", 0.5) for i in range(20)]
+    a, b = bradley_terry(draws, ["a", "b"], bootstrap=0)
+    assert a.rating == pytest.approx(b.rating)
+
+
+# ---- report --------------------------------------------------------------------------------------------------------
+def test_html_report_is_self_contained(ttt_results, tmp_path: Path) -> None:
+    cfg, _ = ttt_results
+    with TournamentStore(cfg.db) as store:
+        report = build_report(store, cfg.name, bootstrap=50)
+    page = render_html(report)
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) >= 2 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"https?://", page) and "<script" not in page and "<link" not in page
+    md = render_markdown(report)
+    assert "| 1 | minimax |" in md and "Head to head" in md
+
+
+def test_cooperative_report_has_cross_play(tmp_path: Path) -> None:
+    cfg = TournamentConfig.model_validate(
+        {
+            "name": "coop",
+            "games": [{"env": "signal_v0", "env_kwargs": {"num_items": 2}}],
+            "participants": ["random", "random"],
+            "schedule": {"games_per_pairing": 6},
+            "db": str(tmp_path / "c.sqlite"),
+            "bootstrap": 20,
+        }
+    )
+    summary = run_tournament(cfg, progress=False)
+    assert summary.finished == 3 * 6 + 6  # (a,a), (b,b): one order each; (a,b): two orders
+    with TournamentStore(cfg.db) as store:
+        report = build_report(store, cfg.name)
+    (section,) = report.sections
+    assert section.cooperative and section.cross_play_seats == ("speaker_0", "listener_0")
+    assert all(v is not None for row in section.cross_play for v in row)
+    assert "cross-play" in render_html(report)
+
+
+# ---- backends --------------------------------------------------------------------------------------------------------
+def test_routing_backend_sends_each_request_to_its_backend() -> None:
+    one, two = CannedBackend(lambda r: f"one:{r.adapter}"), CannedBackend(lambda r: f"two:{r.adapter}")
+    router = RoutingBackend({"@x": (one, None), "@y": (two, "served-y"), "@z": (one, "z")})
+    chat = [{"role": "user", "content": "hi"}]
+    out = router.generate([GenerationRequest(messages=chat, adapter=a) for a in ("@y", "@x", "@z", "@y")])
+    assert [g.text for g in out] == ["two:served-y", "one:None", "one:z", "two:served-y"]
+    assert one.calls == [2] and two.calls == [2]  # one batched call per backend
+    with pytest.raises(BackendError, match="no tournament participant"):
+        router.generate([GenerationRequest(messages=chat, adapter="@nobody")])
+
+
+def test_openai_participant_without_backend_or_key_fails_clearly(tmp_path: Path) -> None:
+    cfg = ttt_config(
+        tmp_path,
+        participants=[
+            "random",
+            {
+                "kind": "openai",
+                "name": "o",
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "m",
+                "api_key_env": "LLMMARL_TEST_UNSET_KEY",
+            },
+        ],
+    )
+    with pytest.raises(BackendError, match=r"LLMMARL_TEST_UNSET_KEY|llmmarl\.backends\.openai"):
+        build_backend(cfg, {"o"})
+
+
+def test_llm_participants_play_through_the_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A canned "model" that always plays the lowest legal cell stands in for the base model; everything else -
+    # specs, routes, runner, store - is real.
+    canned = CannedBackend(lambda r: f"ACTION: {lowest_legal(r)}")
+    monkeypatch.setattr(
+        "llmmarl.tournament.run.build_backend", lambda cfg, names: RoutingBackend({route("llm"): (canned, None)})
+    )
+    cfg = ttt_config(tmp_path, per_pairing=2, participants=["llm", "random"])
+    summary = run_tournament(cfg, progress=False)
+    assert summary.finished == 4
+    with TournamentStore(cfg.db) as store:
+        (stats,) = [s for s in store.seat_stats(cfg.name) if s.participant == "llm"]
+    assert stats.llm_turns > 0 and stats.invalid == 0
+    assert canned.requests and all(r.adapter is None for r in canned.requests)  # the route became "base model"
+
+
+def test_tiny_model_tournament_end_to_end(tmp_path: Path) -> None:
+    # The real local path: config -> TransformersBackend("tiny") behind the router -> runner -> store -> report.
+    cfg = ttt_config(
+        tmp_path,
+        per_pairing=1,
+        base_model="tiny",
+        participants=[{"kind": "llm", "name": "tiny", "max_new_tokens": 8, "temperature": 1.0}, "random"],
+    )
+    summary = run_tournament(cfg, progress=False)
+    assert summary.finished == summary.scheduled == 2 and summary.errors == 0
+    with TournamentStore(cfg.db) as store:
+        report = build_report(store, cfg.name, bootstrap=10)
+    (row,) = [r for r in report.sections[0].rows if r.participant == "tiny"]
+    assert row.llm_turns > 0 and row.invalid_rate is not None  # a random tiny model: mostly invalid, counted
+
+
+# ---- the Kuhn poker bot ------------------------------------------------------------------------------------------
+def test_kuhn_nash_is_an_equilibrium_and_beats_random(tmp_path: Path) -> None:
+    import pyspiel
+    from open_spiel.python import policy
+    from open_spiel.python.algorithms import exploitability
+
+    from llmmarl.agents.bots_kuhn import nash_bet_probability
+
+    game = pyspiel.load_game("kuhn_poker")
+    for alpha in (0.0, 1 / 6, 1 / 3):
+
+        def probs(state: pyspiel.State, alpha: float = alpha) -> dict[int, float]:
+            info = state.information_state_string(state.current_player())  # the acting seat's own view only
+            p = nash_bet_probability(int(info[0]), info[1:], alpha)
+            return {0: 1.0 - p, 1: p}
+
+        assert exploitability.nash_conv(game, policy.tabular_policy_from_callable(game, probs)) < 1e-9
+    cfg = TournamentConfig.model_validate(
+        {
+            "name": "kuhn",
+            "games": ["kuhn_poker"],
+            "participants": ["kuhn_nash", "random"],
+            "schedule": {"games_per_pairing": 150},
+            "db": str(tmp_path / "k.sqlite"),
+        }
+    )
+    run_tournament(cfg, progress=False)
+    with TournamentStore(cfg.db) as store:
+        results = store.results(cfg.name)
+    nash = sum(r.returns[s] for r in results for s, p in r.seats.items() if p == "kuhn_nash")
+    assert nash / len(results) > 0.05  # about +0.16 a hand against random play
