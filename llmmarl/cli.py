@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 from llmmarl.agents.scripted import scripted_policies
@@ -56,12 +57,16 @@ def play(
     model: Annotated[str, typer.Option(help="Base model: default, tiny, a folder or a hub id.")] = DEFAULT_MODEL,
     seed: Annotated[int, typer.Option(help="Seed of game i is seed + i.")] = 0,
     temperature: Annotated[float, typer.Option(min=0.0, help="LLM sampling temperature.")] = 0.7,
-    max_new_tokens: Annotated[int, typer.Option(min=8, help="LLM answer budget in tokens.")] = 96,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="LLM answer budget in tokens.")] = 64,
     constrained: Annotated[bool, typer.Option(help="Grammar-constrained decoding: actions always legal.")] = False,
     fallback: Annotated[str, typer.Option(help="After a failed re-ask: random or forfeit.")] = "random",
     max_batch_size: Annotated[int, typer.Option(min=1, help="Rows per generate call.")] = 64,
     out: Annotated[Path | None, typer.Option(help="JSONL transcript (default runs/<env>-<time>.jsonl).")] = None,
     show: Annotated[int, typer.Option(help="How many game transcripts to print.")] = 1,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Act through this OpenAI-compatible server (e.g. `llmmarl serve`'s URL).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LLMMARL_API_KEY", help="The --endpoint's key.")] = None,
 ) -> None:
     """Play games between agents; print one transcript and the summary."""
     try:
@@ -93,7 +98,15 @@ def play(
     ]
     probe.close()
     backend = None
-    if any(isinstance(s, LLMAgentSpec) for s in specs):
+    if endpoint and any(isinstance(s, LLMAgentSpec) for s in specs):
+        from llmmarl.backends.openai import OpenAIBackend
+
+        try:  # --model names the served base model; the default lets the server's own base be found
+            backend = OpenAIBackend(endpoint, api_key, model=None if model == DEFAULT_MODEL else model, seed=seed)
+        except BackendError as e:
+            console.print(f"[red]{e}[/]")
+            raise typer.Exit(1) from None
+    elif any(isinstance(s, LLMAgentSpec) for s in specs):
         from llmmarl.backends.transformers import TransformersBackend
 
         with console.status(f"loading model {model!r}"):
@@ -122,6 +135,215 @@ def play(
         f"{stats['decisions']} decisions ({stats['decisions'] / elapsed:.1f}/s), {stats['llm_requests']} LLM requests "
         f"in {stats['backend_calls']} batched calls, {stats['reasks']} re-asks. Transcript: {out}"
     )
+
+
+@app.command()
+def tournament(
+    config: Annotated[Path, typer.Argument(help="Tournament config (YAML), e.g. configs/tournament_tictactoe.yaml.")],
+    html: Annotated[Path | None, typer.Option(help="HTML report (default: the config's `report`, or db.html).")] = None,
+) -> None:
+    """Run or resume a tournament; print its summary and write the HTML report."""
+    from pydantic import ValidationError
+
+    from llmmarl.tournament import TournamentConfig, run_tournament
+    from llmmarl.tournament.report import build_report, render_markdown, write_html
+    from llmmarl.tournament.store import StoreError, TournamentStore
+
+    try:
+        cfg = TournamentConfig.from_yaml(config)
+    except (OSError, ValueError, ValidationError) as e:
+        console.print(f"[red]invalid config {config}:[/] {e}")
+        raise typer.Exit(2) from None
+    try:
+        summary = run_tournament(cfg, console=console)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted.[/] Finished games are stored in {cfg.db}; run the same command to resume.")
+        raise typer.Exit(130) from None
+    except (BackendError, ModelNotAvailableError, StoreError, ValueError) as e:
+        console.print(f"[red]tournament failed:[/] {e}")
+        raise typer.Exit(1) from None
+    with TournamentStore(cfg.db) as store:
+        report = build_report(store, cfg.name, bootstrap=cfg.bootstrap)
+    out = write_html(report, html or cfg.report_path)
+    console.print(Markdown(render_markdown(report)))
+    console.print(
+        f"{summary.played_now} games played now in {summary.seconds:.1f}s; {summary.finished}/{summary.scheduled} "
+        f"stored in {cfg.db}. Report: {out}"
+    )
+
+
+@app.command("report")
+def report_cmd(
+    db: Annotated[Path, typer.Argument(help="Tournament store (.sqlite) written by `llmmarl tournament`.")],
+    html: Annotated[Path | None, typer.Option(help="Write the self-contained HTML report here.")] = None,
+    md: Annotated[bool, typer.Option("--md", help="Print the Markdown summary.")] = False,
+    name: Annotated[str | None, typer.Option(help="Tournament in the store (default: the latest).")] = None,
+    csv: Annotated[Path | None, typer.Option(help="Export per-seat results as CSV.")] = None,
+    json: Annotated[Path | None, typer.Option(help="Export config, schedule and results as JSON.")] = None,
+) -> None:
+    """Report on a stored tournament: HTML, Markdown, CSV or JSON (Markdown if nothing is asked)."""
+    from llmmarl.tournament.report import build_report, render_markdown, write_html
+    from llmmarl.tournament.store import StoreError, TournamentStore
+
+    if not db.exists():
+        raise typer.BadParameter(f"{db} does not exist", param_hint="DB")
+    try:
+        with TournamentStore(db) as store:
+            report = build_report(store, name)
+            if csv:
+                console.print(f"CSV: {store.export_csv(report.name, csv)}")
+            if json:
+                console.print(f"JSON: {store.export_json(report.name, json)}")
+    except (StoreError, ValueError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from None
+    if html:
+        console.print(f"HTML report: {write_html(report, html)}")
+    if md or not (html or csv or json):
+        console.print(Markdown(render_markdown(report)))
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="Base model: default, tiny, a folder or a hub id.")] = DEFAULT_MODEL,
+    adapter: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH: serve a PEFT adapter folder as agent NAME (repeatable).")
+    ] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Serve every adapter listed in this manifest.json.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: other machines too).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LLMMARL_API_KEY", help="Key clients must send (default: open server).")
+    ] = None,
+    max_lora_rank: Annotated[
+        int | None, typer.Option(help="Largest adapter rank accepted, also for hot reloads (default: max(16, ranks)).")
+    ] = None,
+    max_loras: Annotated[
+        int | None, typer.Option(min=1, help="Adapters per batch (default: max(4, adapters)).")
+    ] = None,
+    python: Annotated[
+        str | None, typer.Option(help="Python with vLLM (default: this one, $LLMMARL_VLLM_PYTHON, .venv-vllm).")
+    ] = None,
+    memory_fraction: Annotated[
+        float | None, typer.Option(help="--gpu-memory-utilization (on CPU: share of RAM, default 0.4).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="vLLM --dtype (auto: float32 on CPU, where bf16 is ~3x slower).")] = "auto",
+    vllm_arg: Annotated[
+        list[str] | None, typer.Option(help="More vLLM arguments, e.g. --vllm-arg='--max-model-len 4096' (repeatable).")
+    ] = None,
+    log: Annotated[Path | None, typer.Option(help="Server log file (default: a temporary file).")] = None,
+) -> None:
+    """Serve the base model and every agent's adapter from one vLLM server, until Ctrl-C."""
+    import shlex
+    import signal
+
+    from pydantic import ValidationError
+
+    from llmmarl.serve import ManifestError, ServeConfig, ServeError, VLLMServer, read_manifest
+
+    adapters: dict[str, Path] = {}
+    try:
+        if manifest:
+            adapters.update(read_manifest(manifest))
+        for item in adapter or []:
+            name, sep, path = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"{item!r}: use NAME=PATH", param_hint="--adapter")
+            adapters[name.strip()] = Path(path.strip())
+        config = ServeConfig(
+            model=model,
+            adapters=adapters,
+            host=host,
+            port=port,
+            api_key=api_key,
+            max_lora_rank=max_lora_rank,
+            max_loras=max_loras,
+            python=python,
+            memory_fraction=memory_fraction,
+            dtype=dtype,
+            extra_args=[tok for arg in vllm_arg or [] for tok in shlex.split(arg)],
+            log_file=log,
+        )
+        server = VLLMServer(config)
+    except (ManifestError, ServeError, ModelNotAvailableError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    except ValidationError as e:
+        console.print(f"[red]invalid serve options:[/] {'; '.join(err['msg'] for err in e.errors())}")
+        raise typer.Exit(2) from None
+    # SIGTERM (systemd, docker stop, kill) takes the same way out as Ctrl-C: stop the server's process group.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with console.status(f"starting vLLM ({server.python}); log: {server.log_file}"):
+            server.start()
+        names = server.served()
+        console.print(
+            f"[green]serving[/] {server.url}  (started in {server.startup_seconds:.0f}s, log {server.log_file})"
+        )
+        console.print(f"base model: {config.base_name}   agents: {', '.join(names[1:]) or 'none'}")
+        console.print(
+            f"play through it: llmmarl play tictactoe_v3 --endpoint {server.url} --agents llm@NAME,random"
+            + ("  (with --api-key / $LLMMARL_API_KEY)" if api_key else "")
+        )
+        code = server.wait()
+        console.print(
+            f"[red]the server exited with code {code}.[/] Last lines of {server.log_file}:\n{server.log_tail()}"
+        )
+        raise typer.Exit(1)
+    except ServeError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("stopping the server")
+    finally:
+        server.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command("serve-reload")
+def serve_reload(
+    name: Annotated[str, typer.Argument(help="Agent (adapter) name to serve the new version under.")],
+    path: Annotated[Path, typer.Argument(help="The new version's adapter folder (a new folder per version).")],
+    endpoint: Annotated[str, typer.Option(help="The running server.")] = "http://127.0.0.1:8000/v1",
+    api_key: Annotated[str | None, typer.Option(envvar="LLMMARL_API_KEY", help="The server's key.")] = None,
+) -> None:
+    """Hot-load a new adapter version into a running `llmmarl serve`, under the agent's name."""
+    from llmmarl.serve import hot_reload
+
+    try:
+        names = hot_reload(endpoint, name, path, api_key=api_key)
+    except BackendError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"{endpoint} now serves {name} from {path.resolve()}; agents: {', '.join(names)}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML); examples in configs/.", dir_okay=False)],
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in the config's output_dir from its newest checkpoint.")
+    ] = False,
+) -> None:
+    """Train one LoRA adapter per learner with multi-agent GRPO (TRL)."""
+    from llmmarl.train import TrainConfig
+
+    try:
+        cfg = TrainConfig.from_yaml(config)
+    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        typer.echo(f"invalid config {config}: {e}", err=True)
+        raise typer.Exit(2) from None
+    from llmmarl.train.grpo import train as run_training  # imports TRL: seconds, so only once the config is valid
+
+    try:
+        run_training(cfg, resume=resume)
+    except (FileExistsError, ValueError, ModelNotAvailableError, BackendError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"adapters and manifest.json: {cfg.adapters_path}")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -194,6 +195,11 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _legend_below(ax: Any) -> None:
+    # Below the axes, never over the data (bbox_inches="tight" in _png keeps it in the picture).
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8, frameon=False)
+
+
 def plot_ratings(section: GameSection) -> str:
     """Horizontal interval plot: each participant's estimate and 95% interval, best at the top."""
     rows = list(reversed(section.rows))
@@ -220,7 +226,7 @@ def plot_ratings(section: GameSection) -> str:
     ax.set_yticks(y, [r.participant for r in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.grid(axis="x", color="0.92")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    _legend_below(ax)
     ax.set_title(f"{section.game}: ratings", loc="left", fontsize=11)
     return _png(fig)
 
@@ -297,12 +303,18 @@ def plot_invalid(section: GameSection) -> str | None:
     fig = Figure(figsize=(6.4, 0.5 * len(rows) + 1.3))
     ax = fig.subplots()
     y = np.arange(len(rows))
-    ax.barh(y + 0.18, [100 * (r.invalid_rate or 0) for r in rows], 0.36, label="first answer not a legal move")
-    ax.barh(y - 0.18, [100 * (r.fallback_rate or 0) for r in rows], 0.36, label="played by fallback (after re-ask)")
+    for dy, rates, label in (
+        (0.18, [r.invalid_rate for r in rows], "first answer not a legal move"),
+        (-0.18, [r.fallback_rate for r in rows], "played by the fallback (re-ask failed too)"),
+    ):
+        values = [100 * (x or 0.0) for x in rates]
+        bars = ax.barh(y + dy, values, 0.36, label=label)
+        ax.bar_label(bars, labels=[f"{v:.0f}%" for v in values], padding=3, fontsize=8)
     ax.set_yticks(y, [f"{r.participant} ({r.llm_turns} turns)" for r in rows])
-    ax.set_xlim(0, 100)
+    ax.set_xlim(0, 110)  # room for the labels of full bars
+    ax.set_xticks(range(0, 101, 20))
     ax.set_xlabel("% of LLM turns")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    _legend_below(ax)
     ax.set_title(f"{section.game}: invalid actions", loc="left", fontsize=11)
     return _png(fig)
 

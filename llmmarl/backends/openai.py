@@ -1,0 +1,336 @@
+"""Backend for any OpenAI-compatible chat endpoint: our vLLM server (``llmmarl serve``), or any other server.
+
+One chat completion per request, all of a batch sent at once from a thread pool, so the server batches them.
+``"model"`` names the request's adapter (a LoRA module on a vLLM server) or the base model.
+
+What is asked of the server depends on what it is, detected once when the backend is made:
+
+* vLLM (``owned_by == "vllm"`` in the models list, or ``GET /version`` answers): grammars go to
+  ``structured_outputs`` (vLLM silently ignores the old ``guided_*`` fields, so those are never sent), and
+  ``return_token_ids`` + ``logprobs`` fill ``prompt_ids`` / ``completion_ids`` / ``logprobs``.
+* anything else: no grammar (the turn parser and its re-ask handle free text), logprobs if the server accepts
+  them, no token ids.
+
+vLLM's logprobs are its ``raw_logprobs`` (untempered), but with a grammar they are taken *after* the grammar
+mask, i.e. renormalised over the allowed tokens (forced tokens get 0.0); :class:`TransformersBackend` records
+them before the mask. Compare the two only on unconstrained turns.
+
+Transient failures (connection drops, 408/409/429/5xx) are retried with exponential backoff by the ``openai``
+client itself (``max_retries``); what is left becomes one :class:`BackendError` saying how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters, word_truncate
+
+API_KEY_ENV = "LLMMARL_API_KEY"
+_NO_KEY = "EMPTY"  # the openai client insists on some key; servers started without --api-key ignore it
+
+
+def _normalise_url(base_url: str) -> str:
+    """``http://host:8000`` and ``http://host:8000/v1/`` both become ``http://host:8000/v1``."""
+    url = base_url.rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class OpenAIBackend:
+    """Generate through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000/v1`` (``/v1`` is added when missing).
+        api_key: bearer key; default ``$LLMMARL_API_KEY``, then ``$OPENAI_API_KEY``, else none.
+        model: the base model's served name; default: the served model that is not a LoRA adapter (on vLLM), else
+            the first one listed.
+        timeout: seconds one request may take, retries not counted.
+        max_retries: retries of transient errors, with exponential backoff (0.5 s doubling to 8 s, jittered).
+        concurrency: requests in flight at once; a batch of up to this many goes out together.
+        tokenizer: local tokenizer folder for :meth:`truncate`; default: the base model's folder when the server
+            reports one that exists on this machine (a local ``llmmarl serve``), else whitespace words.
+        seed: when set, request *i* of call *c* is sampled with a seed derived from (seed, c, i) on servers that
+            honour ``seed`` (vLLM does), so reruns reproduce.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout: float = 300.0,
+        max_retries: int = 3,
+        concurrency: int = 64,
+        tokenizer: str | Path | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.base_url = _normalise_url(base_url)
+        self.api_key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY") or _NO_KEY
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.seed = seed
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=self.api_key, timeout=timeout, max_retries=max_retries
+        )
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-backend")
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._tokenizer_path = tokenizer
+        self.stats: dict[str, int] = {"requests": 0, "batches": 0, "generated_tokens": 0}
+        self._served: dict[str, dict[str, Any]] = {}  # served model id -> its models-list entry
+        self.refresh()
+        self.is_vllm = any(m.get("owned_by") == "vllm" for m in self._served.values()) or self._answers_version()
+        self.model = model or self._default_base()
+        if self.model not in self._served:
+            raise BackendError(f"model {self.model!r} is not served by {self.base_url}; it serves {self.served}")
+        self._logprobs = True  # cleared if a non-vLLM server rejects the parameter
+
+    # ---- what the server serves ---------------------------------------------------------------------------------
+    @property
+    def served(self) -> list[str]:
+        """Every model name the server answers to: the base model(s) and the adapters."""
+        return sorted(self._served)
+
+    @property
+    def adapters(self) -> list[str]:
+        return sorted(name for name in self._served if name != self.model)
+
+    def adapter_path(self, name: str) -> str | None:
+        """The folder the server loaded adapter ``name`` from (vLLM reports it as ``root``)."""
+        entry = self._served.get(name)
+        return entry.get("root") if entry else None
+
+    def refresh(self) -> list[str]:
+        """Re-read the served names (after a hot reload by someone else, say); returns them."""
+        try:
+            page = self._client.with_options(max_retries=0, timeout=min(self.timeout, 30.0)).models.list()
+            entries = [m.model_dump() for m in page.data]
+        except openai.APIError as e:
+            raise self._error(e) from None
+        self._served = {str(m["id"]): m for m in entries}
+        return self.served
+
+    def _default_base(self) -> str:
+        bases = [name for name, m in self._served.items() if not m.get("parent")]
+        if not bases:
+            raise BackendError(f"{self.base_url} serves no model (its /v1/models list is empty)")
+        return bases[0]
+
+    def _answers_version(self) -> bool:
+        try:
+            return "version" in self._raw("GET", "/version", timeout=5.0)
+        except BackendError:
+            return False
+
+    # ---- adapters at run time (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=1, as `llmmarl serve` sets) -----------
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Serve the PEFT adapter folder ``path`` as ``name``, replacing the version served under that name.
+
+        ``path`` is read by the *server*: for a remote server it is a path on that machine. Each version must be a
+        new folder: vLLM keys its prefix cache on (name, path), so reloading changed weights from the same folder
+        would reuse cache blocks computed with the old ones. A served name is replaced by unload + load rather
+        than vLLM's ``load_inplace``, which stays set on the adapter and makes the engine re-read it from disk at
+        every step; requests arriving in the gap (a fraction of a second) are retried by :meth:`generate`.
+        """
+        folder = str(Path(path).resolve()) if Path(path).exists() else str(path)
+        if name == self.model:
+            raise BackendError(f"{name!r} is the base model's name; give the adapter another name")
+        if name in self._served and self.adapter_path(name) == folder:
+            raise BackendError(
+                f"adapter {name!r} is already served from {folder}; write each new version to a new folder "
+                "(the server's prefix cache is keyed on the folder, so reusing it would reuse stale cache blocks)"
+            )
+        if name in self._served:
+            self._raw("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        self._raw("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": folder})
+        self.refresh()
+
+    def unload_adapter(self, name: str) -> None:
+        self._raw("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        self.refresh()
+
+    def _raw(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 120.0) -> str:
+        """One plain HTTP call to the server root (the non-OpenAI routes: /version, /v1/load_lora_adapter...)."""
+        root = self.base_url.removesuffix("/v1")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(root + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.api_key != _NO_KEY:
+            req.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            if e.code == 404 and "load_lora_adapter" in path and "No adapter found" not in detail:
+                raise BackendError(
+                    f"{root} does not load adapters at run time: start it with `llmmarl serve` (which sets "
+                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), or serve the adapter from the start with --adapter NAME=PATH"
+                ) from None
+            raise BackendError(f"{method} {root + path} failed ({e.code}): {_server_message(detail)}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise BackendError(_unreachable(self.base_url, e)) from None
+
+    # ---- tokens ---------------------------------------------------------------------------------------------------
+    @cached_property
+    def tokenizer(self) -> Any | None:
+        """The base model's tokenizer when it is on this machine, else None (then :meth:`truncate` counts words)."""
+        path = self._tokenizer_path or (self._served.get(self.model) or {}).get("root")
+        if not path or not Path(path).is_dir():
+            return None
+        try:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(path)
+        except Exception:  # a broken or foreign folder: fall back to words, never fail a game over a budget
+            return None
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        tok = self.tokenizer
+        if tok is None:
+            return word_truncate(text, max_tokens)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= max_tokens else tok.decode(ids[:max_tokens])
+
+    # ---- generation -------------------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        if any(r.adapter is not None and r.adapter not in self._served for r in requests):
+            self.refresh()  # maybe loaded since we last looked
+        check_adapters(self, requests)
+        with self._lock:
+            self._calls += 1
+            call = self._calls
+        futures = [self._pool.submit(self._one, r, self._seed(call, i)) for i, r in enumerate(requests)]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            for f in futures:
+                f.cancel()
+            raise failed[0].exception()  # type: ignore[misc]
+        out = [f.result() for f in futures]
+        self.stats["requests"] += len(out)
+        self.stats["batches"] += 1
+        self.stats["generated_tokens"] += sum(len(g.completion_ids) for g in out)
+        return out
+
+    def _seed(self, call: int, index: int) -> int | None:
+        return None if self.seed is None else (self.seed * 1_000_003 + call * 10_007 + index) % 2**31
+
+    def _one(self, req: GenerationRequest, seed: int | None) -> Generation:
+        model = req.adapter or self.model
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": req.messages,
+            "max_tokens": req.max_new_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+        }
+        extra: dict[str, Any] = {}
+        if seed is not None:
+            kwargs["seed"] = seed
+        if self._logprobs:
+            kwargs["logprobs"] = True
+        if self.is_vllm:
+            extra["return_token_ids"] = True
+            if req.grammar:
+                extra["structured_outputs"] = {"grammar": req.grammar}
+        for attempt in range(5):
+            try:
+                resp = self._client.chat.completions.create(**kwargs, extra_body=extra or None)
+                return self._generation(resp)
+            except openai.NotFoundError as e:
+                # An adapter being replaced (unload + load) is missing for a moment: look again, briefly.
+                if req.adapter is None or attempt == 4:
+                    raise self._error(e, model) from None
+                time.sleep(0.25 * 2**attempt)
+            except openai.BadRequestError as e:
+                if not self.is_vllm and self._logprobs and "logprob" in str(e).lower():
+                    self._logprobs = False  # this server does not do logprobs: stop asking
+                    kwargs.pop("logprobs", None)
+                    continue
+                raise self._error(e, model) from None
+            except openai.APIError as e:
+                raise self._error(e, model) from None
+        raise AssertionError("unreachable")
+
+    def _generation(self, resp: Any) -> Generation:
+        choice = resp.choices[0]
+        extra = choice.model_extra or {}
+        completion_ids = [int(t) for t in extra.get("token_ids") or []]
+        prompt_ids = [int(t) for t in (resp.model_extra or {}).get("prompt_token_ids") or []]
+        content = choice.logprobs.content if choice.logprobs is not None else None
+        logprobs = [float(t.logprob) for t in content] if content else []
+        return Generation(
+            text=choice.message.content or "",
+            prompt_ids=prompt_ids,
+            completion_ids=completion_ids,
+            logprobs=logprobs,
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+        )
+
+    # ---- errors -----------------------------------------------------------------------------------------------
+    def _error(self, e: openai.APIError, model: str | None = None) -> BackendError:
+        if isinstance(e, openai.APITimeoutError):
+            return BackendError(
+                f"{self.base_url} did not answer within {self.timeout:.0f} s: raise the backend's timeout, or ask for "
+                "fewer tokens / fewer requests at once"
+            )
+        if isinstance(e, openai.APIConnectionError):
+            return BackendError(_unreachable(self.base_url, e))
+        if isinstance(e, openai.AuthenticationError):
+            return BackendError(
+                f"{self.base_url} refused the API key (401): pass the server's key as api_key / --api-key or set "
+                f"${API_KEY_ENV}"
+            )
+        if isinstance(e, openai.NotFoundError) and model is not None:
+            with contextlib.suppress(BackendError):
+                self.refresh()
+            return BackendError(f"{self.base_url} does not serve {model!r}; it serves {self.served}")
+        status = getattr(e, "status_code", "?")
+        body = e.body.get("error", e.body) if isinstance(e.body, dict) else None  # vLLM sends the error object
+        message = body.get("message") if isinstance(body, dict) else None
+        return BackendError(f"{self.base_url} rejected the request ({status}): {message or e.message}")
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _unreachable(url: str, e: BaseException) -> str:
+    return (
+        f"cannot reach {url}: is the server running? start one with `llmmarl serve --port PORT` "
+        f"(or point --endpoint at a running OpenAI-compatible server). ({type(e).__name__})"
+    )
+
+
+def _server_message(text: str) -> str:
+    """The ``message`` of an OpenAI-style JSON error body, else the text itself (cut short)."""
+    try:
+        data = json.loads(text)
+        err = data.get("error", data) if isinstance(data, dict) else data
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+    except (json.JSONDecodeError, TypeError):
+        pass
+    return text[:500]
