@@ -13,7 +13,7 @@ from rich.table import Table
 
 from llmmarl.agents.scripted import scripted_policies
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
-from llmmarl.backends.base import BackendError
+from llmmarl.backends.base import Backend, BackendError
 from llmmarl.envs import UnknownEnvError, list_envs, make
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
 from llmmarl.records import summarise
@@ -97,7 +97,7 @@ def play(
         Match(game_id=i, env=env, seats=seats, seed=seed + i) for i, seats in enumerate(seatings(probe, specs, games))
     ]
     probe.close()
-    backend = None
+    backend: Backend | None = None
     if endpoint and any(isinstance(s, LLMAgentSpec) for s in specs):
         from llmmarl.backends.openai import OpenAIBackend
 

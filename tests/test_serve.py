@@ -47,7 +47,7 @@ def _make_adapter(folder: Path, seed: int, alpha: int = 32) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(resolve_model("default"))
     config = LoraConfig(r=8, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
+    get_peft_model(model, config).save_pretrained(str(folder))
     return folder
 
 
@@ -173,7 +173,8 @@ def test_token_ids_and_logprobs_match_the_local_tokenizer(backend: OpenAIBackend
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("default"))
     for gen in backend.generate(reqs):
         # The same ids TransformersBackend would train on: the server applied the same chat template.
-        assert gen.prompt_ids == list(tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)["input_ids"])
+        templated = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True)
+        assert gen.prompt_ids == list(templated["input_ids"])  # type: ignore[call-overload,index]
         assert len(gen.completion_ids) == len(gen.logprobs) > 0 and all(lp <= 0.0 for lp in gen.logprobs)
         assert tokenizer.decode(gen.completion_ids, skip_special_tokens=True) == gen.text
 

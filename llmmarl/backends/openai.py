@@ -86,7 +86,6 @@ class OpenAIBackend:
         self._client = openai.OpenAI(
             base_url=self.base_url, api_key=self.api_key, timeout=timeout, max_retries=max_retries
         )
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-backend")
         self._lock = threading.Lock()
         self._calls = 0
         self._tokenizer_path = tokenizer
@@ -98,6 +97,7 @@ class OpenAIBackend:
         if self.model not in self._served:
             raise BackendError(f"model {self.model!r} is not served by {self.base_url}; it serves {self.served}")
         self._logprobs = True  # cleared if a non-vLLM server rejects the parameter
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-backend")
 
     # ---- what the server serves ---------------------------------------------------------------------------------
     @property
