@@ -88,7 +88,7 @@ def test_forfeit_fallback_ends_the_game_with_a_loss():
 
 def test_predictions_are_scored_when_the_predicted_agent_acts():
     def answer(r, right=True):
-        me = r.messages[0]["content"].split(",")[0].removeprefix("You are ")
+        me = r.messages[1]["content"].splitlines()[0].removeprefix("You are ").removesuffix(".")
         other = "player_2" if me == "player_1" else "player_1"
         legal = lowest_legal(r)
         # Both seats play their lowest legal cell, so the opponent's next move is the next lowest cell.
@@ -146,7 +146,7 @@ def test_talk_is_dropped_where_the_game_forbids_it():
     backend = CannedBackend(answer)
     eps = Runner(backend, progress=False).play(matches("hanabi_v5", [llm], 1))
     assert all(t.message is None and not t.inbox for t in eps[0].turns)
-    assert not any("MESSAGE" in r.messages[0]["content"] for r in backend.requests)
+    assert not any("MESSAGE" in m["content"] for r in backend.requests for m in r.messages[:2])
 
 
 class Exploding(TextEnv):

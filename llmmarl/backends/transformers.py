@@ -1,9 +1,35 @@
 """In-process backend: one transformers base model, many named PEFT LoRA adapters, batched generation.
 
 All pending decisions of all running games go into one :meth:`TransformersBackend.generate` call. Requests are
-grouped only by decoding settings (temperature, top-p, token budget); requests for *different adapters share a
-batch*, through PEFT's mixed-adapter inference (``adapter_names=`` in ``generate``), so a game between two
-adapters costs no more forward passes than self-play.
+grouped by decoding settings (temperature, top-p, token budget) and, with the prefix cache on (the default), by
+adapter.
+
+Shared-prefix KV cache (``prefix_cache=True``). On CPU the prompt prefill dominates the cost of a decision, and
+every prompt of a game starts with the same system prompt (the rules). So each batch ("chunk") computes the
+longest common token prefix of its prompts once, at batch size 1, repeats its keys/values over the batch and
+prefills only the rest. The input of ``generate`` is then ``[prefix | left pad | suffix]`` with attention mask
+``[1..1 | 0..0 | 1..1]`` and ``past_key_values`` holding the prefix. transformers 5.x (``generation/utils.py``)
+slices ``input_ids`` to the tokens the cache lacks (``next_sequence_length = width - past length``) and derives
+``position_ids`` from the attention mask (``cumsum - 1``), so the first suffix token of every row sits at position
+``len(prefix)`` whatever its padding; the causal mask indexes the physical slots (query offset = cache length)
+and the padding mask hides the gap. Prefix keys/values are also kept across calls in a small LRU keyed by
+(adapter, prefix tokens): the system prompt of a game is prefilled once per adapter per process. A cached entry
+also serves any shorter prefix of it (keys/values of token ``i`` depend only on tokens ``<= i``), and a longer
+prefix is computed by extending the best entry.
+
+Trade-off: the KV of a prefix depends on the LoRA adapter, so with the prefix cache on a batch holds ONE adapter
+(a mixed-adapter chunk is split per adapter). On CPU that wins by far (prefill is the cost; a decode step of half
+the rows costs about half). On a GPU, where a decode step of 64 rows costs about as much as one of 8, one
+mixed-adapter batch - PEFT's ``adapter_names=`` - may be faster: pass ``prefix_cache=False`` for the previous
+behaviour (all adapters in one batch, nothing cached).
+
+Cached prefixes go stale when weights change. :meth:`TransformersBackend.load_adapter` drops the entries of that
+adapter; a trainer that updates adapter (or base) weights in place must call
+:meth:`TransformersBackend.clear_prefix_cache` after each update. As a safety net each ``generate`` call drops
+the whole cache when the weights changed since it was filled: LoRA and trainable (``requires_grad``) weights are
+compared by value with a copy (fused optimizers such as ``AdamW(fused=True)``, the HF Trainer's default, update
+in place without bumping autograd's version counter), the other weights by storage and version counter (which
+``load_state_dict`` and in-place ops bump). Writes through ``param.data`` to a frozen base weight escape the net.
 
 Logprobs are recorded by :class:`_LogprobRecorder`, a logits processor that runs before temperature, top-p and
 the grammar mask, so they are the model's own (untempered, unconstrained) log-probabilities - what vLLM
@@ -12,18 +38,22 @@ returns by default and what a policy-gradient ratio needs.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import inspect
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import DynamicLayer
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters
 from llmmarl.models import resolve_model
 
 BASE = "__base__"  # PEFT's name for "no adapter" in mixed-adapter batches
+
+_KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (batch, kv_heads, tokens, head_dim)
 
 
 class _LogprobRecorder(LogitsProcessor):
@@ -92,6 +122,12 @@ class TransformersBackend:
         max_batch_size: rows per ``generate`` call; bigger batches amortise the forward pass.
         dtype: ``"float32"`` is the fast choice on CPU (bf16 is ~3x slower there); ``"auto"`` picks bf16 on GPU.
         seed: seeds sampling; each call forks torch's RNG so no global state leaks out.
+        prefix_cache: compute the common token prefix of a batch once and keep prefixes across calls (see the
+            module docs). Batches then hold one adapter each; ``False`` mixes adapters in a batch and caches
+            nothing (may be faster on a GPU). Can be switched at any time through the attribute.
+        prefix_cache_size: prefixes kept across calls (LRU). Each costs ``2 * layers * kv_heads * head_dim``
+            values per token (SmolLM2-135M in float32: 46 KB per token, ~20 MB for a 430-token prompt);
+            0 keeps none (prefixes are still shared within a batch).
     """
 
     def __init__(
@@ -102,6 +138,8 @@ class TransformersBackend:
         dtype: str = "auto",
         device: str | None = None,
         seed: int = 0,
+        prefix_cache: bool = True,
+        prefix_cache_size: int = 16,
     ) -> None:
         self.model_name = model
         path = resolve_model(model)
@@ -116,6 +154,24 @@ class TransformersBackend:
         self.model.eval()
         self.max_batch_size = max_batch_size
         self.seed = seed
+        self.prefix_cache = prefix_cache
+        self.prefix_cache_size = prefix_cache_size
+        # (adapter, prefix tokens) -> per-layer keys/values of the prefix at batch size 1; most recently used last.
+        self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], _KV] = OrderedDict()
+        # What the weights were when the cache was filled: (storage, version) of every parameter, and a copy of the
+        # LoRA and trainable ones (see _check_weights).
+        self._weights: tuple[tuple[int, int], ...] | None = None
+        self._watched: list[torch.Tensor] = []
+        text_config = self.model.config.get_text_config(decoder=True)
+        layers = DynamicCache(config=text_config).layers
+        # Sliding-window or linear-attention layers cannot be cut to a prefix, and a static cache cannot take ours:
+        # such models run without the prefix cache.
+        self._prefix_supported = (
+            bool(layers)
+            and all(type(layer) is DynamicLayer for layer in layers)
+            and getattr(self.model.generation_config, "cache_implementation", None) is None
+        )
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._calls = 0
         self._grammar_compiler: Any = None
         self.stats: dict[str, int] = defaultdict(int)
@@ -129,11 +185,12 @@ class TransformersBackend:
         return sorted(cfg) if cfg else []
 
     def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load (or replace) a PEFT LoRA adapter folder under ``name``."""
+        """Load (or replace) a PEFT LoRA adapter folder under ``name``; drops the prefixes cached for ``name``."""
         from peft import PeftModel
 
         if not (Path(path) / "adapter_config.json").exists():
             raise BackendError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
+        self.clear_prefix_cache(name)
         if isinstance(self.model, PeftModel):
             if name in self.model.peft_config:
                 self.model.delete_adapter(name)
@@ -141,6 +198,81 @@ class TransformersBackend:
         else:
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
         self.model.eval()
+
+    # ---- prefix cache ---------------------------------------------------------------------------------------
+    def clear_prefix_cache(self, adapter: str | None = None) -> None:
+        """Forget cached prefix keys/values: all of them, or only those of ``adapter`` (``"__base__"``: no adapter).
+
+        Trainers must call this after changing weights in place, e.g. after each optimizer step: prefixes cached
+        before the update were computed with the old weights. (No call is needed between games or requests.)
+        """
+        if adapter is None:
+            self._prefixes.clear()
+            self._weights, self._watched = None, []
+        else:
+            for key in [k for k in self._prefixes if k[0] == adapter]:
+                del self._prefixes[key]
+
+    @torch.no_grad()
+    def _check_weights(self) -> None:
+        """Safety net: drop the cache if any weight changed since it was filled (see the module docs).
+
+        Every parameter's storage and autograd version counter must be unchanged, and the LoRA and trainable ones
+        equal to the copy taken then: fused optimizer steps do not bump the version counter. The copy holds the
+        adapters only (a few MB), so the check costs about a millisecond.
+        """
+        named = list(self.model.named_parameters())
+        layout = tuple((p.data_ptr(), _version(p)) for _, p in named)
+        watched = [p for n, p in named if p.requires_grad or "lora_" in n]
+        same = (
+            layout == self._weights
+            and len(watched) == len(self._watched)
+            and all(torch.equal(p, q) for p, q in zip(watched, self._watched, strict=True))
+        )
+        if not same:
+            self._prefixes.clear()
+            self._weights = layout
+            self._watched = [p.detach().clone() for p in watched]
+
+    def _prefix_kv(self, adapter: str, prefix: tuple[int, ...]) -> _KV:
+        """Keys/values of ``prefix`` under ``adapter`` at batch size 1: from the LRU, extended or computed."""
+        best, have = None, 0
+        for key in self._prefixes:
+            if key[0] == adapter and (n := _common_prefix_len([key[1], prefix])) > have:
+                best, have = key, n
+        kv: _KV = []
+        if best is not None:
+            self._prefixes.move_to_end(best)
+            kv = [(k[:, :, :have], v[:, :, :have]) for k, v in self._prefixes[best]]
+            self.stats["prefix_cache_hit_tokens"] += have
+        if have < len(prefix):
+            kv = self._forward_prefix(adapter, kv, prefix[have:])
+            self.stats["prefix_tokens_computed"] += len(prefix) - have
+            if self.prefix_cache_size > 0:
+                # A cached prefix of the new one is redundant: the new entry serves every lookup it served.
+                for key in [k for k in self._prefixes if k[0] == adapter and prefix[: len(k[1])] == k[1]]:
+                    del self._prefixes[key]
+                self._prefixes[(adapter, prefix)] = kv
+                while len(self._prefixes) > self.prefix_cache_size:
+                    self._prefixes.popitem(last=False)
+        return kv
+
+    def _forward_prefix(self, adapter: str, past: _KV, tokens: Sequence[int]) -> _KV:
+        """Run ``tokens`` (batch 1, no padding) after the cached ``past``; returns the keys/values of both."""
+        config = self.model.config.get_text_config(decoder=True)
+        cache = DynamicCache(ddp_cache_data=past, config=config) if past else DynamicCache(config=config)
+        start = past[0][0].shape[2] if past else 0
+        kwargs: dict[str, Any] = {"adapter_names": [adapter]} if self.adapters else {}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1  # skip the vocabulary projection of all but the last token
+        out = self.model(
+            input_ids=torch.tensor([list(tokens)], device=self.device),
+            position_ids=torch.arange(start, start + len(tokens), device=self.device)[None],
+            past_key_values=cache,
+            use_cache=True,
+            **kwargs,
+        )
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
     # ---- tokens ------------------------------------------------------------------------------------------------
     def truncate(self, text: str, max_tokens: int) -> str:
@@ -164,9 +296,13 @@ class TransformersBackend:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         check_adapters(self, requests)
         prompts = [self.prompt_ids(r) for r in requests]
-        groups: dict[tuple[float, float, int], list[int]] = defaultdict(list)
+        share = self.prefix_cache and self._prefix_supported
+        if share:
+            self._check_weights()
+        groups: dict[tuple[float, float, int, str], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            groups[(r.temperature, r.top_p, r.max_new_tokens)].append(i)
+            # A prefix's keys/values depend on the adapter: with the prefix cache, one adapter per batch.
+            groups[(r.temperature, r.top_p, r.max_new_tokens, (r.adapter or BASE) if share else "")].append(i)
         results: list[Generation | None] = [None] * len(requests)
         for idx in groups.values():
             # Sort by adapter then length: less padding, and PEFT's mixed batches run one sub-batch per adapter.
@@ -178,15 +314,29 @@ class TransformersBackend:
                     results[i] = g
         return [g for g in results if g is not None]
 
+    def _shared_prefix(self, reqs: Sequence[GenerationRequest], prompts: Sequence[list[int]]) -> tuple[int, ...]:
+        """The tokens every prompt of the chunk starts with, leaving at least one token of each outside."""
+        if not (self.prefix_cache and self._prefix_supported) or len({r.adapter or BASE for r in reqs}) != 1:
+            return ()
+        n = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+        return tuple(prompts[0][:n])
+
     @torch.inference_mode()
     def _generate_chunk(self, reqs: Sequence[GenerationRequest], prompts: Sequence[list[int]]) -> list[Generation]:
         pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
+        prefix = self._shared_prefix(reqs, prompts)
+        n = len(prefix)
+        # Rows are [shared prefix | left padding | own suffix]; the prefix's keys/values come from the cache, and
+        # generate derives the positions from the mask, so every suffix starts at position n (see the module docs).
+        width = n + max(len(p) - n for p in prompts)
         input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        if n:
+            input_ids[:, :n] = torch.tensor(prefix)
+            attention[:, :n] = 1
         for row, p in enumerate(prompts):
-            input_ids[row, width - len(p) :] = torch.tensor(p)
-            attention[row, width - len(p) :] = 1
+            input_ids[row, width - (len(p) - n) :] = torch.tensor(p[n:])
+            attention[row, width - (len(p) - n) :] = 1
         recorder = _LogprobRecorder()
         processors: list[LogitsProcessor] = [recorder]
         if any(r.grammar for r in reqs):
@@ -204,6 +354,16 @@ class TransformersBackend:
             kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
         if self.adapters:
             kwargs["adapter_names"] = [r.adapter or BASE for r in reqs]
+        if n:
+            kv = self._prefix_kv(first.adapter or BASE, prefix)
+            rows = len(prompts)
+            # expand() is a view; the cache's first update concatenates, so the stored tensors are never written.
+            kwargs["past_key_values"] = DynamicCache(
+                ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv],
+                config=self.model.config.get_text_config(decoder=True),
+            )
+            self.stats["prefix_shared_tokens"] += n * rows
+        self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         self._calls += 1
         with torch.random.fork_rng(devices=[self.device] if self.device != "cpu" else []):
             torch.manual_seed(self.seed * 1_000_003 + self._calls)
@@ -231,6 +391,23 @@ class TransformersBackend:
         self.stats["requests"] += len(reqs)
         self.stats["batches"] += 1
         return out
+
+
+def _common_prefix_len(seqs: Sequence[Any]) -> int:
+    """Longest common prefix of token lists (or tuples): that of the lexicographic min and max bounds all others."""
+    lo, hi = min(seqs), max(seqs)
+    for i, (a, b) in enumerate(zip(lo, hi, strict=False)):
+        if a != b:
+            return i
+    return min(len(lo), len(hi))
+
+
+def _version(p: torch.Tensor) -> int:
+    """Autograd's in-place modification counter of a tensor (-1 for inference tensors, which have none)."""
+    try:
+        return int(p._version)
+    except RuntimeError:
+        return -1
 
 
 def _pick_dtype(dtype: str, device: str) -> torch.dtype:

@@ -406,6 +406,7 @@ class MultiAgentGRPO:
             metrics["time/update_s"] = time.perf_counter() - t1
             trainer.log(metrics)  # TRL adds its own (entropy, rewards/<term>, completion lengths) and reports
             logs[name] = dict(trainer.state.log_history[-1])
+        self.backend.clear_prefix_cache()  # cached keys/values were computed with the adapters before this step
         self.step += 1
         self._append_metrics({"step": self.step, "learners": logs})
         return logs
