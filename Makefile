@@ -34,6 +34,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check llmmarl tests scripts
 	$(BIN)/ruff format --check llmmarl tests scripts
+	$(BIN)/mypy llmmarl
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
 test: lint vllm

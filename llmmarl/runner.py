@@ -250,7 +250,13 @@ class Runner:
         grammar = None
         if spec.constrained:
             ctx = d.context
-            grammar = turn_grammar(d.obs.legal_actions, ctx["others"], d.game.env.message_rules, ctx["teammates"])
+            grammar = turn_grammar(
+                d.obs.legal_actions,
+                ctx["others"],
+                d.game.env.message_rules,
+                ctx["teammates"],
+                max_tokens=spec.max_new_tokens,
+            )
         return GenerationRequest(
             messages=messages,
             adapter=self._adapter(spec),

@@ -68,7 +68,7 @@ def test_constrained_decoding_with_the_real_model_is_always_legal(default_backen
     matches = [Match(game_id=i, env="tictactoe_v3", seats=s, seed=i) for i, s in enumerate(pairs)]
     episodes = Runner(default_backend, progress=False).play(matches)
     s = {x.player: x for x in summarise(episodes)}["llm"]
-    assert s.fallback_rate == 0.0 and s.invalid_rate < 0.25  # only a plan longer than the budget can fail
+    assert s.fallback_rate == 0.0 and s.invalid_rate == 0.0  # the grammar is sized to fit max_new_tokens
     turns = [t for e in episodes for t in e.turns if t.player == "llm" and t.turn]
     assert sum(bool(t.turn.predictions) for t in turns) == len(turns)
 

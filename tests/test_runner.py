@@ -210,8 +210,9 @@ def test_tiny_model_full_path_records_tokens_and_logprobs(tiny_backend, tmp_path
 
 
 def test_constrained_decoding_makes_every_action_legal(tiny_backend):
-    # A random model cannot follow the format on its own; the grammar guarantees it.
-    llm = LLMAgentSpec(name="llm", constrained=True, max_new_tokens=200, temperature=1.0)
+    # A random model cannot follow the format on its own; the grammar guarantees it. It also spells free text one
+    # character per token, the worst case the grammar is sized for: 40 tokens must still reach the ACTION line.
+    llm = LLMAgentSpec(name="llm", constrained=True, max_new_tokens=40, temperature=1.0)
     eps = Runner(tiny_backend, progress=False).play(matches("tictactoe_v3", [llm, RANDOM], 2))
     s = {x.player: x for x in summarise(eps)}["llm"]
     assert s.decisions > 0 and s.invalid_rate == 0.0 and s.fallback_rate == 0.0

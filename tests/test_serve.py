@@ -201,9 +201,8 @@ def test_games_through_the_runner(backend: OpenAIBackend) -> None:
     from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
     from llmmarl.runner import Match, Runner
 
-    # 200 tokens: with a grammar the model often spells text a character per token, and turn_grammar allows a
-    # 160-character plan before the ACTION line; a smaller budget can end a turn before its action.
-    carol = LLMAgentSpec(name="carol", adapter="carol", constrained=True, temperature=0.0, max_new_tokens=200)
+    # turn_grammar sizes plan and predictions to max_new_tokens, so even a small budget reaches the ACTION line.
+    carol = LLMAgentSpec(name="carol", adapter="carol", constrained=True, temperature=0.0, max_new_tokens=64)
     rand = ScriptedAgentSpec(name="random", policy="random")
     matches = [
         Match(game_id=i, env="tictactoe_v3", seats=dict(zip(("player_1", "player_2"), seats, strict=True)), seed=i)

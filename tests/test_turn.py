@@ -104,3 +104,50 @@ def test_grammar_accepts_parseable_answers_only():
     assert parse_turn(good, LEGAL, ["player_2"]).turn.action == "5"
     assert not accepts("PLAN: centre\nPREDICT: player_2=1\nACTION: 4")
     assert not accepts("ACTION: 5")
+
+
+@pytest.mark.parametrize(
+    ("others", "mode", "budget"),
+    [(["player_2"], "off", 30), (["player_2"], "off", 96), (["b", "c"], "broadcast", 120), (["b"], "broadcast", 40)],
+)
+def test_grammar_fits_the_token_budget_even_one_character_per_token(others, mode, budget):
+    """The longest answer the grammar accepts has at most ``budget - 1`` characters (the last token is EOS)."""
+    xgr = pytest.importorskip("xgrammar")
+    from transformers import AutoTokenizer
+
+    from llmmarl.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+    grammar = turn_grammar(LEGAL, others, MessageRules(mode=mode), max_tokens=budget)
+    compiled = xgr.GrammarCompiler(info).compile_grammar(grammar)
+
+    def accepts(text: str) -> bool:
+        m = xgr.GrammarMatcher(compiled)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return all(m.accept_token(t) for t in ids) and m.accept_token(tok.eos_token_id)
+
+    def longest(plan: int, pred: int, msg: int) -> str:
+        text = "PLAN: " + "x" * plan + "\n"
+        if pred:
+            text += "PREDICT: " + "; ".join(f"{o}=" + "y" * pred for o in others) + "\n"
+        if msg:
+            text += "MESSAGE: " + "z" * msg + "\n"
+        return text + "ACTION: " + max(LEGAL, key=len)
+
+    # Grow each part until the grammar refuses it: what it accepts at the limit must fit the budget.
+    def grow(make, start: int) -> int:
+        n = start
+        while accepts(make(n + 1)) and n < 400:
+            n += 1
+        return n
+
+    p0 = 1 if accepts(longest(0, 1, 0)) else 0  # 0: the budget dropped the PREDICT line
+    plan = grow(lambda n: longest(n, p0, 0), 0)
+    pred = grow(lambda n: longest(0, n, 0), 1) if p0 else 0
+    msg = grow(lambda n: longest(0, p0, n), 1) if accepts(longest(0, p0, 1)) else 0
+    worst = longest(plan, pred, msg)  # every part at its own limit at once: the grammar accepts that too
+    assert accepts(worst) and len(worst) + 1 <= budget
+    if budget >= 96:
+        assert pred > 0 and plan >= 20  # an ample budget keeps the predictions and a useful plan
+    assert parse_turn(worst, LEGAL, others).turn is not None

@@ -165,28 +165,60 @@ def _ebnf_literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+_PLAN_CHARS = 160  # the longest plan or message the grammar allows when the token budget is ample
+_PRED_CHARS = 16  # the longest predicted action; labels are short in every game we ship
+
+
 def turn_grammar(
-    legal: Sequence[str], others: Sequence[str], rules: MessageRules, teammates: Sequence[str] = ()
+    legal: Sequence[str],
+    others: Sequence[str],
+    rules: MessageRules,
+    teammates: Sequence[str] = (),
+    max_tokens: int | None = None,
 ) -> str:
     """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
 
     Constrained decoding with it makes the action *always* one of ``legal``; plan and message stay free text
-    with a length cap, predictions name only known agents.
+    with a length cap, predictions name only known agents, each at most once.
+
+    ``max_tokens`` sizes the grammar so that a complete turn always fits in the answer budget: under a grammar
+    a model may spell text one character per token, so every character is counted as a token. What does not
+    fit is given up in this order: the free text shrinks (plan and message share what is left), then the
+    message line goes, then the predictions; the ``PLAN:`` and ``ACTION:`` lines always stay.
     """
     action = " | ".join(_ebnf_literal(label) for label in legal)
-    lines = ['root ::= "PLAN: " free "\\n" predict', "free ::= [^\\n]{0,160}"]
+    talk = rules.mode != "off" and not (rules.mode == "directed" and not teammates)
+    to_width = max((len(t) for t in teammates), default=0)
+    act_cost = len("ACTION: ") + max((len(label) for label in legal), default=1) + 1  # + end of sequence
+    pred_cost = len("PREDICT: ") + sum(len(o) + 1 + _PRED_CHARS + 2 for o in others) + 1 if others else 0
+    msg_cost = (len("MESSAGE to : ") + to_width if rules.mode == "directed" else len("MESSAGE: ")) + 1
+    plan_chars = msg_chars = _PLAN_CHARS
+    if max_tokens is not None:
+        fixed = len("PLAN: ") + 1 + act_cost
+        free = max_tokens - fixed - pred_cost - (msg_cost if talk else 0)
+        if free < 8 and talk:  # too little room for a useful message: drop it before the predictions
+            talk, free = False, free + msg_cost
+        if free < 8 and others:
+            others, free = (), free + pred_cost
+        free = max(free, 0)
+        plan_chars = min(_PLAN_CHARS, free // 2 if talk else free)
+        msg_chars = min(_PLAN_CHARS, free - plan_chars)
+    lines = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
     if others:
         who = " | ".join(_ebnf_literal(o) for o in others)
-        lines.append('predict ::= "PREDICT: " pred ("; " pred)* "\\n" msg')
-        lines.append(f'pred ::= ({who}) "=" [^;\\n]{{1,24}}')
+        more = f'("; " pred){{0,{len(others) - 1}}}' if len(others) > 1 else ""
+        lines.append(f'predict ::= "PREDICT: " pred {more} "\\n" msg'.replace("  ", " "))
+        lines.append(f'pred ::= ({who}) "=" [^;\\n]{{1,{_PRED_CHARS}}}')
     else:
         lines.append("predict ::= msg")
-    if rules.mode == "off":
+    if not talk:
         lines.append("msg ::= act")
-    elif rules.mode == "directed" and teammates:
-        to = " | ".join(_ebnf_literal(t) for t in teammates)
-        lines.append(f'msg ::= ("MESSAGE to " ({to}) ": " free "\\n")? act')
     else:
-        lines.append('msg ::= ("MESSAGE: " free "\\n")? act')
+        lines.append(f"free ::= [^\\n]{{1,{max(msg_chars, 1)}}}")
+        if rules.mode == "directed":
+            to = " | ".join(_ebnf_literal(t) for t in teammates)
+            lines.append(f'msg ::= ("MESSAGE to " ({to}) ": " free "\\n")? act')
+        else:
+            lines.append('msg ::= ("MESSAGE: " free "\\n")? act')
     lines.append(f'act ::= "ACTION: " ({action})')
     return "\n".join(lines)
