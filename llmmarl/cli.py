@@ -328,7 +328,7 @@ def train(
         bool, typer.Option(help="Continue the run in the config's output_dir from its newest checkpoint.")
     ] = False,
 ) -> None:
-    """Train one LoRA adapter per learner with multi-agent GRPO (TRL)."""
+    """Train one LoRA adapter per learner with multi-agent GRPO or PPO (the config's algorithm)."""
     from llmmarl.train import TrainConfig
 
     try:
@@ -336,7 +336,7 @@ def train(
     except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
         typer.echo(f"invalid config {config}: {e}", err=True)
         raise typer.Exit(2) from None
-    from llmmarl.train.grpo import train as run_training  # imports TRL: seconds, so only once the config is valid
+    from llmmarl.train import train as run_training  # imports the trainer only once the config is valid
 
     try:
         run_training(cfg, resume=resume)

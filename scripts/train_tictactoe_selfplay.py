@@ -27,6 +27,9 @@ p.add_argument("--games-per-update", type=int, default=16)
 p.add_argument("--group-size", type=int, default=4, help="games per group (same seed, same seating)")
 p.add_argument("--credit", choices=["role", "group", "agent"], default="role")
 p.add_argument("--lr", type=float, default=1e-4)
+p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
+p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
+p.add_argument("--skip-base", action="store_true", help="do not evaluate the base model at the end")
 p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--max-samples", type=int, default=32, help="cap on answers trained per update (bounds its cost)")
 p.add_argument("--eval-games", type=int, default=200, help="games per agent in the final comparison")
@@ -58,6 +61,8 @@ cfg = TrainConfig(
     max_samples_per_learner=args.max_samples,
     rewards={"game": 1.0, "format": 1.0},  # the format term is what teaches a 135M model to answer legally
     learning_rate=args.lr,
+    warmup_updates=args.warmup,
+    reask=not args.no_reask,
     steps=args.steps,
     max_new_tokens=args.max_new_tokens,
     micro_batch_size=8,
@@ -78,6 +83,11 @@ start = time.perf_counter()
 results = trainer.train()
 elapsed = time.perf_counter() - start
 print(f"{cfg.steps} updates in {elapsed / 60:.1f} min (with evaluation); adapter: {cfg.adapters_path / name}")
+
+if args.skip_base:
+    m = results[f"{name} vs random"][name]
+    print(f"{name} vs random: return {m['return']:+.3f} ± {m['ci95']:.3f}, invalid {m['invalid_rate']:.1%}")
+    raise SystemExit(0)
 
 # ---- the base model on the same games (same seeds, same seats), for comparison -----------------------------------
 base = LLMAgentSpec(name="base", adapter=None, temperature=0.0, max_new_tokens=cfg.max_new_tokens)

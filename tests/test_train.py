@@ -24,7 +24,13 @@ from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import training_groups
-from llmmarl.train.rollout import TurnSample, assign_advantages, episodes_to_samples, format_term
+from llmmarl.train.rollout import (
+    TurnSample,
+    assign_advantages,
+    episodes_to_samples,
+    format_term,
+    imitation_weights,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -190,6 +196,14 @@ def test_role_baseline_moving_average() -> None:
 
 
 # ---- league and lineups ---------------------------------------------------------------------------------------
+def test_imitation_weights_keep_all_but_clearly_worse_answers() -> None:
+    samples = episodes_to_samples(_episodes(), ["a", "b"], WEIGHTS, forfeit_reward=-1.0)["a"]
+    for s, adv in zip(samples, [2.0, 0.0, -1.0, -3.0], strict=True):
+        s.advantage = adv
+    imitation_weights(samples)
+    assert [s.advantage for s in samples] == [2.0, 1.0, 0.5, 0.0]
+
+
 def test_league_keeps_newest_and_prefers_opponents_per_sampling() -> None:
     league = League(pool_size=2, sampling="win_rate")
     for step in range(3):
@@ -333,6 +347,18 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
         return out
 
     monkeypatch.setattr(AgentGRPOTrainer, "_generate_and_score_completions", spy)
+    import llmmarl.train.grpo as grpo_module
+
+    real_assign = grpo_module.assign_advantages
+
+    def assign(samples: list[TurnSample], *args: Any, **kwargs: Any) -> None:
+        # A few tiny-model games can all end alike (zero advantages, zero gradient); this test is about which
+        # adapters a step touches, so alternating offsets keep every learner's gradient non-zero.
+        real_assign(samples, *args, **kwargs)
+        for i, s in enumerate(samples):
+            s.advantage += 0.5 if i % 2 == 0 else -0.5
+
+    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
     cfg = _cfg(
         env="kuhn_poker",
         learners=[{"name": "alice", "lora": {"r": 4}}, {"name": "bob", "lora": {"r": 4}}],
@@ -348,7 +374,6 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
         output_dir=str(tmp_path / "run"),
         save_every=10,
         threads=1,
-        seed=1,  # a seed whose 4 tiny-model games differ in reward, so the advantages are not all zero
     )
     trainer = MultiAgentGRPO(cfg, progress=False)
     frozen = cfg.opponent_specs()[0].name
@@ -430,3 +455,30 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     assert "team" in entries["listener"]["eval"]
     backend = TransformersBackend("tiny", adapters={n: adapters / n for n in entries})
     assert backend.adapters == ["listener", "speaker"]
+
+
+def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path) -> None:
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    cfg = _cfg(
+        learners=[{"name": "ann", "lora": {"r": 4}}],
+        setting="fixed_opponents",
+        opponents=["random"],
+        games_per_update=2,
+        group_size=1,
+        steps=2,
+        warmup_updates=1,
+        max_new_tokens=40,
+        micro_batch_size=4,
+        max_samples_per_learner=4,
+        reask=False,
+        output_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    warm = trainer.update()["ann"]
+    after = trainer.update()["ann"]
+    # The tiny random model never answers in format by itself: all-usable answers prove the warm-up's grammar,
+    # and none usable after it proves GRPO's rollouts are unconstrained again.
+    assert warm["warmup"] == 1.0 and warm["samples/usable_rate"] == 1.0 and warm["game/invalid_rate"] == 0.0
+    assert after["warmup"] == 0.0 and after["samples/usable_rate"] == 0.0

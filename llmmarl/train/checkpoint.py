@@ -5,6 +5,7 @@ Layout under ``<output_dir>``::
     checkpoints/step-000020/adapters/<learner>/   PEFT folder per learner (the weights to resume from)
     checkpoints/step-000020/optim/<learner>.pt    optimizer + scheduler state and TRL's step counter
     checkpoints/step-000020/rng.pt                python / numpy / torch RNG states
+    checkpoints/step-000020/extra.pt              the algorithm's other tensors (e.g. PPO's value heads), if any
     checkpoints/step-000020/state.json            update counter, league pool, role baselines, config, eval
     <adapters_dir>/<learner>/                     final (and latest) adapters, vLLM-loadable PEFT folders
     <adapters_dir>/manifest.json                  what each adapter is: base model, game, seats, steps, config, eval
@@ -29,7 +30,7 @@ import torch
 _PREFIX = "step-"
 
 
-class _Trainer(Protocol):  # what a checkpoint needs of a trainer (AgentGRPOTrainer has it)
+class OptimizerHolder(Protocol):  # what a checkpoint needs of a trainer (AgentGRPOTrainer has it)
     optimizer: Any
     lr_scheduler: Any
     state: Any
@@ -71,9 +72,18 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: Path, step: int, model: Any, trainers: Mapping[str, _Trainer], state: Mapping[str, Any], keep: int
+    root: Path,
+    step: int,
+    model: Any,
+    trainers: Mapping[str, OptimizerHolder],
+    state: Mapping[str, Any],
+    keep: int,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` under ``root`` and delete all but the newest ``keep``."""
+    """Write checkpoint ``step`` under ``root`` and delete all but the newest ``keep``.
+
+    ``trainers``: adapter name -> its optimizer holder; ``extra``: other tensors to keep (see :func:`load_extra`).
+    """
     root = Path(root)
     final = root / f"{_PREFIX}{step:06d}"
     tmp = root / f".{final.name}.tmp"
@@ -90,6 +100,8 @@ def save_checkpoint(
             tmp / "optim" / f"{name}.pt",
         )
     torch.save(_rng_state(), tmp / "rng.pt")
+    if extra:
+        torch.save(dict(extra), tmp / "extra.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step, "saved_at": time.time()}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -107,7 +119,7 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name[len(_PREFIX) :]))
 
 
-def load_checkpoint(path: Path, model: Any, trainers: Mapping[str, _Trainer]) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: Any, trainers: Mapping[str, OptimizerHolder]) -> dict[str, Any]:
     """Restore adapters, optimizers, schedulers, step counters and RNGs; return the saved ``state.json``."""
     path = Path(path)
     for name, trainer in trainers.items():
@@ -119,6 +131,13 @@ def load_checkpoint(path: Path, model: Any, trainers: Mapping[str, _Trainer]) ->
         trainer.state.global_step = saved["global_step"]
     _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     return json.loads((path / "state.json").read_text())
+
+
+def load_extra(path: Path) -> dict[str, Any]:
+    """The ``extra`` a checkpoint was saved with ({} if none)."""
+    file = Path(path) / "extra.pt"
+    # Our own file, written by save_checkpoint.
+    return dict(torch.load(file, weights_only=False)) if file.exists() else {}
 
 
 def write_manifest(folder: Path, adapters: list[dict[str, Any]], run: Mapping[str, Any]) -> Path:

@@ -20,9 +20,12 @@ from llmmarl.envs.base import TextEnv
 
 Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
 Credit = Literal["group", "role", "agent"]
+Algorithm = Literal["grpo", "ppo"]
 
 # A PEFT adapter name is a torch ModuleDict key (no dots) and also a folder name under adapters/.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# PPO gives each learner a second adapter, its critic, named after it.
+CRITIC_SUFFIX = "__critic"
 # All linear layers of a Llama block; PEFT's "all-linear" would do the same but is spelled out for vLLM's sake.
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -123,8 +126,57 @@ class LeagueSettings(_Strict):
     )
 
 
+class PPOSettings(_Strict):
+    """Turn-level PPO (``algorithm: ppo``): one critic per learner, GAE over each agent's own turns."""
+
+    gamma: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Discount per turn of the agent (not per game step: the other seats' moves do not count).",
+    )
+    gae_lambda: float = Field(
+        0.95, ge=0.0, le=1.0, description="GAE's lambda: 0 = one-step TD advantages, 1 = Monte Carlo returns."
+    )
+    clip_range: float = Field(0.2, gt=0.0, lt=1.0, description="PPO's clip on the token probability ratio.")
+    value_clip: float | None = Field(
+        None,
+        gt=0.0,
+        description="Clip the new value to within this of the value before the update (PPO2's value clipping); "
+        "None = plain squared error.",
+    )
+    vf_coef: float = Field(
+        0.5,
+        gt=0.0,
+        description="Weight of the value loss. The critic has its own weights and optimizer, so this scales its "
+        "gradient before clipping at max_grad_norm; with Adam its step size is set by critic_lr.",
+    )
+    entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus on the answer tokens; 0 = none.")
+    kl_coef: float = Field(
+        0.0, ge=0.0, description="KL penalty to the base model (adapter disabled), per answer token; 0 = none."
+    )
+    ppo_epochs: int = Field(2, ge=1, description="Passes over an update's samples.")
+    minibatches: int = Field(
+        2, ge=1, description="Optimizer steps per pass (the samples are shuffled and split this many ways)."
+    )
+    critic: Literal["decentralised", "centralised"] = Field(
+        "decentralised",
+        description="decentralised: the critic sees what the acting seat saw. centralised (MAPPO-style, "
+        "centralised training with decentralised execution): it also sees every other seat's latest observation, "
+        "hidden cards and secret goals included; the policy's prompt is unchanged.",
+    )
+    critic_lr: float = Field(
+        1e-4, gt=0.0, description="AdamW learning rate of each critic (its adapter and value head)."
+    )
+    critic_max_tokens: int = Field(
+        512,
+        ge=16,
+        description="The critic's input is cut to its last this many tokens (the value head reads the last).",
+    )
+
+
 class TrainConfig(_Strict):
-    """Multi-agent GRPO: one LoRA adapter per learner, every learner updated from the same games each step."""
+    """Multi-agent training (GRPO or PPO): one LoRA adapter per learner, all updated from the same games each step."""
 
     # ---- the game and the players ------------------------------------------------------------------------
     env: str = Field(description="Registered game name (see `llmmarl envs`), e.g. tictactoe_v3.")
@@ -144,6 +196,13 @@ class TrainConfig(_Strict):
     )
     template: str | None = Field(None, description="Prompt folder under prompts/ (default: the game's own).")
 
+    algorithm: Algorithm = Field(
+        "grpo",
+        description="grpo: advantages from baselines over an update's samples (see credit), no critic. ppo: "
+        "turn-level PPO with a learned critic per learner and GAE over each agent's turns (see ppo).",
+    )
+    ppo: PPOSettings = Field(default_factory=PPOSettings, description="Used by algorithm: ppo.")
+
     # ---- what one update sees ------------------------------------------------------------------------------
     games_per_update: int = Field(16, ge=1, description="Games played per update; one rollout feeds every learner.")
     group_size: int = Field(
@@ -155,17 +214,20 @@ class TrainConfig(_Strict):
         "role-conditioned advantage estimation - seats differ in expected return (first mover, speaker vs "
         "listener), and without it self-play learns the seat instead of the move; works for any group size. "
         "group: per learner, seat and group of games from the same seed - also removes the luck of the deal "
-        "(poker cards), needs group_size >= 2. agent: one baseline over all of a learner's samples.",
+        "(poker cards), needs group_size >= 2. agent: one baseline over all of a learner's samples. GRPO only: "
+        "PPO's baseline is its critic.",
     )
     normalize_advantages: bool = Field(
-        True, description="Divide by the baseline set's standard deviation (GRPO); False = mean only (Dr. GRPO)."
+        True,
+        description="GRPO: divide by the baseline set's standard deviation; False = mean only (Dr. GRPO). PPO: "
+        "centre and scale the advantages over each learner's samples of the update; False = raw GAE advantages.",
     )
     role_baseline_ema: float = Field(
         0.0,
         ge=0.0,
         lt=1.0,
         description="With credit: role, smooth each role's baseline across updates: b <- ema*b + (1-ema)*mean "
-        "(SPIRAL uses 0.95). 0 = this update's mean only.",
+        "(SPIRAL uses 0.95). 0 = this update's mean only. GRPO only.",
     )
     train_on: Literal["all_attempts", "final_attempt"] = Field(
         "all_attempts",
@@ -180,9 +242,17 @@ class TrainConfig(_Strict):
 
     # ---- optimisation --------------------------------------------------------------------------------------
     learning_rate: float = Field(5e-5, gt=0.0, description="AdamW learning rate of every adapter (constant).")
-    steps: int = Field(100, ge=1, description="Updates to run; each is one rollout plus one step per learner.")
+    steps: int = Field(
+        100,
+        ge=1,
+        description="Updates to run; each is one rollout plus one optimizer step per learner (GRPO) or "
+        "ppo.ppo_epochs * ppo.minibatches steps per learner and critic (PPO).",
+    )
     beta: float = Field(
-        0.0, ge=0.0, description="KL penalty to the base model (adapters disabled). 0 = none (TRL's default)."
+        0.0,
+        ge=0.0,
+        description="GRPO's KL penalty to the base model (adapters disabled). 0 = none (TRL's default). PPO: use "
+        "ppo.kl_coef.",
     )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping per adapter.")
     micro_batch_size: int = Field(8, ge=1, description="Samples per forward/backward; gradients are accumulated.")
@@ -197,6 +267,15 @@ class TrainConfig(_Strict):
         "the game is learned (the format term has nothing left to teach). The loss scores the sampled tokens under "
         "the unconstrained policy. Needs max_new_tokens large enough for the whole turn (~100 for the default "
         "prompt's PLAN and PREDICT lines).",
+    )
+
+    warmup_updates: int = Field(
+        0,
+        ge=0,
+        description="Format warm-up: the first N updates play with grammar-constrained decoding and train by "
+        "reward-weighted self-imitation (each sample weighted max(0, 1 + 0.5 * advantage), so every well-formed "
+        "answer is imitated and the better ones more). A small model that almost never answers in the turn format "
+        "gives GRPO no signal; this teaches the format from its own answers, then GRPO takes over unconstrained.",
     )
 
     # ---- output, evaluation, monitoring --------------------------------------------------------------------
@@ -285,6 +364,7 @@ class TrainConfig(_Strict):
                 f"games_per_update ({self.games_per_update}) must be a multiple of group_size ({self.group_size}), "
                 f"e.g. {lower} or {lower + self.group_size}"
             )
+        self._check_algorithm(names)
         if self.credit == "group" and self.group_size < 2:
             raise ValueError(
                 "credit: group compares games from the same start, so it needs group_size >= 2 (or use credit: role)"
@@ -312,6 +392,31 @@ class TrainConfig(_Strict):
                 "(e.g. [random, llm]) or eval_games: 0"
             )
         return self
+
+    def _check_algorithm(self, names: list[str]) -> None:
+        if self.algorithm == "grpo":
+            if self.ppo != PPOSettings():  # a dumped config carries the defaults: those are fine
+                raise ValueError("ppo: settings are used by algorithm: ppo only: set algorithm: ppo or remove them")
+            return
+        defaults = type(self).model_fields
+        grpo_only = [
+            k for k in ("credit", "role_baseline_ema", "warmup_updates") if getattr(self, k) != defaults[k].default
+        ]
+        if grpo_only:
+            raise ValueError(
+                f"{', '.join(grpo_only)}: GRPO-only settings (algorithm: ppo's baseline is its critic): remove them"
+            )
+        if self.beta:
+            raise ValueError("beta is GRPO's KL penalty: with algorithm: ppo set ppo.kl_coef instead")
+        others = [r for r in self.report_to if r != "tensorboard"]
+        if others:
+            raise ValueError(f"report_to {others}: algorithm: ppo reports to tensorboard only (and metrics.jsonl)")
+        critics = [n for n in names if n.endswith(CRITIC_SUFFIX)]
+        if critics:
+            raise ValueError(
+                f"learner names {critics}: with algorithm: ppo, names ending in {CRITIC_SUFFIX!r} are the critics' "
+                "adapters: choose other names"
+            )
 
     def check_env(self, env: TextEnv) -> None:
         """Cross-checks against the game itself: seat names and whether the lineup fills every seat."""

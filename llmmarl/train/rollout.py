@@ -167,6 +167,18 @@ def assign_advantages(
             s.advantage = (s.reward - baseline) / scale
 
 
+def imitation_weights(samples: Sequence[TurnSample], scale: float = 0.5) -> None:
+    """Turn advantages into reward-weighted imitation weights, ``max(0, 1 + scale * advantage)``, in place.
+
+    With TRL's on-policy loss (ratio 1 at the step) a positive weight on a sample is a weighted log-likelihood
+    step on its tokens. Advantages centred on zero push as many answers down as up, so a format shared by every
+    answer is never learned from them; these weights are positive for all but the clearly worse answers, so the
+    format is imitated while better outcomes still count more (advantage-weighted regression in spirit).
+    """
+    for s in samples:
+        s.advantage = max(0.0, 1.0 + scale * s.advantage)
+
+
 def subsample(samples: list[TurnSample], cap: int | None, rng: random.Random) -> list[TurnSample]:
     """At most ``cap`` samples, drawn without replacement (after advantages, so baselines saw them all)."""
     if cap is None or len(samples) <= cap:

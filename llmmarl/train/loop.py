@@ -1,0 +1,495 @@
+"""What every multi-agent trainer shares, whatever its algorithm: :class:`MultiAgentTrainer`.
+
+A trainer holds one shared base model with one LoRA adapter per learner (plus whatever extra adapters its
+algorithm needs, e.g. PPO's critics). Each update plays ONE rollout - every game of the update, all learners at
+once, through :meth:`MultiAgentTrainer.rollout` - and steps every learner on its own turns of it. This module owns
+the rest of the run: the lineups, the league, evaluation, checkpoints and resuming, the exported adapters and
+their manifest, ``metrics.jsonl`` and the progress bar. A subclass supplies :meth:`~MultiAgentTrainer.update`,
+the optimizers to checkpoint and a logger (see :mod:`llmmarl.train.grpo` and :mod:`llmmarl.train.ppo`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from llmmarl.agents.specs import AgentSpec, LLMAgentSpec
+from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.envs import make
+from llmmarl.models import resolve_model
+from llmmarl.records import AgentSummary, EpisodeRecord, summarise
+from llmmarl.runner import Match, Runner
+from llmmarl.train.checkpoint import (
+    OptimizerHolder,
+    list_checkpoints,
+    load_checkpoint,
+    load_extra,
+    save_adapter,
+    save_checkpoint,
+    write_manifest,
+)
+from llmmarl.train.config import LoraSettings, TrainConfig
+from llmmarl.train.league import League, Snapshot
+from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
+from llmmarl.train.rollout import TERMS, TurnSample
+
+_SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
+# Settings a checkpoint must share with the config that resumes it: the games, the model and what is trained.
+_RESUME_KEYS = ("env", "env_kwargs", "model", "setting", "algorithm")
+
+
+# ---- the model: one base, one adapter per learner --------------------------------------------------------------
+def lora_config(settings: LoraSettings) -> Any:
+    """PEFT's LoraConfig for one adapter."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        layers_to_transform=settings.layers,
+        task_type="CAUSAL_LM",
+    )
+
+
+def attach_adapters(
+    backend: TransformersBackend, cfg: TrainConfig, extra: Sequence[tuple[str, LoraSettings]] = ()
+) -> Any:
+    """Give the backend's model one LoRA adapter per learner (fresh, or loaded from ``init_adapter``), then
+    the fresh ``extra`` adapters (name, shape)."""
+    from peft import PeftModel, get_peft_model
+
+    def add(model: Any, name: str, settings: LoraSettings) -> Any:
+        if isinstance(model, PeftModel):
+            model.add_adapter(name, lora_config(settings))
+            return model
+        return get_peft_model(model, lora_config(settings), adapter_name=name)
+
+    model = backend.model
+    with torch.random.fork_rng():  # seeded adapter init without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        for lr in cfg.learners:
+            if not lr.init_adapter:
+                model = add(model, lr.name, lr.lora)
+            elif isinstance(model, PeftModel):
+                model.load_adapter(lr.init_adapter, adapter_name=lr.name, is_trainable=True)
+            else:
+                model = PeftModel.from_pretrained(model, lr.init_adapter, adapter_name=lr.name, is_trainable=True)
+        for name, settings in extra:
+            model = add(model, name, settings)
+    backend.model = model
+    return model
+
+
+def adapter_parameters(model: Any, name: str) -> list[torch.nn.Parameter]:
+    """The LoRA weights of adapter ``name`` (PEFT names them ``...lora_A.<name>.weight``)."""
+    return [p for n, p in model.named_parameters() if f".{name}." in n and "lora_" in n]
+
+
+# ---- playing games for evaluation ---------------------------------------------------------------------------
+def play_lineups(
+    backend: TransformersBackend,
+    env: str,
+    env_kwargs: dict[str, Any],
+    lineups: dict[str, list[dict[str, AgentSpec]]],
+    seed: int,
+    concurrency: int = 64,
+) -> dict[str, list[AgentSummary]]:
+    """Play every seating of every named lineup; the same ``seed`` gives the same games (deals, starts)."""
+    out = {}
+    for name, seatings in lineups.items():
+        rng = random.Random(f"{seed}/eval")  # the same games for every lineup and every evaluation
+        matches = [
+            Match(game_id=i, env=env, env_kwargs=env_kwargs, seats=s, seed=rng.randrange(2**31))
+            for i, s in enumerate(seatings)
+        ]
+        out[name] = summarise(Runner(backend, concurrency=concurrency, progress=False).play(matches))
+    return out
+
+
+# ---- monitors ----------------------------------------------------------------------------------------------------
+def summary_metrics(s: AgentSummary) -> dict[str, float]:
+    m = {
+        "return": s.mean_return,
+        "ci95": s.ci95,
+        "win_rate": s.wins / s.games if s.games else 0.0,
+        "draw_rate": s.draws / s.games if s.games else 0.0,
+        "invalid_rate": s.invalid_rate,
+        "fallback_rate": s.fallback_rate,
+        "games": float(s.games),
+    }
+    if s.prediction_accuracy is not None:
+        m["prediction_accuracy"] = s.prediction_accuracy
+    return m
+
+
+def sample_metrics(samples: Sequence[TurnSample]) -> dict[str, float]:
+    """Reward, usability and answer length of one learner's samples of an update."""
+    if not samples:
+        return {"samples/count": 0.0}
+    n = len(samples)
+    mean = sum(s.reward for s in samples) / n
+    m = {
+        "samples/count": float(n),
+        "samples/reward_mean": mean,
+        "samples/reward_var": sum((s.reward - mean) ** 2 for s in samples) / n,
+        "samples/usable_rate": sum(s.usable for s in samples) / n,
+        "samples/completion_tokens": sum(len(s.completion_ids) for s in samples) / n,
+    }
+    for t in TERMS:
+        m[f"terms/{t}"] = sum(s.terms[t] for s in samples) / n
+    return m
+
+
+def monitor_line(logs: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for name, m in logs.items():
+        ret, win, inv = m.get("game/return", math.nan), m.get("game/win_rate", math.nan), m.get("game/invalid_rate")
+        line = f"{name}: R {ret:+.2f} win {win:.0%}"
+        if inv is not None:
+            line += f" inv {inv:.0%}"
+        if "entropy" in m:
+            line += f" H {m['entropy']:.2f}"
+        if "ppo/explained_variance" in m:
+            line += f" EV {m['ppo/explained_variance']:+.2f}"
+        parts.append(line)
+    return " | ".join(parts)
+
+
+def eval_line(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    return "; ".join(
+        f"{lineup} [{name}] R {m['return']:+.2f}±{m['ci95']:.2f} win {m['win_rate']:.0%} inv {m['invalid_rate']:.0%}"
+        for lineup, r in results.items()
+        for name, m in r.items()
+    )
+
+
+def training_summary(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that shaped an adapter, for its manifest entry."""
+    keys = ("algorithm", "setting", "learning_rate", "games_per_update", "group_size", "temperature")
+    out = {k: getattr(cfg, k) for k in keys}
+    if cfg.algorithm == "ppo":
+        out["ppo"] = cfg.ppo.model_dump(mode="json")
+    else:
+        out |= {"credit": cfg.credit, "beta": cfg.beta}
+    return out | {"rewards": cfg.rewards.as_dict(), "max_new_tokens": cfg.max_new_tokens}
+
+
+# ---- the loop --------------------------------------------------------------------------------------------------
+class MultiAgentTrainer(ABC):
+    """Trains every learner of a :class:`TrainConfig` from shared rollouts; checkpoints, resumes, exports.
+
+    Args:
+        cfg: the run.
+        backend: reuse a loaded backend (its model gets the learners' adapters); default: load ``cfg.model``.
+        progress: show a progress bar with per-agent monitors.
+    """
+
+    algorithm: ClassVar[str]
+
+    def __init__(self, cfg: TrainConfig, backend: TransformersBackend | None = None, progress: bool = True) -> None:
+        if cfg.algorithm != self.algorithm:
+            raise ValueError(f"{type(self).__name__} runs algorithm: {self.algorithm}, the config has {cfg.algorithm}")
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.env = make(cfg.env, **cfg.env_kwargs)
+        cfg.check_env(self.env)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.backend = backend or TransformersBackend(
+            cfg.model, max_batch_size=cfg.max_batch_size, device=cfg.device, seed=cfg.seed
+        )
+        self.model = attach_adapters(self.backend, cfg, self.extra_adapters())
+        self.learners = [lr.name for lr in cfg.learners]
+        self.learner_specs = [self._spec(lr.name, lr.name, cfg.temperature) for lr in cfg.learners]
+        self.opponents = [self._decoding(s, cfg.temperature) for s in cfg.opponent_specs()]
+        self.league = (
+            League(pool_size=cfg.league.pool_size, sampling=cfg.league.sampling) if cfg.setting == "league" else None
+        )
+        self.step = 0
+        self.eval_results: dict[str, dict[str, dict[str, float]]] = {}
+        self.progress = progress
+
+    # ---- what an algorithm supplies ----------------------------------------------------------------------------
+    @abstractmethod
+    def update(self) -> dict[str, dict[str, Any]]:
+        """Play one rollout and step every learner on it; returns each learner's logged metrics."""
+
+    @abstractmethod
+    def optimizers(self) -> Mapping[str, OptimizerHolder]:
+        """Adapter name -> its optimizer, scheduler and step counter: what a checkpoint saves besides weights."""
+
+    @abstractmethod
+    def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
+        """Report one learner's metrics to the configured loggers; returns what was logged."""
+
+    def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
+        """Adapters besides the learners' own, created fresh with the learners' (name, shape)."""
+        return []
+
+    def extra_state(self) -> dict[str, Any]:
+        """Tensors (or plain objects) a checkpoint keeps besides adapters and optimizers."""
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`extra_state` returned."""
+
+    def json_state(self) -> dict[str, Any]:
+        """Algorithm state a checkpoint keeps in state.json."""
+        return {}
+
+    def load_json_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`json_state` returned."""
+
+    # ---- agents ----------------------------------------------------------------------------------------------
+    def _spec(self, name: str, adapter: str | None, temperature: float) -> LLMAgentSpec:
+        cfg = self.cfg
+        return LLMAgentSpec(
+            name=name,
+            adapter=adapter,
+            template=cfg.template,
+            temperature=temperature,
+            max_new_tokens=cfg.max_new_tokens,
+            reask=cfg.reask,
+            constrained=cfg.constrained,
+        )
+
+    def _decoding(self, spec: AgentSpec, temperature: float) -> AgentSpec:
+        if not isinstance(spec, LLMAgentSpec):
+            return spec
+        return spec.model_copy(
+            update={
+                "temperature": temperature,
+                "max_new_tokens": self.cfg.max_new_tokens,
+                "template": self.cfg.template,
+            }
+        )
+
+    def _snapshot_spec(self, snap: Snapshot) -> LLMAgentSpec:
+        return self._spec(snap.name, snap.path, self.cfg.temperature)
+
+    @property
+    def in_warmup(self) -> bool:
+        """Whether the current update is one of the format warm-up updates (GRPO only)."""
+        return self.step < self.cfg.warmup_updates
+
+    # ---- one rollout -----------------------------------------------------------------------------------------
+    def rollout(self) -> tuple[list[EpisodeRecord], float]:
+        """The games of update ``self.step``, played by the current adapters; returns them and the seconds taken."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        specs = self.learner_specs
+        if self.in_warmup:  # format warm-up: constrained answers (see TrainConfig.warmup_updates)
+            specs = [s.model_copy(update={"constrained": True}) for s in specs]
+        groups, seeds = training_groups(
+            cfg, self.env, self.step, specs, self.opponents, self.league, self._snapshot_spec
+        )
+        self.model.eval()  # PEFT's mixed-adapter generation refuses training mode
+        episodes = Runner(self.backend, concurrency=cfg.concurrency, progress=False).play(
+            group_matches(cfg, groups, seeds)
+        )
+        self._record_league(groups, episodes)
+        return episodes, time.perf_counter() - t0
+
+    def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
+        """After every learner stepped: forget stale cached prefixes, count the update, append its metrics."""
+        self.backend.clear_prefix_cache()  # cached keys/values were computed with the adapters before this step
+        self.step += 1
+        self._append_metrics({"step": self.step, "learners": logs})
+
+    def game_metrics(self, episodes: Sequence[EpisodeRecord]) -> dict[str, dict[str, float]]:
+        """Each learner's ``game/...`` monitors over an update's games."""
+        return {
+            s.player: {f"game/{k}": v for k, v in summary_metrics(s).items()}
+            for s in summarise(episodes)
+            if s.player in self.learners
+        }
+
+    def _record_league(self, groups: Sequence[Group], episodes: Sequence[EpisodeRecord]) -> None:
+        if self.league is None:
+            return
+        snapshot_of = {g: group.snapshot for g, group in enumerate(groups) if group.snapshot}
+        learners = set(self.learners)
+        for ep in episodes:
+            snap = snapshot_of.get(int(ep.game_id) // self.cfg.group_size)
+            if snap is None or ep.error:
+                continue
+            for seat, player in ep.seats.items():
+                if player in learners:
+                    self.league.record(snap, _SCORE[ep.outcomes[seat]])
+
+    def _snapshot(self) -> None:
+        assert self.league is not None
+        for name in self.learners:
+            snap = Snapshot(
+                name=f"{name}-s{self.step}",
+                learner=name,
+                step=self.step,
+                path=str(self.out / "league" / f"{name}-s{self.step}"),
+            )
+            save_adapter(self.model, name, Path(snap.path))
+            for old in self.league.add(snap):
+                if old.name in self.model.peft_config:
+                    self.model.delete_adapter(old.name)
+                shutil.rmtree(old.path, ignore_errors=True)
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+    def evaluate(self, games: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        """Each learner against the evaluation lineups; returns ``{lineup: {learner: metrics}}``."""
+        cfg = self.cfg
+        n = cfg.eval_games if games is None else games
+        if n == 0:
+            return {}
+        t = cfg.eval_temperature
+        learners = [self._spec(lr.name, lr.name, t) for lr in cfg.learners]
+        opponents = [self._decoding(s, t) for s in (cfg.eval_opponent_specs() or cfg.opponent_specs())]
+        lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), self.env, learners, opponents)
+        self.model.eval()
+        played = play_lineups(self.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency)
+        results = {
+            lineup: {s.player: summary_metrics(s) for s in summaries if s.player in self.learners}
+            for lineup, summaries in played.items()
+        }
+        self.eval_results = results
+        for name in self.learners:
+            self.log(
+                name, {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
+            )
+        self._append_metrics({"step": self.step, "eval": results})
+        return results
+
+    # ---- checkpoints and export ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.model_dump(mode="json"),
+            "league": self.league.model_dump() if self.league else None,
+            "backend_calls": self.backend._calls,  # the backend seeds each generate call from this counter
+            "eval": self.eval_results,
+            **self.json_state(),
+        }
+
+    def save(self) -> Path:
+        """A resumable checkpoint of the current step, and the adapters exported beside their manifest."""
+        path = save_checkpoint(
+            self.out / "checkpoints",
+            self.step,
+            self.model,
+            self.optimizers(),
+            self._state(),
+            self.cfg.keep_checkpoints,
+            extra=self.extra_state(),
+        )
+        self.export()
+        return path
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in ``output_dir``; False if there is none."""
+        found = list_checkpoints(self.out / "checkpoints")
+        if not found:
+            return False
+        state = json.loads((found[-1] / "state.json").read_text())
+        saved, ours = state["config"], self.cfg.model_dump(mode="json")
+        for key in _RESUME_KEYS:
+            if saved.get(key, "grpo" if key == "algorithm" else None) != ours[key]:
+                raise ValueError(
+                    f"{found[-1]} was written with {key}={saved.get(key)!r}, this config has {ours[key]!r}: "
+                    "resume with the same config, or use another output_dir"
+                )
+        if sorted(lr["name"] for lr in saved["learners"]) != sorted(self.learners):
+            raise ValueError(f"{found[-1]} has learners {[lr['name'] for lr in saved['learners']]}: not this config's")
+        state = load_checkpoint(found[-1], self.model, self.optimizers())
+        self.load_extra_state(load_extra(found[-1]))
+        self.step = state["step"]
+        self.backend._calls = state["backend_calls"]
+        self.eval_results = state.get("eval") or {}
+        if state.get("league") is not None:
+            self.league = League.model_validate(state["league"])
+        self.load_json_state(state)
+        return True
+
+    def export(self) -> Path:
+        """Write every learner's adapter to ``<adapters_dir>/<name>/`` and list them in ``manifest.json``."""
+        cfg = self.cfg
+        folder = cfg.adapters_path
+        entries = []
+        for lr in cfg.learners:
+            save_adapter(self.model, lr.name, folder / lr.name)
+            entries.append(
+                {
+                    "name": lr.name,
+                    "path": lr.name,
+                    "algorithm": cfg.algorithm,
+                    "base_model": cfg.model,
+                    "base_model_path": resolve_model(cfg.model),
+                    "game": cfg.env,
+                    "env_kwargs": cfg.env_kwargs,
+                    "seats": lr.seats or list(self.env.possible_agents),
+                    "role": lr.seats[0] if len(lr.seats) == 1 else "any seat",
+                    "setting": cfg.setting,
+                    "steps": self.step,
+                    "config": {"learner": lr.model_dump(mode="json"), **training_summary(cfg)},
+                    "eval": {lineup: r[lr.name] for lineup, r in self.eval_results.items() if lr.name in r},
+                }
+            )
+        return write_manifest(folder, entries, {"output_dir": cfg.output_dir, "config": cfg.model_dump(mode="json")})
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    # ---- the whole run ---------------------------------------------------------------------------------------
+    def train(self, max_updates: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        """Run until ``cfg.steps`` updates (or ``max_updates`` more); returns the last evaluation."""
+        cfg = self.cfg
+        if self.league is not None and not self.league.snapshots:
+            self._snapshot()  # the pool starts with the untrained adapters
+        stop = cfg.steps if max_updates is None else min(cfg.steps, self.step + max_updates)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="updates", unit="upd", disable=not self.progress)
+        try:
+            while self.step < stop:
+                logs = self.update()
+                bar.update(1)
+                bar.set_postfix_str(monitor_line(logs), refresh=True)
+                if self.league is not None and self.step % cfg.league.snapshot_every == 0:
+                    self._snapshot()
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    bar.write(f"step {self.step} eval: {eval_line(self.evaluate())}")
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    if self.step == cfg.steps:
+                        results = self.evaluate()
+                        if results:
+                            bar.write(f"step {self.step} eval: {eval_line(results)}")
+                    self.save()
+        finally:
+            bar.close()
+        return self.eval_results
+
+
+Trainer = TypeVar("Trainer", bound=MultiAgentTrainer)
+
+
+def run(trainer_class: type[Trainer], cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trainer:
+    """Train ``cfg`` to the end with ``trainer_class`` (resuming from ``output_dir`` if asked)."""
+    found = list_checkpoints(Path(cfg.output_dir) / "checkpoints")
+    if found and not resume:
+        raise FileExistsError(
+            f"{cfg.output_dir} already has checkpoints (newest: {found[-1].name}): pass --resume to continue that "
+            "run, or choose another output_dir"
+        )
+    trainer = trainer_class(cfg, progress=progress)
+    if resume and trainer.resume() and progress:
+        print(f"resumed {cfg.output_dir} at update {trainer.step}")
+    trainer.train()
+    return trainer

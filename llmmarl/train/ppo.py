@@ -1,0 +1,417 @@
+"""Turn-level multi-agent PPO: each learner's adapter is the actor, a second adapter plus a value head its critic.
+
+An update is::
+
+    episodes = Runner(backend).play(matches)             # the same ONE rollout as GRPO, all learners at once
+    samples  = episodes_to_samples(episodes, ...)        # each learner's own answers, with reward terms
+    for each learner:
+        V      = critic(critic_input(turn, episode))     # value of the state before each answer (no grad)
+        A, R   = gae(turn_rewards(trajectory), V)        # per (game, seat): that seat's own turns, in order
+        A      = (A - mean) / std                        # over the learner's samples of this update
+        for epoch, minibatch:                            # ppo_epochs x minibatches optimizer steps
+            actor step:  clipped ratio loss - entropy bonus + KL to the base model
+            critic step: (V - R)^2, optionally clipped
+
+Design choices:
+
+* **Time step = one answer.** A turn is one action of the agent, and its answer's tokens one decision with one
+  advantage. A seat's trajectory is its own answers in one game; the other seats' moves happen inside the
+  environment between two of them, so ``gamma`` discounts per own turn. A re-asked answer is a step of its own
+  (the re-ask prompt is a new state); rewards and terminal steps are described in :mod:`llmmarl.train.gae`.
+* **Token ratios, turn averages.** The ratio ``pi_new / pi_old`` and its clip are per token (a whole-answer ratio,
+  the product over ~50 tokens, is almost always outside the clip range). Each turn's loss is the mean over its
+  tokens, and the batch loss the mean over turns: every decision weighs the same whatever its length, and the
+  step size does not grow with answer length. Entropy and KL terms are averaged the same way.
+* **Old log-probabilities are recomputed** with the adapters as they are before the update, in the same
+  (tempered, padded, batched) forward pass the loss uses, so the first ratio is exactly 1. The rollout's own
+  log-probabilities come from a differently batched, possibly lower-precision pass and would trip the clip.
+  Logits are divided by the sampling temperature (as TRL's GRPO does); top-p and grammar masks are not modelled.
+* **A cheap critic.** One critic per learner: its own LoRA adapter (``<learner>__critic``, the learner's LoRA
+  shape) on the shared base model and a linear head on the final hidden state of its input's last token. Its input
+  is a compact state text, decentralised or centralised (see :mod:`llmmarl.train.critic`). Actor and critic have
+  separate AdamW optimizers (``learning_rate`` and ``ppo.critic_lr``) and are clipped separately; a minibatch steps
+  the actor, then the critic.
+* **KL to the base model** (``ppo.kl_coef``) is a loss term, not a reward: the k3 estimator
+  ``exp(ref - logp) - (ref - logp) - 1`` per token, with the base model's log-probabilities from a pass with the
+  adapters disabled, computed once per update.
+
+The run around the updates (lineups, league, evaluation, checkpoints, export) is :mod:`llmmarl.train.loop`'s;
+checkpoints add the critics' adapters, their optimizers and the value heads. The exported adapters (actors only)
+and their manifest are the same as GRPO's, with ``algorithm: ppo``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.records import EpisodeRecord, TurnRecord
+from llmmarl.train.checkpoint import OptimizerHolder
+from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
+from llmmarl.train.critic import ValueHead, critic_input, critic_values
+from llmmarl.train.gae import gae, turn_rewards
+from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run, sample_metrics
+from llmmarl.train.rollout import TurnSample, episodes_to_samples
+
+__all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
+
+
+def critic_name(learner: str) -> str:
+    """The adapter name of ``learner``'s critic."""
+    return f"{learner}{CRITIC_SUFFIX}"
+
+
+@dataclass
+class PPOSample:
+    """One answer of a learner with what PPO adds: the critic's input, its value, GAE's advantage and return."""
+
+    sample: TurnSample
+    critic_ids: list[int]
+    value: float = 0.0  # the critic's value before the update
+    ret: float = 0.0  # advantage + value: the critic's target
+    advantage: float = 0.0
+    old_logprobs: list[float] = field(default_factory=list)  # per answer token, before the update
+    ref_logprobs: list[float] = field(default_factory=list)  # per answer token, adapters disabled (KL term only)
+
+
+@dataclass
+class _Steps:
+    global_step: int = 0  # updates this optimizer took part in (a checkpoint restores it)
+
+
+@dataclass
+class _Optim:
+    """An optimizer with the fields a checkpoint saves (see :class:`~llmmarl.train.checkpoint.OptimizerHolder`)."""
+
+    params: list[torch.nn.Parameter]
+    lr: float
+    optimizer: torch.optim.Optimizer = field(init=False)
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+    state: _Steps = field(default_factory=_Steps)
+
+    def __post_init__(self) -> None:
+        # weight_decay 0: as the HF Trainer's default (torch's AdamW would decay LoRA weights by 0.01).
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)  # constant
+
+    def step(self, max_grad_norm: float) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+
+def _split(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` contiguous chunks of near-equal size (fewer if there are fewer items)."""
+    parts = max(1, min(parts, len(items)))
+    bounds = [round(i * len(items) / parts) for i in range(parts + 1)]
+    return [list(items[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+
+
+def _micro(items: Sequence[PPOSample], size: int, length: Callable[[PPOSample], int]) -> Iterator[list[PPOSample]]:
+    """Micro-batches of similar lengths (less padding); order does not change a summed gradient."""
+    ordered = sorted(items, key=length)
+    for i in range(0, len(ordered), size):
+        yield ordered[i : i + size]
+
+
+def _per_turn(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each row's answer tokens, (B, K) -> (B,)."""
+    return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def explained_variance(values: Sequence[float], returns: Sequence[float]) -> float:
+    """``1 - Var(R - V) / Var(R)``: 1 = the critic predicts the returns, 0 = no better than their mean."""
+    n = len(returns)
+    if n < 2:
+        return math.nan
+    mean_r = sum(returns) / n
+    var_r = sum((r - mean_r) ** 2 for r in returns) / n
+    diff = [r - v for r, v in zip(returns, values, strict=True)]
+    mean_d = sum(diff) / n
+    var_d = sum((d - mean_d) ** 2 for d in diff) / n
+    return math.nan if var_r == 0 else 1.0 - var_d / var_r
+
+
+class MultiAgentPPO(MultiAgentTrainer):
+    """Turn-level PPO for every learner of a :class:`TrainConfig` (``algorithm: ppo``), from shared rollouts.
+
+    Args:
+        cfg: the run.
+        backend: reuse a loaded backend (its model gets the actors' and critics' adapters); default: load
+            ``cfg.model``.
+        progress: show a progress bar with per-agent monitors.
+    """
+
+    algorithm: ClassVar[str] = "ppo"
+
+    def __init__(self, cfg: TrainConfig, backend: TransformersBackend | None = None, progress: bool = True) -> None:
+        super().__init__(cfg, backend, progress)
+        device = self.backend.device
+        hidden = self.model.config.get_text_config(decoder=True).hidden_size
+        self.heads = {name: ValueHead(hidden, seed=cfg.seed + i).to(device) for i, name in enumerate(self.learners)}
+        self.actors = {name: _Optim(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners}
+        self.critics = {
+            name: _Optim(
+                [*adapter_parameters(self.model, critic_name(name)), *self.heads[name].parameters()],
+                cfg.ppo.critic_lr,
+            )
+            for name in self.learners
+        }
+        self.writers: dict[str, Any] = {}
+        if "tensorboard" in cfg.report_to:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writers = {n: SummaryWriter(str(self.out / "tensorboard" / n)) for n in self.learners}
+
+    # ---- hooks of the loop -------------------------------------------------------------------------------------
+    def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
+        return [(critic_name(lr.name), lr.lora) for lr in self.cfg.learners]
+
+    def optimizers(self) -> Mapping[str, OptimizerHolder]:
+        return {**self.actors, **{critic_name(n): opt for n, opt in self.critics.items()}}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"value_heads": {n: head.state_dict() for n, head in self.heads.items()}}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        for name, state in extra["value_heads"].items():
+            self.heads[name].load_state_dict(state)
+
+    def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
+        writer = self.writers.get(learner)
+        if writer is not None:
+            step = self.actors[learner].state.global_step
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, step)
+            writer.flush()
+        return dict(metrics)
+
+    # ---- one update --------------------------------------------------------------------------------------------
+    def update(self) -> dict[str, dict[str, Any]]:
+        """Play one rollout and run PPO for every learner on its own answers; returns each learner's metrics."""
+        cfg = self.cfg
+        episodes, t_rollout = self.rollout()
+        samples = episodes_to_samples(
+            episodes, self.learners, cfg.rewards.as_dict(), self.env.forfeit_reward, cfg.group_size, cfg.train_on
+        )
+        games = self.game_metrics(episodes)
+        turns = {(int(ep.game_id), t.step, t.seat): (t, ep) for ep in episodes if not ep.error for t in ep.turns}
+        rng = random.Random(f"{cfg.seed}/{self.step}/ppo")
+        logs: dict[str, dict[str, Any]] = {}
+        for name in self.learners:
+            t1 = time.perf_counter()
+            metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
+            batch = self.prepare(name, samples[name], turns)
+            metrics.update(self._advantage_metrics(batch))
+            cap = cfg.max_samples_per_learner
+            if cap is not None and len(batch) > cap:  # after GAE: every answer's value fed its trajectory's GAE
+                batch = [batch[i] for i in sorted(rng.sample(range(len(batch)), cap))]
+            if batch:  # none if every game broke, or the learner never reached an LLM turn
+                metrics.update(self.optimise(name, batch, rng))
+            for opt in (self.actors[name], self.critics[name]):
+                opt.state.global_step += 1  # every optimizer's count equals the update count
+            metrics["time/update_s"] = time.perf_counter() - t1
+            logs[name] = self.log(name, metrics)
+        self.finish_update(logs)
+        return logs
+
+    def prepare(
+        self,
+        name: str,
+        samples: Sequence[TurnSample],
+        turns: Mapping[tuple[int, int, str], tuple[TurnRecord, EpisodeRecord]],
+    ) -> list[PPOSample]:
+        """The critic's inputs and values, then GAE per trajectory and per-learner advantage normalisation."""
+        cfg = self.cfg
+        tokenizer = self.backend.tokenizer
+        batch = []
+        for s in samples:
+            turn, episode = turns[(s.game_id, s.step, s.seat)]
+            text = critic_input(turn, episode, cfg.ppo.critic == "centralised", s.attempt)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            batch.append(PPOSample(s, ids[-cfg.ppo.critic_max_tokens :]))  # the end holds the latest state
+        with torch.no_grad():
+            self._set_mode(critic_name(name), train=False)
+            for micro in _micro(batch, cfg.micro_batch_size, lambda x: len(x.critic_ids)):
+                for x, v in zip(micro, self._values(name, micro).tolist(), strict=True):
+                    x.value = v
+        trajectories: dict[tuple[int, str], list[PPOSample]] = defaultdict(list)
+        for x in batch:  # samples come in play order, so each list is a seat's answers in order
+            trajectories[(x.sample.game_id, x.sample.seat)].append(x)
+        for traj in trajectories.values():
+            rewards, dones = turn_rewards([x.sample for x in traj], cfg.rewards.as_dict())
+            advantages, returns = gae(rewards, [x.value for x in traj], dones, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+            for x, a, r in zip(traj, advantages, returns, strict=True):
+                x.advantage, x.ret = a, r
+                x.sample.advantage = a
+        if cfg.normalize_advantages and len(batch) > 1:
+            mean = sum(x.advantage for x in batch) / len(batch)
+            std = math.sqrt(sum((x.advantage - mean) ** 2 for x in batch) / (len(batch) - 1))
+            for x in batch:
+                x.advantage = (x.advantage - mean) / (std + 1e-8)
+        return batch
+
+    def optimise(self, name: str, batch: Sequence[PPOSample], rng: random.Random) -> dict[str, float]:
+        """``ppo_epochs`` passes over ``batch`` in ``minibatches`` shuffled parts: an actor and a critic step each."""
+        ppo = self.cfg.ppo
+        self.score_old(name, batch)
+        stats: dict[str, list[float]] = defaultdict(list)
+        for _ in range(ppo.ppo_epochs):
+            order = list(batch)
+            rng.shuffle(order)
+            for minibatch in _split(order, ppo.minibatches):
+                for k, v in self._actor_step(name, minibatch).items():
+                    stats[k].append(v)
+                for k, v in self._critic_step(name, minibatch).items():
+                    stats[k].append(v)
+        self.model.eval()
+        out = {k: sum(v) / len(v) for k, v in stats.items()}
+        out["learning_rate"] = self.cfg.learning_rate
+        return out
+
+    # ---- passes ----------------------------------------------------------------------------------------------
+    def _set_mode(self, adapter: str, train: bool) -> None:
+        # PEFT's set_adapter makes this adapter's weights the only trainable LoRA weights.
+        self.model.set_adapter(adapter)
+        self.model.train(train)
+
+    def _values(self, name: str, micro: Sequence[PPOSample]) -> torch.Tensor:
+        pad = self.backend.tokenizer.pad_token_id
+        return critic_values(self.model, self.heads[name], [x.critic_ids for x in micro], pad, self.backend.device)
+
+    def _token_logprobs(
+        self, micro: Sequence[PPOSample], entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Log-probabilities of the answer tokens under the active adapter: (B, K), entropies (B, K), mask (B, K).
+
+        Rows are ``[left pad | prompt | answer]``, so the answers end in the last column and only the last ``K + 1``
+        positions need logits; positions count from each row's first real token, as in generation.
+        """
+        rows = [x.sample.prompt_ids + x.sample.completion_ids for x in micro]
+        lengths = [len(x.sample.completion_ids) for x in micro]
+        width, k = max(len(r) for r in rows), max(lengths)
+        pad = self.backend.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), k))
+        for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+            input_ids[i, width - len(row) :] = torch.tensor(row)
+            attention[i, width - len(row) :] = 1
+            mask[i, k - n :] = 1.0
+        device = self.backend.device
+        input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=k + 1
+        ).logits
+        # Position t predicts token t + 1: the last K + 1 positions' logits, minus the final one, score K tokens.
+        logp_all = torch.log_softmax(logits[:, :-1, :].float() / self.cfg.temperature, dim=-1)
+        logp = logp_all.gather(-1, input_ids[:, -k:, None]).squeeze(-1)
+        ent = None
+        if entropy:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.ppo.entropy_coef > 0):
+                ent = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, ent, mask
+
+    @torch.no_grad()
+    def score_old(self, name: str, batch: Sequence[PPOSample]) -> None:
+        """The answer tokens' log-probabilities before the update, and the base model's for the KL term."""
+        self._set_mode(name, train=False)
+        size = self.cfg.micro_batch_size
+        for micro in _micro(batch, size, lambda x: len(x.sample.prompt_ids) + len(x.sample.completion_ids)):
+            logp, _, mask = self._token_logprobs(micro, entropy=False)
+            for x, row, m in zip(micro, logp, mask, strict=True):
+                x.old_logprobs = row[m.bool()].tolist()
+            if self.cfg.ppo.kl_coef > 0:
+                with self.model.disable_adapter():
+                    ref, _, _ = self._token_logprobs(micro, entropy=False)
+                for x, row, m in zip(micro, ref, mask, strict=True):
+                    x.ref_logprobs = row[m.bool()].tolist()
+
+    def _aligned(self, values: Sequence[list[float]], mask: torch.Tensor) -> torch.Tensor:
+        """Per-token lists, right-aligned into the (B, K) layout of :meth:`_token_logprobs`."""
+        out = torch.zeros_like(mask)
+        for i, v in enumerate(values):
+            if v:
+                out[i, mask.shape[1] - len(v) :] = torch.tensor(v, device=mask.device)
+        return out
+
+    def _actor_step(self, name: str, minibatch: Sequence[PPOSample]) -> dict[str, float]:
+        ppo, n = self.cfg.ppo, len(minibatch)
+        self._set_mode(name, train=True)
+        sums: dict[str, float] = defaultdict(float)
+        tokens = 0.0
+        for micro in _micro(
+            minibatch, self.cfg.micro_batch_size, lambda x: len(x.sample.prompt_ids) + len(x.sample.completion_ids)
+        ):
+            logp, ent, mask = self._token_logprobs(micro, entropy=True)
+            assert ent is not None
+            old = self._aligned([x.old_logprobs for x in micro], mask)
+            adv = torch.tensor([x.advantage for x in micro], device=mask.device)[:, None]
+            log_ratio = (logp - old) * mask
+            ratio = log_ratio.exp()
+            clipped = ratio.clamp(1.0 - ppo.clip_range, 1.0 + ppo.clip_range)
+            policy = _per_turn(-torch.min(ratio * adv, clipped * adv), mask)
+            loss = policy - ppo.entropy_coef * _per_turn(ent, mask)
+            if ppo.kl_coef > 0:
+                ref_gap = self._aligned([x.ref_logprobs for x in micro], mask) - logp
+                kl = _per_turn(ref_gap.exp() - ref_gap - 1.0, mask)
+                loss = loss + ppo.kl_coef * kl
+                sums["ppo/kl_ref"] += float(kl.detach().sum())
+            (loss.sum() / n).backward()  # the minibatch's loss is the mean over its turns
+            with torch.no_grad():
+                sums["ppo/policy_loss"] += float(policy.sum())
+                sums["entropy"] += float(_per_turn(ent.detach(), mask).sum())
+                # CleanRL's monitors, per token: the k3 estimate of KL(old || new) and the share clipped.
+                sums["ppo/approx_kl"] += float((((ratio - 1.0) - log_ratio) * mask).sum())
+                sums["ppo/clip_fraction"] += float((((ratio - 1.0).abs() > ppo.clip_range).float() * mask).sum())
+                tokens += float(mask.sum())
+        out = {k: v / (tokens if k in ("ppo/approx_kl", "ppo/clip_fraction") else n) for k, v in sums.items()}
+        out["grad_norm"] = self.actors[name].step(self.cfg.max_grad_norm)
+        return out
+
+    def _critic_step(self, name: str, minibatch: Sequence[PPOSample]) -> dict[str, float]:
+        ppo, n = self.cfg.ppo, len(minibatch)
+        self._set_mode(critic_name(name), train=True)
+        total = 0.0
+        for micro in _micro(minibatch, self.cfg.micro_batch_size, lambda x: len(x.critic_ids)):
+            v = self._values(name, micro)
+            ret = torch.tensor([x.ret for x in micro], device=v.device)
+            err = (v - ret) ** 2
+            if ppo.value_clip is not None:
+                old = torch.tensor([x.value for x in micro], device=v.device)
+                v_clipped = old + (v - old).clamp(-ppo.value_clip, ppo.value_clip)
+                err = torch.max(err, (v_clipped - ret) ** 2)
+            loss = 0.5 * err
+            (ppo.vf_coef * loss.sum() / n).backward()
+            total += float(loss.detach().sum())
+        return {"ppo/value_loss": total / n, "critic/grad_norm": self.critics[name].step(self.cfg.max_grad_norm)}
+
+    @staticmethod
+    def _advantage_metrics(batch: Sequence[PPOSample]) -> dict[str, float]:
+        if not batch:
+            return {}
+        n = len(batch)
+        values, returns = [x.value for x in batch], [x.ret for x in batch]
+        return {
+            "ppo/value_mean": sum(values) / n,
+            "ppo/return_mean": sum(returns) / n,
+            "ppo/advantage_mean": sum(x.sample.advantage for x in batch) / n,  # before normalisation
+            "ppo/explained_variance": explained_variance(values, returns),
+        }
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> MultiAgentPPO:
+    """Train ``cfg`` to the end (resuming from ``output_dir`` if asked); returns the trainer for inspection."""
+    return run(MultiAgentPPO, cfg, resume, progress)
