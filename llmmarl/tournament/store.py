@@ -206,14 +206,11 @@ class TournamentStore:
 
     def games(self, tournament: str, round: int | None = None) -> list[StoredGame]:
         """Scheduled games in schedule order, each marked ``done`` once its result is stored."""
-        sql = (
-            "SELECT g.*, r.game_id IS NOT NULL AS done FROM games g LEFT JOIN results r ON r.game_id = g.id "
-            "WHERE g.tournament = ?"
+        sql, args = _filtered(
+            "SELECT g.*, r.game_id IS NOT NULL AS done FROM games g LEFT JOIN results r ON r.game_id = g.id",
+            tournament=tournament,
+            round=round,
         )
-        args: tuple[Any, ...] = (tournament,)
-        if round is not None:
-            sql += " AND g.round = ?"
-            args += (round,)
         rows = self.conn.execute(sql + " ORDER BY g.id", args).fetchall()
         return [
             StoredGame(
@@ -260,13 +257,9 @@ class TournamentStore:
         sql = (
             "SELECT g.id, g.key, g.game, g.round, g.seats, r.error, "
             "json_group_object(s.seat, s.team) AS teams, json_group_object(s.seat, s.return) AS returns "
-            "FROM games g JOIN results r ON r.game_id = g.id JOIN seat_results s ON s.game_id = g.id "
-            "WHERE g.tournament = ?"
+            "FROM games g JOIN results r ON r.game_id = g.id JOIN seat_results s ON s.game_id = g.id"
         )
-        args: tuple[Any, ...] = (tournament,)
-        if game is not None:
-            sql += " AND g.game = ?"
-            args += (game,)
+        sql, args = _filtered(sql, tournament=tournament, game=game)
         out = []
         for r in self.conn.execute(sql + " GROUP BY g.id ORDER BY g.id", args):
             if r["error"] is not None and not include_errors:
@@ -366,3 +359,10 @@ def _seat_row(ep: EpisodeRecord, seat: str) -> tuple[Any, ...]:
         sum(t.fallback is not None for t in llm),
         sum(len(a.completion_ids) for t in llm for a in t.attempts),
     )
+
+
+def _filtered(select: str, **columns: Any) -> tuple[str, tuple[Any, ...]]:
+    """``select`` with ``WHERE g.<column> = ?`` for every column given a value (None = no filter)."""
+    given = {k: v for k, v in columns.items() if v is not None}
+    where = " AND ".join(f"g.{k} = ?" for k in given)  # keys are our own keyword names, never user input
+    return (f"{select} WHERE {where}" if given else select), tuple(given.values())
