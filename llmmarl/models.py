@@ -34,6 +34,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LLMMARL_CACHE", Path.home() / ".cache" / "llmmarl"))
 
 
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def portable_name(name: str) -> str:
+    """The name to record for ``name`` in files other machines read (adapter configs, manifests).
+
+    ``resolve_model`` gives a cache path that exists on this machine only; the default model is recorded by its
+    hub id instead, which is also what a vLLM server elsewhere loads.
+    """
+    return DEFAULT_HUB_ID if name in _DEFAULT_ALIASES else name
+
+
 def resolve_model(name: str) -> str:
     """Return a path or hub id that ``from_pretrained`` can load for ``name``."""
     if name in _DEFAULT_ALIASES:

@@ -453,6 +453,9 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     assert set(entries) == {"speaker", "listener"} and entries["speaker"]["steps"] == 2
     assert entries["speaker"]["role"] == "speaker_0" and entries["speaker"]["game"] == "signal_v0"
     assert "team" in entries["listener"]["eval"]
+    # No path of this machine in what travels: the base model is recorded by name.
+    assert entries["speaker"]["base_model_id"] == "tiny"
+    assert json.loads((adapters / "speaker" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     backend = TransformersBackend("tiny", adapters={n: adapters / n for n in entries})
     assert backend.adapters == ["listener", "speaker"]
 

@@ -36,14 +36,23 @@ class OptimizerHolder(Protocol):  # what a checkpoint needs of a trainer (AgentG
     state: Any
 
 
-def save_adapter(model: Any, name: str, folder: Path) -> None:
-    """Write adapter ``name`` of a PeftModel as a standalone PEFT folder (adapter_config.json + safetensors)."""
+def save_adapter(model: Any, name: str, folder: Path, base_model: str | None = None) -> None:
+    """Write adapter ``name`` of a PeftModel as a standalone PEFT folder (adapter_config.json + safetensors).
+
+    ``base_model``: recorded as the adapter's ``base_model_name_or_path`` instead of the local path PEFT would
+    write (see :func:`llmmarl.models.portable_name`).
+    """
     folder = Path(folder)
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), selected_adapters=[name])
     # PEFT writes a non-"default" adapter into a sub-folder named after it.
     src = tmp / name if (tmp / name / "adapter_config.json").exists() else tmp
+    if base_model is not None:
+        config_file = src / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config["base_model_name_or_path"] = base_model
+        config_file.write_text(json.dumps(config, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     src.rename(folder)
     shutil.rmtree(tmp, ignore_errors=True)

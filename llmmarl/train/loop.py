@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.envs import make
-from llmmarl.models import resolve_model
+from llmmarl.models import portable_name
 from llmmarl.records import AgentSummary, EpisodeRecord, summarise
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import (
@@ -182,8 +182,14 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.algorithm == "ppo":
         out["ppo"] = cfg.ppo.model_dump(mode="json")
     else:
-        out |= {"credit": cfg.credit, "beta": cfg.beta}
-    return out | {"rewards": cfg.rewards.as_dict(), "max_new_tokens": cfg.max_new_tokens}
+        out |= {"credit": cfg.credit, "beta": cfg.beta, "warmup_updates": cfg.warmup_updates}
+    return out | {
+        "rewards": cfg.rewards.as_dict(),
+        "max_new_tokens": cfg.max_new_tokens,
+        "steps": cfg.steps,
+        "reask": cfg.reask,
+        "constrained": cfg.constrained,
+    }
 
 
 # ---- the loop --------------------------------------------------------------------------------------------------
@@ -424,14 +430,14 @@ class MultiAgentTrainer(ABC):
         folder = cfg.adapters_path
         entries = []
         for lr in cfg.learners:
-            save_adapter(self.model, lr.name, folder / lr.name)
+            save_adapter(self.model, lr.name, folder / lr.name, portable_name(cfg.model))
             entries.append(
                 {
                     "name": lr.name,
                     "path": lr.name,
                     "algorithm": cfg.algorithm,
                     "base_model": cfg.model,
-                    "base_model_path": resolve_model(cfg.model),
+                    "base_model_id": portable_name(cfg.model),  # not the local cache path: manifests travel
                     "game": cfg.env,
                     "env_kwargs": cfg.env_kwargs,
                     "seats": lr.seats or list(self.env.possible_agents),
