@@ -3,7 +3,9 @@
 Reads top to bottom: arguments -> config -> training (one LoRA adapter, TRL underneath) -> evaluation of the
 trained adapter and of the base model against a random player, with 95% confidence intervals.
 
-    python scripts/train_tictactoe_selfplay.py --opponent random          # the target setting
+    python scripts/train_tictactoe_selfplay.py --opponent random          # against a random player
+    python scripts/train_tictactoe_selfplay.py --steps 19 --warmup 6 --no-reask --max-new-tokens 40 --lr 2e-4
+                                                                          # the recipe in adapters/manifest.json
     python scripts/train_tictactoe_selfplay.py --opponent self            # self-play
     python scripts/train_tictactoe_selfplay.py --smoke                    # tiny budget: does it run end to end?
     python scripts/train_tictactoe_selfplay.py --resume                   # continue a killed run
