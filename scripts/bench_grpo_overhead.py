@@ -260,7 +260,8 @@ def trl_args(ours: GRPOConfig, args: argparse.Namespace, output_dir: str) -> GRP
 def settings_differences(ours: GRPOConfig, trl: GRPOConfig) -> dict[str, list[Any]]:
     """Settings that differ between the trainers: should be batch shape and bookkeeping only."""
     a, b = ours.to_dict(), trl.to_dict()
-    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    keys = sorted((set(a) | set(b)) - {"output_dir", "logging_dir"})  # scratch folders, not settings
+    return {k: [a.get(k), b.get(k)] for k in keys if a.get(k) != b.get(k)}
 
 
 def time_trl(
