@@ -206,8 +206,8 @@ def turn_grammar(
     lines = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
     if others:
         who = " | ".join(_ebnf_literal(o) for o in others)
-        more = f'("; " pred){{0,{len(others) - 1}}}' if len(others) > 1 else ""
-        lines.append(f'predict ::= "PREDICT: " pred {more} "\\n" msg'.replace("  ", " "))
+        more = f' ("; " pred){{0,{len(others) - 1}}}' if len(others) > 1 else ""  # each other agent at most once
+        lines.append(f'predict ::= "PREDICT: " pred{more} "\\n" msg')
         lines.append(f'pred ::= ({who}) "=" [^;\\n]{{1,{_PRED_CHARS}}}')
     else:
         lines.append("predict ::= msg")

@@ -60,7 +60,7 @@ from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run, sample_metrics
-from llmmarl.train.rollout import TurnSample, episodes_to_samples
+from llmmarl.train.rollout import TurnSample, episodes_to_samples, subsample
 
 __all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
 
@@ -214,9 +214,8 @@ class MultiAgentPPO(MultiAgentTrainer):
             metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
             batch = self.prepare(name, samples[name], turns)
             metrics.update(self._advantage_metrics(batch))
-            cap = cfg.max_samples_per_learner
-            if cap is not None and len(batch) > cap:  # after GAE: every answer's value fed its trajectory's GAE
-                batch = [batch[i] for i in sorted(rng.sample(range(len(batch)), cap))]
+            # After GAE: every answer's value fed its trajectory's GAE.
+            batch = subsample(batch, cfg.max_samples_per_learner, rng)
             if batch:  # none if every game broke, or the learner never reached an LLM turn
                 metrics.update(self.optimise(name, batch, rng))
             for opt in (self.actors[name], self.critics[name]):

@@ -20,7 +20,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from llmmarl.backends.base import ChatMessage
 from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
@@ -179,7 +179,10 @@ def imitation_weights(samples: Sequence[TurnSample], scale: float = 0.5) -> None
         s.advantage = max(0.0, 1.0 + scale * s.advantage)
 
 
-def subsample(samples: list[TurnSample], cap: int | None, rng: random.Random) -> list[TurnSample]:
+_S = TypeVar("_S")
+
+
+def subsample(samples: list[_S], cap: int | None, rng: random.Random) -> list[_S]:
     """At most ``cap`` samples, drawn without replacement (after advantages, so baselines saw them all)."""
     if cap is None or len(samples) <= cap:
         return samples
