@@ -180,6 +180,10 @@ def report_cmd(
     name: Annotated[str | None, typer.Option(help="Tournament in the store (default: the latest).")] = None,
     csv: Annotated[Path | None, typer.Option(help="Export per-seat results as CSV.")] = None,
     json: Annotated[Path | None, typer.Option(help="Export config, schedule and results as JSON.")] = None,
+    scoring: Annotated[
+        str | None,
+        typer.Option(help="outcome or duplicate: override the games' `scoring` (see the tournament config)."),
+    ] = None,
 ) -> None:
     """Report on a stored tournament: HTML, Markdown, CSV or JSON (Markdown if nothing is asked)."""
     from llmmarl.tournament.report import build_report, render_markdown, write_html
@@ -187,9 +191,11 @@ def report_cmd(
 
     if not db.exists():
         raise typer.BadParameter(f"{db} does not exist", param_hint="DB")
+    if scoring not in (None, "outcome", "duplicate"):
+        raise typer.BadParameter(f"{scoring!r}: use outcome or duplicate", param_hint="--scoring")
     try:
         with TournamentStore(db) as store:
-            report = build_report(store, name)
+            report = build_report(store, name, scoring=scoring)
             if csv:
                 console.print(f"CSV: {store.export_csv(report.name, csv)}")
             if json:

@@ -23,7 +23,7 @@ from llmmarl.tournament import TournamentConfig, run_tournament
 from llmmarl.tournament.backends import RoutingBackend, build_backend, route
 from llmmarl.tournament.ratings import bradley_terry, openskill_ratings
 from llmmarl.tournament.report import build_report, render_html, render_markdown
-from llmmarl.tournament.results import GameResult
+from llmmarl.tournament.results import GameResult, duplicate_boards, head_to_head
 from llmmarl.tournament.schedule import round_robin, seat_counts, standings, swiss_round
 from llmmarl.tournament.store import StoreError, TournamentStore
 
@@ -418,3 +418,39 @@ def test_kuhn_nash_is_an_equilibrium_and_beats_random(tmp_path: Path) -> None:
         results = store.results(cfg.name)
     nash = sum(r.returns[s] for r in results for s, p in r.seats.items() if p == "kuhn_nash")
     assert nash / len(results) > 0.05  # about +0.16 a hand against random play
+    # Duplicate scoring rates the boards (seat-swapped games with one deal) by summed payoff: the pot size counts.
+    with TournamentStore(cfg.db) as store:
+        report = build_report(store, cfg.name, bootstrap=100, scoring="duplicate")
+    (section,) = report.sections
+    assert (section.scoring, section.boards, section.unpaired) == ("duplicate", 150, 0)
+    by = {r.participant: r.bradley_terry for r in section.rows}
+    assert by["kuhn_nash"].low > by["random"].high, by
+    assert "Duplicate scoring" in render_markdown(report)
+
+
+def test_duplicate_boards_sum_payoffs_over_seat_swaps() -> None:
+    def game(gid: int, seed: int, p0: str, p1: str, r0: float) -> GameResult:
+        return GameResult(
+            game_id=gid, key=f"k{gid}", game="g", seats={"player_0": p0, "player_1": p1},
+            teams={"player_0": "player_0", "player_1": "player_1"}, returns={"player_0": r0, "player_1": -r0},
+            seed=seed,
+        )  # fmt: skip
+
+    # Deal 1: a wins a big pot as player_0 and loses a small one as player_1 -> a wins the board.
+    # Deal 2: both seat orders end level -> a drawn board. Deal 3 has no twin yet -> unpaired.
+    results = [game(0, 1, "a", "b", 2.0), game(1, 1, "b", "a", 1.0), game(2, 2, "a", "b", 1.0)]
+    results += [game(3, 2, "b", "a", 1.0), game(4, 3, "a", "b", -2.0)]
+    assert sorted(s for r in results for s in [r.pairwise()[0][2]]) == [0.0, 1.0, 1.0, 1.0, 1.0]
+    boards, unpaired = duplicate_boards(results)
+    assert unpaired == 1
+    assert [b.returns for b in boards] == [{"a": 1.0, "b": -1.0}, {"a": 0.0, "b": 0.0}]
+    assert [b.pairwise() for b in boards] == [[("a", "b", 1.0)], [("a", "b", 0.5)]]
+    h2h, n = head_to_head(boards, ["a", "b"])
+    assert h2h[0, 1] == pytest.approx(0.75) and n[0, 1] == 2
+
+
+def test_duplicate_scoring_needs_both_seat_orders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="swap_seats"):
+        ttt_config(tmp_path, games=[{"env": "tictactoe_v3", "scoring": "duplicate"}], schedule={"swap_seats": False})
+    same = ttt_config(tmp_path).fingerprint()
+    assert ttt_config(tmp_path, games=[{"env": "tictactoe_v3", "scoring": "duplicate"}]).fingerprint() == same

@@ -38,6 +38,13 @@ class GameSpec(BaseModel):
     label: str | None = Field(
         None, description="Name in results and reports; needed only to play one env twice with different kwargs."
     )
+    scoring: Literal["outcome", "duplicate"] = Field(
+        "outcome",
+        description="What ratings and head-to-head tables compare. outcome: each game's win, draw or loss. "
+        "duplicate: each board - the seat-swapped games of a pairing, which share their deal - by the payoff "
+        "summed over it; for chip games (poker), where win/loss ignores the pot and seat swaps make every "
+        "player win half its games. Needs every seat order played (swap_seats, or an even Swiss games_per_pairing).",
+    )
 
     @property
     def key(self) -> str:
@@ -175,6 +182,13 @@ class TournamentConfig(BaseModel):
         for k in keys:
             if "|" in k:
                 raise ValueError(f"game label {k!r} must not contain '|' (it separates the parts of game keys)")
+        duplicate = [g.key for g in self.games if g.scoring == "duplicate"]
+        if duplicate and isinstance(self.schedule, RoundRobin) and not self.schedule.swap_seats:
+            raise ValueError(f"games {duplicate} use duplicate scoring, which needs swap_seats: true")
+        if duplicate and isinstance(self.schedule, Swiss) and self.schedule.games_per_pairing % 2:
+            raise ValueError(
+                f"games {duplicate} use duplicate scoring: Swiss games_per_pairing must be even (both seat orders)"
+            )
         return self
 
     @classmethod
@@ -196,7 +210,17 @@ class TournamentConfig(BaseModel):
     def fingerprint(self) -> str:
         """Hash of what decides the games played: a store refuses to resume a tournament whose games changed.
 
-        Concurrency, batch size, device and report options may change between runs; they do not change games.
+        Concurrency, batch size, device and report options (scoring among them) may change between runs; they do
+        not change games.
         """
-        relevant = self.model_dump(mode="json", include={"games", "participants", "schedule", "seed", "base_model"})
+        relevant = self.model_dump(
+            mode="json",
+            include={
+                "games": {"__all__": {"env", "env_kwargs", "label"}},
+                "participants": True,
+                "schedule": True,
+                "seed": True,
+                "base_model": True,
+            },
+        )
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from llmmarl.tournament.ratings import Rating, bradley_terry, cross_play_scores, openskill_ratings
-from llmmarl.tournament.results import GameResult, cross_play, head_to_head
+from llmmarl.tournament.results import GameResult, cross_play, duplicate_boards, head_to_head
 from llmmarl.tournament.store import SeatStats, TournamentStore
 
 
@@ -55,6 +55,9 @@ class GameSection(BaseModel):
     cross_play: list[list[float | None]] = Field(description="Mean team payoff, row with column (cooperative).")
     cross_play_games: list[list[int]]
     cross_play_seats: tuple[str, str] | None = Field(None, description="Seats of rows and columns, if seat-ordered.")
+    scoring: str = Field("outcome", description="outcome (per game) or duplicate (per board; see GameSpec.scoring).")
+    boards: int = Field(0, description="Duplicate scoring: boards rated (seat-swapped games sharing a deal).")
+    unpaired: int = Field(0, description="Duplicate scoring: rated games left out because their board is incomplete.")
 
 
 class TournamentReport(BaseModel):
@@ -70,9 +73,16 @@ class TournamentReport(BaseModel):
 
 # ---- building ----------------------------------------------------------------------------------------------------
 def build_report(
-    store: TournamentStore, tournament: str | None = None, *, bootstrap: int | None = None
+    store: TournamentStore,
+    tournament: str | None = None,
+    *,
+    bootstrap: int | None = None,
+    scoring: str | None = None,
 ) -> TournamentReport:
-    """Compute ratings, matrices and rates for each game of a stored tournament (default: the latest one)."""
+    """Compute ratings, matrices and rates for each game of a stored tournament (default: the latest one).
+
+    ``scoring`` overrides every competitive game's ``scoring`` setting (outcome or duplicate).
+    """
     names = store.tournaments()
     if not names:
         raise ValueError(f"{store.path} holds no tournament yet")
@@ -84,10 +94,12 @@ def build_report(
     scheduled, finished, errors = store.counts(tournament)
     stats = {(s.game, s.participant): s for s in store.seat_stats(tournament)}
     envs = {g.game: g.env for g in store.games(tournament)}
+    scorings = {g.get("label") or g["env"]: g.get("scoring", "outcome") for g in config.get("games", [])}
     sections = []
     for game, env in envs.items():
         results = store.results(tournament, game=game, include_errors=True)
-        sections.append(_section(game, env, results, participants, stats, bootstrap, seed))
+        how = scoring or scorings.get(game, "outcome")
+        sections.append(_section(game, env, results, participants, stats, bootstrap, seed, how))
     return TournamentReport(
         name=tournament,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -108,6 +120,7 @@ def _section(
     stats: dict[tuple[str, str], SeatStats],
     bootstrap: int,
     seed: int,
+    scoring: str = "outcome",
 ) -> GameSection:
     results = [r for r in all_results if r.ok]
     cooperative = bool(results) and all(r.cooperative for r in results)
@@ -132,13 +145,17 @@ def _section(
         for rating in cross_play_scores(results, participants, bootstrap=bootstrap, seed=seed):
             rows[rating.participant].cross_play = rating
         order = sorted(participants, key=lambda p: _sort_key(rows[p].cross_play))
-    else:
-        for rating in bradley_terry(results, participants, bootstrap=bootstrap, seed=seed):
+    rated, boards, unpaired = results, 0, 0
+    if scoring == "duplicate" and not cooperative:
+        rated, unpaired = duplicate_boards(results)
+        boards = len(rated)
+    if not cooperative:
+        for rating in bradley_terry(rated, participants, bootstrap=bootstrap, seed=seed):
             rows[rating.participant].bradley_terry = rating
-        for rating in openskill_ratings(results, participants):
+        for rating in openskill_ratings(rated, participants):
             rows[rating.participant].openskill = rating
         order = sorted(participants, key=lambda p: _sort_key(rows[p].bradley_terry))
-    h2h, h2h_games = head_to_head(results, participants)
+    h2h, h2h_games = head_to_head(rated, participants)
     xp, xp_games, xp_seats = cross_play(results, participants)
     return GameSection(
         game=game,
@@ -153,6 +170,9 @@ def _section(
         cross_play=_nan_to_none(xp),
         cross_play_games=xp_games.tolist(),
         cross_play_seats=xp_seats,
+        scoring="duplicate" if boards or unpaired else "outcome",
+        boards=boards,
+        unpaired=unpaired,
     )
 
 
@@ -377,6 +397,8 @@ def render_html(report: TournamentReport) -> str:
     for s in report.sections:
         kind = "cooperative" if s.cooperative else "competitive"
         parts.append(f"<h2>{e(s.game)} <small>({e(s.env)}, {kind}, {s.games} rated games)</small></h2>")
+        if s.scoring == "duplicate":
+            parts.append(f'<p class="note">{e(_duplicate_note(s))}</p>')
         head, cells = _table_rows(s)
         parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
@@ -425,6 +447,8 @@ def render_markdown(report: TournamentReport) -> str:
     for s in report.sections:
         kind = "cooperative" if s.cooperative else "competitive"
         lines += ["", f"## {s.game} ({kind}, {s.games} rated games)", ""]
+        if s.scoring == "duplicate":
+            lines += [_duplicate_note(s), ""]
         head, cells = _table_rows(s)
         lines += [_md_row(head), _md_row(["---"] * len(head)), *(_md_row(c) for c in cells)]
         matrix, counts, what = (
@@ -439,6 +463,14 @@ def render_markdown(report: TournamentReport) -> str:
                 _md_row([p, *("-" if v is None else f"{fmt.format(v)} ({k})" for v, k in zip(row, n, strict=True))])
             )
     return "\n".join(lines) + "\n"
+
+
+def _duplicate_note(s: GameSection) -> str:
+    left = f"; {s.unpaired} games without their seat-swapped twin are left out" if s.unpaired else ""
+    return (
+        f"Duplicate scoring: ratings and head to head compare {s.boards} boards - the seat-swapped games of a "
+        f"pairing, dealt the same cards - by the payoff summed over each board{left}. W/D/L counts single games."
+    )
 
 
 def _md_row(cells: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ class GameResult(BaseModel):
     teams: dict[str, str] = Field(description="Seat -> team name (the env's teams).")
     returns: dict[str, float] = Field(description="Seat -> payoff; empty when the game broke.")
     error: str | None = None
+    seed: int | None = Field(None, description="The game's seed; seat-swapped games of one pairing share it.")
 
     @property
     def ok(self) -> bool:
@@ -63,6 +64,53 @@ class GameResult(BaseModel):
         winners = [t for t, r in teams.items() if r == best]
         share = 1.0 if len(winners) == 1 else 0.5
         return {seat: share if self.teams[seat] in winners else 0.0 for seat in self.seats}
+
+
+def duplicate_boards(results: Sequence[GameResult]) -> tuple[list[GameResult], int]:
+    """Seat-swapped games dealt the same cards, merged into one result per *board*; and the games left unpaired.
+
+    Duplicate scoring, as in duplicate bridge and poker AI evaluation: a board is every seat rotation of one
+    pairing on one deal (the schedule gives them one seed), and each participant scores its payoff summed over the
+    board. Luck of the deal cancels, and the size of a pot counts - in a chip game, win/loss per game does not
+    see it: with seat swaps sharing deals, every player wins exactly half its games whatever its skill. A merged
+    board is a :class:`GameResult` whose seats and teams are the participants themselves, so ratings and
+    head-to-head tables read it unchanged. Incomplete boards (a game broke, or the tournament is still running)
+    and cooperative games are left out and counted.
+    """
+    boards: dict[tuple[object, ...], list[GameResult]] = {}
+    unpaired = 0
+    for r in results:
+        players = list(r.seats.values())
+        if not r.ok or r.cooperative or r.seed is None or len(set(players)) != len(players):
+            unpaired += 1
+            continue
+        if len(set(r.teams.values())) != len(r.seats):
+            raise ValueError(f"duplicate scoring needs one seat per team; {r.game} has teams {r.teams}")
+        boards.setdefault((r.game, r.round, r.seed, tuple(sorted(players))), []).append(r)
+    merged = []
+    for games in boards.values():
+        orders = {tuple(g.seats.values()) for g in games}
+        if len(games) != len(games[0].seats) or len(orders) != len(games):
+            unpaired += len(games)
+            continue
+        totals = {p: 0.0 for p in games[0].seats.values()}
+        for g in games:
+            for seat, p in g.seats.items():
+                totals[p] += g.returns[seat]
+        first = min(games, key=lambda g: g.game_id)
+        merged.append(
+            GameResult(
+                game_id=first.game_id,
+                key=f"{first.key}|board",
+                game=first.game,
+                round=first.round,
+                seats={p: p for p in totals},
+                teams={p: p for p in totals},
+                returns=totals,
+                seed=first.seed,
+            )
+        )
+    return sorted(merged, key=lambda b: b.game_id), unpaired
 
 
 def head_to_head(results: Sequence[GameResult], participants: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

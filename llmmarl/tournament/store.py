@@ -158,6 +158,8 @@ class TournamentStore:
                 f"{self.path} already holds tournament {name!r} with other games, participants, schedule or seed. "
                 f"To resume it, use its original config; to start a new one, change `name` or `db`."
             )
+        with self._transaction() as c:  # same games; options that do not change them (scoring...) may have
+            c.execute("UPDATE tournaments SET config = ? WHERE name = ?", (json.dumps(config, sort_keys=True), name))
         return False
 
     def tournaments(self) -> list[str]:
@@ -255,7 +257,7 @@ class TournamentStore:
     def results(self, tournament: str, game: str | None = None, include_errors: bool = False) -> list[GameResult]:
         """Finished games in game-id (schedule) order, as :class:`GameResult`."""
         sql = (
-            "SELECT g.id, g.key, g.game, g.round, g.seats, r.error, "
+            "SELECT g.id, g.key, g.game, g.round, g.seats, g.seed, r.error, "
             "json_group_object(s.seat, s.team) AS teams, json_group_object(s.seat, s.return) AS returns "
             "FROM games g JOIN results r ON r.game_id = g.id JOIN seat_results s ON s.game_id = g.id"
         )
@@ -275,6 +277,7 @@ class TournamentStore:
                     teams=json.loads(r["teams"]),
                     returns={} if r["error"] is not None else {k: float(v) for k, v in returns.items()},
                     error=r["error"],
+                    seed=r["seed"],
                 )
             )
         return out
