@@ -237,6 +237,14 @@ def test_centralised_ppo_resumes_with_its_critic(tmp_path: Path) -> None:
     assert batch and all(x.old_logprobs == pytest.approx(x.sample.logprobs, abs=1e-4) for x in batch)
     # The centralised critic of the listener reads the speaker's secret goal.
     assert all("secret goal is" in first.backend.tokenizer.decode(x.critic_ids) for x in batch)
+    # The decentralised critic (same adapter, same head, same turns) reads the listener's view only, and so
+    # values every turn differently: the two PPO variants' advantages come from different values.
+    first.cfg = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={"critic": "decentralised"})})
+    own = first.prepare("listener", samples["listener"], turns)
+    first.cfg = cfg
+    assert all("secret goal is" not in first.backend.tokenizer.decode(x.critic_ids) for x in own)
+    pairs = [(a.value, b.value) for a, b in zip(batch, own, strict=True)]
+    assert all(abs(a - b) > 1e-6 for a, b in pairs), pairs
 
     first.train(max_updates=1)  # "killed" after one update
     assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]
