@@ -8,6 +8,7 @@ predictions that come true.
 
     python scripts/train_kuhn.py                              # against random
     python scripts/train_kuhn.py --opponent llm@runs/train/kuhn/adapters/kuhn   # against an earlier self
+    python scripts/train_kuhn.py --warmup 4 --steps 10 --no-reask --max-new-tokens 40 --lr 2e-4   # adapters/kuhn-grpo
     python scripts/train_kuhn.py --smoke
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 import argparse
 import shutil
 
+from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
+from llmmarl.train.loop import format_metrics
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--opponent", default="random", help="scripted policy name or llm@ADAPTER_FOLDER")
@@ -28,6 +31,9 @@ p.add_argument("--group-size", type=int, default=4, help="games dealt the same c
 p.add_argument("--credit", choices=["group", "role", "agent"], default="group")
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--prediction-weight", type=float, default=0.1)
+p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
+p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
+p.add_argument("--skip-base", action="store_true", help="do not evaluate the base model at the end")
 p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--max-samples", type=int, default=32)
 p.add_argument("--eval-games", type=int, default=128)
@@ -58,6 +64,8 @@ cfg = TrainConfig(
     max_samples_per_learner=args.max_samples,
     rewards={"game": 1.0, "format": 1.0, "prediction": args.prediction_weight},
     learning_rate=args.lr,
+    warmup_updates=args.warmup,
+    reask=not args.no_reask,
     steps=args.steps,
     max_new_tokens=args.max_new_tokens,
     micro_batch_size=8,
@@ -74,10 +82,12 @@ trainer = MultiAgentGRPO(cfg)
 if args.resume and trainer.resume():
     print(f"resumed at update {trainer.step}")
 results = trainer.train()
-for lineup, by_agent in results.items():
-    m = by_agent["kuhn"]
-    print(
-        f"{lineup}: return {m['return']:+.3f} ± {m['ci95']:.3f} per game, win {m['win_rate']:.0%}, "
-        f"invalid {m['invalid_rate']:.1%}, prediction accuracy {m.get('prediction_accuracy', float('nan')):.0%}"
-    )
+rows = {lineup: by_agent["kuhn"] for lineup, by_agent in results.items()}
+
+# ---- the base model in the same evaluation games (same deals, same seats), for comparison ------------------------
+if not args.skip_base and rows:
+    base = LLMAgentSpec(name="base", adapter=None, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+    rows.update(trainer.compare("kuhn", [base]))
+for label, m in rows.items():
+    print(format_metrics(label, m))
 print(f"adapter and manifest.json: {cfg.adapters_path}")

@@ -17,9 +17,10 @@ import argparse
 import shutil
 import time
 
-from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.train.config import TrainConfig
-from llmmarl.train.grpo import MultiAgentGRPO, play_lineups, summary_metrics
+from llmmarl.train.grpo import MultiAgentGRPO
+from llmmarl.train.loop import format_metrics, separated
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--opponent", choices=["random", "self"], default="random", help="train against random, or self-play")
@@ -31,6 +32,11 @@ p.add_argument("--credit", choices=["role", "group", "agent"], default="role")
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
 p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
+p.add_argument(
+    "--constrained",
+    action="store_true",
+    help="grammar-constrained answers in training and evaluation (only play is learned)",
+)
 p.add_argument("--skip-base", action="store_true", help="do not evaluate the base model at the end")
 p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--max-samples", type=int, default=32, help="cap on answers trained per update (bounds its cost)")
@@ -64,6 +70,7 @@ cfg = TrainConfig(
     rewards={"game": 1.0, "format": 1.0},  # the format term is what teaches a 135M model to answer legally
     learning_rate=args.lr,
     warmup_updates=args.warmup,
+    constrained=args.constrained,
     reask=not args.no_reask,
     steps=args.steps,
     max_new_tokens=args.max_new_tokens,
@@ -87,28 +94,24 @@ elapsed = time.perf_counter() - start
 print(f"{cfg.steps} updates in {elapsed / 60:.1f} min (with evaluation); adapter: {cfg.adapters_path / name}")
 
 if args.skip_base:
-    m = results[f"{name} vs random"][name]
-    print(f"{name} vs random: return {m['return']:+.3f} ± {m['ci95']:.3f}, invalid {m['invalid_rate']:.1%}")
+    print(format_metrics(f"{name} vs random", results[f"{name} vs random"][name]))
     raise SystemExit(0)
 
 # ---- the base model on the same games (same seeds, same seats), for comparison -----------------------------------
-base = LLMAgentSpec(name="base", adapter=None, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
-random_player = ScriptedAgentSpec(name="random", policy="random")
-seatings: list[dict[str, AgentSpec]] = [  # as the trainer's evaluation: the agent is X in even games, O in odd
-    {"player_1": base, "player_2": random_player} if i % 2 == 0 else {"player_1": random_player, "player_2": base}
-    for i in range(args.eval_games)
-]
-played = play_lineups(trainer.backend, cfg.env, cfg.env_kwargs, {"base": seatings}, seed=cfg.seed)
-rows = {
-    name: results[f"{name} vs random"][name],
-    "base": summary_metrics(next(s for s in played["base"] if s.player == "base")),
-}
+# Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
+# comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
+greedy = {"temperature": 0.0, "max_new_tokens": cfg.max_new_tokens}
+stand_ins = [LLMAgentSpec(name="base", adapter=None, constrained=cfg.constrained, **greedy)]
+if cfg.constrained:
+    stand_ins += [
+        LLMAgentSpec(name=f"{name}-free", adapter=name, constrained=False, **greedy),
+        LLMAgentSpec(name="base-free", adapter=None, constrained=False, **greedy),
+    ]
+rows = {f"{name} vs random": results[f"{name} vs random"][name], **trainer.compare(name, stand_ins)}
 for label, m in rows.items():
-    lo, hi = m["return"] - m["ci95"], m["return"] + m["ci95"]
-    print(
-        f"{label:>8} vs random: return {m['return']:+.3f} (95% CI {lo:+.3f}..{hi:+.3f}), win {m['win_rate']:.0%}, "
-        f"draw {m['draw_rate']:.0%}, invalid {m['invalid_rate']:.1%} over {int(m['games'])} games"
-    )
-trained, untrained = rows[name], rows["base"]
-separated = trained["return"] - trained["ci95"] > untrained["return"] + untrained["ci95"]
-print(f"trained beats base with non-overlapping 95% CIs: {separated}; invalid < 5%: {trained['invalid_rate'] < 0.05}")
+    print(format_metrics(f"{label:>20}", m))
+trained, base = rows[f"{name} vs random"], rows["base vs random"]
+free = rows.get(f"{name}-free vs random", trained)  # the adapter without the grammar
+grammar = " (both with the grammar)" if cfg.constrained else ""
+print(f"trained beats base with non-overlapping 95% CIs{grammar}: {separated(trained, base)}")
+print(f"invalid < 5% without the grammar: {free['invalid_rate'] < 0.05}")

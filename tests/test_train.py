@@ -485,3 +485,18 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
     # and none usable after it proves GRPO's rollouts are unconstrained again.
     assert warm["warmup"] == 1.0 and warm["samples/usable_rate"] == 1.0 and warm["game/invalid_rate"] == 0.0
     assert after["warmup"] == 0.0 and after["samples/usable_rate"] == 0.0
+
+    # `compare` puts stand-ins in the learner's evaluation games: the learner itself, decoded as evaluate()
+    # decodes, replays evaluate() exactly; the base model under the grammar plays the same games without a miss.
+    from llmmarl.agents.specs import LLMAgentSpec
+
+    (evaluated,) = trainer.evaluate(games=4).values()
+    greedy = {"temperature": 0.0, "max_new_tokens": 40}
+    rows = trainer.compare(
+        "ann",
+        [LLMAgentSpec(name="again", adapter="ann", **greedy), LLMAgentSpec(name="base", constrained=True, **greedy)],
+        games=4,
+    )
+    assert set(rows) == {"again vs random", "base vs random"}
+    assert rows["again vs random"] == evaluated["ann"]
+    assert rows["base vs random"]["games"] == 4 and rows["base vs random"]["invalid_rate"] == 0.0

@@ -134,6 +134,23 @@ def summary_metrics(s: AgentSummary) -> dict[str, float]:
     return m
 
 
+def format_metrics(label: str, m: Mapping[str, float]) -> str:
+    """One evaluation line - return with its 95% interval, win, draw and invalid rates - as the scripts print it."""
+    lo, hi = m["return"] - m["ci95"], m["return"] + m["ci95"]
+    line = (
+        f"{label}: return {m['return']:+.3f} (95% CI {lo:+.3f}..{hi:+.3f}), win {m['win_rate']:.0%}, "
+        f"draw {m['draw_rate']:.0%}, invalid {m['invalid_rate']:.1%} over {int(m['games'])} games"
+    )
+    if "prediction_accuracy" in m:
+        line += f", prediction accuracy {m['prediction_accuracy']:.0%}"
+    return line
+
+
+def separated(better: Mapping[str, float], worse: Mapping[str, float]) -> bool:
+    """Whether ``better``'s mean return beats ``worse``'s with non-overlapping 95% intervals."""
+    return better["return"] - better["ci95"] > worse["return"] + worse["ci95"]
+
+
 def sample_metrics(samples: Sequence[TurnSample]) -> dict[str, float]:
     """Reward, usability and answer length of one learner's samples of an update."""
     if not samples:
@@ -374,6 +391,34 @@ class MultiAgentTrainer(ABC):
             )
         self._append_metrics({"step": self.step, "eval": results})
         return results
+
+    def compare(
+        self, learner: str, stand_ins: Sequence[LLMAgentSpec], games: int | None = None
+    ) -> dict[str, dict[str, float]]:
+        """Other agents in ``learner``'s evaluation games: same seeds, seats and opponents, one lineup each.
+
+        For like-for-like comparisons with the evaluation of :meth:`evaluate`: the base model (``adapter=None``),
+        or the trained adapter under another decoding (greedy without the grammar, say). Returns
+        ``{stand_in name: metrics}``; every stand-in takes ``learner``'s seat, so the games are identical up to
+        the stand-in's own moves.
+        """
+        cfg = self.cfg
+        run = cfg.model_copy(update={"eval_games": cfg.eval_games if games is None else games})
+        specs = cfg.eval_opponent_specs() or cfg.opponent_specs()
+        opponents = [self._decoding(s, cfg.eval_temperature) for s in specs]
+        lineups: dict[str, list[dict[str, AgentSpec]]] = {}
+        for spec in stand_ins:
+            seatings = eval_lineups(run, self.env, [spec.model_copy(update={"name": learner})], opponents)
+            for key, rows in seatings.items():  # "<learner> vs <opponent>"
+                label = key.replace(learner, spec.name, 1) if key.startswith(learner) else f"{spec.name} ({key})"
+                lineups[label] = [{seat: spec if a.name == learner else a for seat, a in row.items()} for row in rows]
+        self.model.eval()
+        played = play_lineups(self.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency)
+        names = {spec.name for spec in stand_ins}
+        return {
+            lineup: next(summary_metrics(s) for s in summaries if s.player in names)
+            for lineup, summaries in played.items()
+        }
 
     # ---- checkpoints and export ----------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
