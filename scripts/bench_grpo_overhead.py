@@ -41,7 +41,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import tempfile
@@ -57,6 +56,7 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from llmmarl.benchmarking import machine_info
 from llmmarl.train.config import LoraSettings, TrainConfig
 from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
 from llmmarl.train.loop import lora_config
@@ -382,15 +382,7 @@ def main() -> None:
     rows = {name: summary(seconds[name], args.samples) for name in ROWS if name in seconds}  # table order
     ratios = print_table(rows)
     report = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "device": grpo.backend.device,
-        },
+        "machine": machine_info(grpo.backend.device),
         "model": args.model,
         "env": args.env,
         "samples": args.samples,

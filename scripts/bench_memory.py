@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from llmmarl.benchmarking import machine_info
 
 CHILD = r"""
 import json, sys, resource, torch
@@ -99,7 +100,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"machine": platform.platform(), "model": args.model, "rank": args.rank, "one_model_mb": one, "rows": rows},
+            {"machine": machine_info(), "model": args.model, "rank": args.rank, "one_model_mb": one, "rows": rows},
             indent=2,
         )
     )

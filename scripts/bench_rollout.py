@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.benchmarking import machine_info
 from llmmarl.envs import make
 from llmmarl.runner import Match, Runner, seatings
 
@@ -121,13 +121,7 @@ def main() -> None:
         )
     seq.pop("episodes")
     report = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_threads": torch.get_num_threads(),
-            "device": backend.device,
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(backend.device),
         "model": args.model,
         "env": args.env,
         "max_new_tokens": args.max_new_tokens,
