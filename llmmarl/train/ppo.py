@@ -254,6 +254,8 @@ class MultiAgentPPO(MultiAgentTrainer):
             for x, a, r in zip(traj, advantages, returns, strict=True):
                 x.advantage, x.ret = a, r
                 x.sample.advantage = a
+        # Whole-batch standardisation after GAE, eps 1e-8 as in CleanRL's PPO - not rollout.assign_advantages,
+        # which standardises rewards within each GRPO group with TRL's eps (1e-4) and knows nothing of values.
         if cfg.normalize_advantages and len(batch) > 1:
             mean = sum(x.advantage for x in batch) / len(batch)
             std = math.sqrt(sum((x.advantage - mean) ** 2 for x in batch) / (len(batch) - 1))
