@@ -6,6 +6,8 @@ this run and its ``--no-messages`` ablation is what communication is worth.
 
     python scripts/train_signal.py                  # with messages
     python scripts/train_signal.py --no-messages    # ablation: talk off
+    python scripts/train_signal.py --constrained --steps 6 --games-per-update 16 --max-new-tokens 64
+                                                    # under the turn grammar (add --no-messages for the ablation)
     python scripts/train_signal.py --smoke          # tiny budget
 """
 
@@ -16,6 +18,7 @@ import shutil
 
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
+from llmmarl.train.loop import format_metrics
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--no-messages", action="store_true", help="ablation: the speaker cannot talk")
@@ -27,6 +30,8 @@ p.add_argument("--group-size", type=int, default=4)
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--message-cost", type=float, default=0.0, help="weight of the -1-per-message reward term")
 p.add_argument("--max-new-tokens", type=int, default=48)
+p.add_argument("--constrained", action="store_true", help="grammar-constrained answers in training and evaluation")
+p.add_argument("--prediction-weight", type=float, default=0.0, help="reward for predicting the partner's action")
 p.add_argument("--eval-games", type=int, default=64)
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--output-dir", default=None)
@@ -52,7 +57,13 @@ cfg = TrainConfig(
     games_per_update=args.games_per_update,
     group_size=args.group_size,
     credit="role",
-    rewards={"game": 1.0, "format": 1.0, "message": 0.0 if args.no_messages else args.message_cost},
+    rewards={
+        "game": 1.0,
+        "format": 1.0,
+        "message": 0.0 if args.no_messages else args.message_cost,
+        "prediction": args.prediction_weight,
+    },
+    constrained=args.constrained,
     learning_rate=args.lr,
     steps=args.steps,
     max_new_tokens=args.max_new_tokens,
@@ -72,8 +83,7 @@ if args.resume and trainer.resume():
 results = trainer.train()
 chance = 1 / args.num_items
 for lineup, by_agent in results.items():
-    m = by_agent["listener"]
-    print(
-        f"{tag} [{lineup}]: team return {m['return']:.3f} ± {m['ci95']:.3f} (chance {chance:.3f}), "
-        f"invalid {m['invalid_rate']:.1%}; adapters in {cfg.adapters_path}"
-    )
+    print(f"{tag} [{lineup}] (chance {chance:.3f}):")
+    for agent, m in by_agent.items():  # the speaker's prediction is of the listener's pick: chance is 1 / num_items
+        print("  " + format_metrics(agent, m))
+print(f"adapters in {cfg.adapters_path}")

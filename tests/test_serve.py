@@ -83,6 +83,18 @@ def test_manifest_is_read_tolerantly(tmp_path: Path) -> None:
         read_manifest(manifest)
 
 
+def test_shipped_adapters_are_servable_and_say_how_they_were_made() -> None:
+    root = Path(__file__).resolve().parent.parent / "adapters"
+    folders = read_manifest(root / "manifest.json")
+    assert {"ttt-grpo", "kuhn-grpo"} <= set(folders)
+    config = ServeConfig(adapters=folders)  # each folder is a PEFT adapter folder
+    entries = {e["name"]: e for e in json.loads((root / "manifest.json").read_text())["adapters"]}
+    for name, folder in config.adapters.items():
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+        assert adapter_config["base_model_name_or_path"] == entries[name]["base_model_id"]  # a hub id, not a path
+        assert entries[name]["command"].startswith("python scripts/") and entries[name]["eval"], name
+
+
 def test_command_line_fits_the_device(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 24}))
     config = ServeConfig(adapters={"alice": tmp_path}, port=8123, api_key="secret")
