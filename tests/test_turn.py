@@ -1,5 +1,7 @@
 """The turn parser: tolerant about layout, exact about the action."""
 
+import warnings
+
 import pytest
 
 from llmmarl.agents.turn import match_action, parse_turn, strip_control, turn_grammar
@@ -104,6 +106,18 @@ def test_grammar_accepts_parseable_answers_only():
     assert parse_turn(good, LEGAL, ["player_2"]).turn.action == "5"
     assert not accepts("PLAN: centre\nPREDICT: player_2=1\nACTION: 4")
     assert not accepts("ACTION: 5")
+
+
+def test_grammar_says_when_the_budget_drops_the_message_line():
+    # The signal game's speaker at 64 tokens: no room for a message (nor predictions) - a silent loss before.
+    rules = MessageRules(mode="broadcast")
+    with pytest.warns(UserWarning, match=r"drops its MESSAGE and PREDICT line\(s\): max_new_tokens=64"):
+        short = turn_grammar(["ready"], ["listener_0"], rules, ["listener_0"], max_tokens=64)
+    assert "MESSAGE" not in short and "PREDICT" not in short
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a budget that fits the whole turn warns of nothing
+        full = turn_grammar(["ready"], ["listener_0"], rules, ["listener_0"], max_tokens=96)
+    assert "MESSAGE" in full and "PREDICT" in full
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
@@ -196,10 +197,20 @@ def turn_grammar(
     if max_tokens is not None:
         fixed = len("PLAN: ") + 1 + act_cost
         free = max_tokens - fixed - pred_cost - (msg_cost if talk else 0)
+        dropped, needed = [], fixed + pred_cost + (msg_cost if talk else 0) + 8
         if free < 8 and talk:  # too little room for a useful message: drop it before the predictions
             talk, free = False, free + msg_cost
+            dropped.append("MESSAGE")
         if free < 8 and others:
             others, free = (), free + pred_cost
+            dropped.append("PREDICT")
+        if dropped:
+            # Said out loud: a cooperative run whose agents silently cannot talk measures nothing about talking.
+            warnings.warn(
+                f"the turn grammar drops its {' and '.join(dropped)} line(s): max_new_tokens={max_tokens} leaves no "
+                f"room (a full turn needs at least {needed})",
+                stacklevel=2,
+            )
         free = max(free, 0)
         plan_chars = min(_PLAN_CHARS, free // 2 if talk else free)
         msg_chars = min(_PLAN_CHARS, free - plan_chars)
