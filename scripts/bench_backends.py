@@ -21,40 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.backends.base import Backend
 from llmmarl.backends.openai import OpenAIBackend
 from llmmarl.backends.transformers import TransformersBackend
-from llmmarl.benchmarking import machine_info
-from llmmarl.envs import make
-from llmmarl.runner import Match, Runner, seatings
+from llmmarl.benchmarking import machine_info, timed_games
 from llmmarl.serve import ServeConfig, VLLMServer
 
 
 def play(backend: Backend, adapter: str | None, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """N games at once, LLM (greedy-free sampling, no re-ask) against random; decisions and tokens per second."""
+    """N games at once, the LLM (sampling, no re-ask) against random; decisions and tokens per second."""
     llm = LLMAgentSpec(name="llm", adapter=adapter, max_new_tokens=args.max_new_tokens, temperature=1.0, reask=False)
-    rnd = ScriptedAgentSpec(name="random", policy="random")
-    env = make(args.env)
-    matches = [Match(game_id=i, env=args.env, seats=s, seed=i) for i, s in enumerate(seatings(env, [llm, rnd], n))]
-    before = backend.stats["generated_tokens"]  # type: ignore[attr-defined]
-    runner = Runner(backend, concurrency=n, progress=False)
-    start = time.perf_counter()
-    episodes = runner.play(matches)
-    seconds = time.perf_counter() - start
-    decisions = sum(1 for e in episodes for t in e.turns if t.attempts)
-    tokens = backend.stats["generated_tokens"] - before  # type: ignore[attr-defined]
-    errors = sum(1 for e in episodes if e.error)
-    if errors:
-        raise RuntimeError(f"{errors} of {n} games broke: {next(e.error for e in episodes if e.error)}")
-    return {
-        "games": n,
-        "seconds": seconds,
-        "llm_decisions": decisions,
-        "decisions_per_s": decisions / seconds,
-        "tokens": tokens,
-        "tokens_per_s": tokens / seconds,
-    }
+    res = timed_games(backend, args.env, llm, n, n)
+    episodes = res.pop("episodes")
+    if res["errors"]:
+        raise RuntimeError(f"{res['errors']} of {n} games broke: {next(e.error for e in episodes if e.error)}")
+    return res
 
 
 def main() -> None:

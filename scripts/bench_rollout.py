@@ -23,34 +23,14 @@ from pathlib import Path
 
 import torch
 
-from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.backends.transformers import TransformersBackend
-from llmmarl.benchmarking import machine_info
-from llmmarl.envs import make
-from llmmarl.runner import Match, Runner, seatings
+from llmmarl.benchmarking import machine_info, timed_games
 
 
 def play(backend: TransformersBackend, games: int, concurrency: int, args: argparse.Namespace) -> dict:
     llm = LLMAgentSpec(name="llm", max_new_tokens=args.max_new_tokens, temperature=1.0, reask=False)
-    rnd = ScriptedAgentSpec(name="random", policy="random")
-    env = make(args.env)
-    matches = [Match(game_id=i, env=args.env, seats=s, seed=i) for i, s in enumerate(seatings(env, [llm, rnd], games))]
-    backend.stats.clear()
-    runner = Runner(backend, concurrency=concurrency, progress=False)
-    start = time.perf_counter()
-    episodes = runner.play(matches)
-    elapsed = time.perf_counter() - start
-    llm_decisions = sum(1 for e in episodes for t in e.turns if t.attempts)
-    return {
-        "games": games,
-        "seconds": elapsed,
-        "llm_decisions": llm_decisions,
-        "decisions_per_s": llm_decisions / elapsed,
-        "tokens": backend.stats["generated_tokens"],
-        "tokens_per_s": backend.stats["generated_tokens"] / elapsed,
-        "batches": backend.stats["batches"],
-        "episodes": episodes,
-    }
+    return timed_games(backend, args.env, llm, games, concurrency)
 
 
 @torch.inference_mode()
