@@ -170,7 +170,7 @@ def _section(
         cross_play=_nan_to_none(xp),
         cross_play_games=xp_games.tolist(),
         cross_play_seats=xp_seats,
-        scoring="duplicate" if boards or unpaired else "outcome",
+        scoring="outcome" if cooperative else scoring,
         boards=boards,
         unpaired=unpaired,
     )

@@ -368,6 +368,11 @@ class MultiAgentTrainer(ABC):
                 shutil.rmtree(old.path, ignore_errors=True)
 
     # ---- evaluation --------------------------------------------------------------------------------------------
+    def _eval_opponents(self) -> list[AgentSpec]:
+        """The evaluation opponents (the training lineup's if none are set), decoded as evaluation decodes."""
+        specs = self.cfg.eval_opponent_specs() or self.cfg.opponent_specs()
+        return [self._decoding(s, self.cfg.eval_temperature) for s in specs]
+
     def evaluate(self, games: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
         """Each learner against the evaluation lineups; returns ``{lineup: {learner: metrics}}``."""
         cfg = self.cfg
@@ -376,7 +381,7 @@ class MultiAgentTrainer(ABC):
             return {}
         t = cfg.eval_temperature
         learners = [self._spec(lr.name, lr.name, t) for lr in cfg.learners]
-        opponents = [self._decoding(s, t) for s in (cfg.eval_opponent_specs() or cfg.opponent_specs())]
+        opponents = self._eval_opponents()
         lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), self.env, learners, opponents)
         self.model.eval()
         played = play_lineups(self.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency)
@@ -404,8 +409,7 @@ class MultiAgentTrainer(ABC):
         """
         cfg = self.cfg
         run = cfg.model_copy(update={"eval_games": cfg.eval_games if games is None else games})
-        specs = cfg.eval_opponent_specs() or cfg.opponent_specs()
-        opponents = [self._decoding(s, cfg.eval_temperature) for s in specs]
+        opponents = self._eval_opponents()
         lineups: dict[str, list[dict[str, AgentSpec]]] = {}
         for spec in stand_ins:
             seatings = eval_lineups(run, self.env, [spec.model_copy(update={"name": learner})], opponents)
