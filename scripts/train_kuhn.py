@@ -30,6 +30,7 @@ p.add_argument("--games-per-update", type=int, default=32)
 p.add_argument("--group-size", type=int, default=4, help="games dealt the same cards")
 p.add_argument("--credit", choices=["group", "role", "agent"], default="group")
 p.add_argument("--lr", type=float, default=1e-4)
+p.add_argument("--steps-per-update", type=int, default=1, help="optimizer steps per rollout (clipped ratio)")
 p.add_argument("--prediction-weight", type=float, default=0.1)
 p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
 p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
@@ -64,6 +65,7 @@ cfg = TrainConfig(
     max_samples_per_learner=args.max_samples,
     rewards={"game": 1.0, "format": 1.0, "prediction": args.prediction_weight},
     learning_rate=args.lr,
+    steps_per_update=args.steps_per_update,
     warmup_updates=args.warmup,
     reask=not args.no_reask,
     steps=args.steps,

@@ -500,3 +500,56 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
     assert set(rows) == {"again vs random", "base vs random"}
     assert rows["again vs random"] == evaluated["ann"]
     assert rows["base vs random"]["games"] == 4 and rows["base vs random"]["invalid_rate"] == 0.0
+
+
+def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monkeypatch) -> None:
+    import llmmarl.train.grpo as grpo_module
+    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+
+    real_assign = grpo_module.assign_advantages
+
+    def assign(samples: list[TurnSample], *args: Any, **kwargs: Any) -> None:
+        real_assign(samples, *args, **kwargs)  # non-zero advantages, so that the first step moves the adapter
+        for i, s in enumerate(samples):
+            s.advantage += 0.5 if i % 2 == 0 else -0.5
+
+    # What TRL's loss gets as the ratio's reference, next to the log-probs of the adapter at that moment.
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = AgentGRPOTrainer.compute_loss
+
+    def spy(self: AgentGRPOTrainer, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        with torch.no_grad():
+            now, _, _ = self._get_per_token_logps_and_entropies(model, ids, mask, inputs["completion_ids"].size(1))
+        seen.append((inputs["old_per_token_logps"] * inputs["completion_mask"], now * inputs["completion_mask"]))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
+    monkeypatch.setattr(AgentGRPOTrainer, "compute_loss", spy)
+    cfg = _cfg(
+        learners=[{"name": "ann", "lora": {"r": 4}}],
+        setting="fixed_opponents",
+        opponents=["random"],
+        games_per_update=4,
+        group_size=2,
+        steps=1,
+        steps_per_update=2,
+        constrained=True,
+        max_new_tokens=40,
+        learning_rate=1e-2,
+        micro_batch_size=64,  # one micro-batch per mini-batch: one loss call per optimizer step
+        output_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    logs = trainer.update()["ann"]
+    optimizer: Any = trainer.trainers["ann"].optimizer
+    assert {int(s["step"]) for s in optimizer.state.values()} == {2}  # two optimizer steps in one update
+    assert trainer.trainers["ann"].state.global_step == 1 and logs["step"] == 1
+    assert len(seen) == 2
+    (old1, now1), (old2, now2) = seen
+    # First step: the reference is the current adapter, row for row (TRL shuffles rows; the reference follows).
+    assert torch.allclose(old1, now1, atol=1e-5)
+    # Second step: the reference is still the rollout policy, which the first step has moved away from.
+    assert not torch.allclose(old2, now2, atol=1e-4)

@@ -245,8 +245,15 @@ class TrainConfig(_Strict):
     steps: int = Field(
         100,
         ge=1,
-        description="Updates to run; each is one rollout plus one optimizer step per learner (GRPO) or "
-        "ppo.ppo_epochs * ppo.minibatches steps per learner and critic (PPO).",
+        description="Updates to run; each is one rollout plus steps_per_update optimizer steps per learner "
+        "(GRPO) or ppo.ppo_epochs * ppo.minibatches steps per learner and critic (PPO).",
+    )
+    steps_per_update: int = Field(
+        1,
+        ge=1,
+        description="GRPO: optimizer steps per update, each on its own part of the update's samples (TRL's "
+        "steps_per_generation). Above 1, TRL's clipped ratio against the rollout's log-probs bounds the change; "
+        "more learning per rollout, which is what costs on CPU. PPO: use ppo.minibatches.",
     )
     beta: float = Field(
         0.0,
@@ -400,7 +407,9 @@ class TrainConfig(_Strict):
             return
         defaults = type(self).model_fields
         grpo_only = [
-            k for k in ("credit", "role_baseline_ema", "warmup_updates") if getattr(self, k) != defaults[k].default
+            k
+            for k in ("credit", "role_baseline_ema", "warmup_updates", "steps_per_update")
+            if getattr(self, k) != defaults[k].default
         ]
         if grpo_only:
             raise ValueError(

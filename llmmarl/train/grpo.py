@@ -7,7 +7,7 @@ An update is::
     episodes = Runner(backend).play(matches)          # ONE rollout: every game of the update, all learners at once
     samples  = episodes_to_samples(episodes, ...)     # each learner's own turns, with reward terms
     assign_advantages(samples[name], credit=...)      # our baselines: group / role / agent
-    for name, trainer in trainers.items():            # one optimizer step per learner, on its own adapter
+    for name, trainer in trainers.items():            # steps_per_update optimizer steps per learner (default 1)
         trainer.update(samples[name])
 
 The backend that plays the games and the trainers share one model object, so the games are always played by
@@ -104,6 +104,7 @@ class AgentGRPOTrainer(GRPOTrainer):
     def __init__(self, model: Any, adapter: str, args: GRPOConfig, tokenizer: Any, beta: float = 0.0) -> None:
         self.adapter = adapter
         self.batch: list[TurnSample] = []
+        self.old_logps: torch.Tensor | None = None  # rollout-policy log-probs of self.batch (multi-step updates)
         # TRL requires a dataset; ours never reaches its dataloader (update() passes the rows itself).
         placeholder = Dataset.from_dict({"prompt": [[{"role": "user", "content": ""}]]})
         super().__init__(
@@ -172,36 +173,72 @@ class AgentGRPOTrainer(GRPOTrainer):
         if ours.shape != output["advantages"].shape:
             raise RuntimeError(f"advantages {tuple(ours.shape)} do not match TRL's {tuple(output['advantages'].shape)}")
         output["advantages"] = ours  # (B,): this process's rows, in rollout order (TRL shuffles after this)
+        if self.old_logps is not None:  # a later step of a multi-step update: TRL clips the ratio against these
+            output["old_per_token_logps"] = self.old_logps
         # TRL's share of zero-spread groups is always 1 with groups of one row: a misleading monitor, dropped.
         model: Any = self.model
         self._metrics["train" if model.training else "eval"].pop("frac_reward_zero_std", None)
         return output
 
-    def update(self, samples: Sequence[TurnSample], micro_batch_size: int) -> dict[str, float]:
-        """One optimizer step of this adapter on ``samples``, in micro-batches whose gradients add up."""
+    def _rollout_logps(self, chunk: Sequence[TurnSample]) -> torch.Tensor:
+        """Per-token log-probs of ``chunk``'s completions under the current adapter, laid out as TRL lays out
+        the same chunk in its loss (so that they line up with its ``per_token_logps``)."""
+        self.batch, self.old_logps = list(chunk), None
+        with torch.no_grad():
+            out = self._generate_and_score_completions([{"prompt": s.messages} for s in chunk])
+            ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+            mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+            logps, _, _ = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1))
+        return logps
+
+    def update(self, samples: Sequence[TurnSample], micro_batch_size: int, steps: int = 1) -> dict[str, float]:
+        """``steps`` optimizer steps of this adapter on ``samples``: as many mini-batches, each in micro-batches
+        whose gradients add up.
+
+        With one step the update is on-policy and TRL's ratio is 1. With more, the samples are split into disjoint
+        mini-batches and later steps are off-policy by the earlier ones, so the rollout policy's log-probs are
+        computed first (one no-grad pass) and TRL's loss clips the ratio against them, as TRL does for its own
+        ``steps_per_generation``: more learning per (expensive) rollout for a bounded change of policy.
+        """
         model: Any = self.model
         optimizer: Any = self.optimizer
         scheduler: Any = self.lr_scheduler
         model.set_adapter(self.adapter)  # train this adapter; the others get requires_grad=False
-        # Similar lengths together: less padding. Order is irrelevant to the summed gradient.
-        ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
-        n_chunks = math.ceil(len(ordered) / micro_batch_size)
-        bounds = [round(i * len(ordered) / n_chunks) for i in range(n_chunks + 1)]
-        # dapo loss: each micro-batch is divided by its tokens and by the number of micro-batches.
-        self.current_gradient_accumulation_steps = n_chunks
-        loss = 0.0
-        for lo, hi in itertools.pairwise(bounds):
-            self.batch = ordered[lo:hi]
-            rows = [{"prompt": s.messages} for s in self.batch]
-            loss += float(self.training_step(model, rows, None))
-        self.batch = []
-        params = [p for p in model.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        self.state.global_step += 1
-        return {"loss": loss, "grad_norm": float(grad_norm), "learning_rate": float(scheduler.get_last_lr()[0])}
+        rows = list(samples)
+        steps = max(1, min(steps, len(rows)))
+        if steps > 1:  # mini-batches mix games and seats; the rollout lists them game by game
+            random.Random(f"{self.state.global_step}/minibatches").shuffle(rows)
+        minibatches = [rows[round(i * len(rows) / steps) : round((i + 1) * len(rows) / steps)] for i in range(steps)]
+        plans = [_micro_batches(mb, micro_batch_size) for mb in minibatches]
+        old = [[self._rollout_logps(c) for c in plan] for plan in plans] if steps > 1 else None
+        loss, grad_norms = 0.0, []
+        for i, plan in enumerate(plans):
+            # dapo loss: each micro-batch is divided by its tokens and by the number of micro-batches.
+            self.current_gradient_accumulation_steps = len(plan)
+            for j, chunk in enumerate(plan):
+                self.batch, self.old_logps = chunk, (old[i][j] if old is not None else None)
+                loss += float(self.training_step(model, [{"prompt": s.messages} for s in chunk], None))
+            params = [p for p in model.parameters() if p.requires_grad]
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm)))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.batch, self.old_logps = [], None
+        self.state.global_step += 1  # one per update, whatever the steps: the update count is the run's clock
+        return {
+            "loss": loss / steps,
+            "grad_norm": sum(grad_norms) / steps,
+            "learning_rate": float(scheduler.get_last_lr()[0]),
+        }
+
+
+def _micro_batches(samples: Sequence[TurnSample], size: int) -> list[list[TurnSample]]:
+    """``samples`` in about equal micro-batches of at most ``size``; similar lengths together (less padding;
+    order is irrelevant to a summed gradient)."""
+    ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
+    n = math.ceil(len(ordered) / size)
+    bounds = [round(i * len(ordered) / n) for i in range(n + 1)]
+    return [ordered[lo:hi] for lo, hi in itertools.pairwise(bounds)]
 
 
 # ---- TRL settings ------------------------------------------------------------------------------------------------
@@ -296,7 +333,7 @@ class MultiAgentGRPO(MultiAgentTrainer):
             metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
             metrics["warmup"] = float(warmup)
             if batch:  # none if every game broke, or the learner never reached an LLM turn
-                metrics.update(trainer.update(batch, cfg.micro_batch_size))
+                metrics.update(trainer.update(batch, cfg.micro_batch_size, cfg.steps_per_update))
             else:
                 trainer.state.global_step += 1  # keep every adapter's step count equal to the update count
             metrics["time/update_s"] = time.perf_counter() - t1

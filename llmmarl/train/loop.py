@@ -199,7 +199,12 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.algorithm == "ppo":
         out["ppo"] = cfg.ppo.model_dump(mode="json")
     else:
-        out |= {"credit": cfg.credit, "beta": cfg.beta, "warmup_updates": cfg.warmup_updates}
+        out |= {
+            "credit": cfg.credit,
+            "beta": cfg.beta,
+            "warmup_updates": cfg.warmup_updates,
+            "steps_per_update": cfg.steps_per_update,
+        }
     return out | {
         "rewards": cfg.rewards.as_dict(),
         "max_new_tokens": cfg.max_new_tokens,
