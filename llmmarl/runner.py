@@ -249,13 +249,14 @@ class Runner:
             d.messages = messages = d.prompts.messages(**d.context)
         grammar = None
         if spec.constrained:
-            ctx = d.context
+            ctx, env = d.context, d.game.env
             grammar = turn_grammar(
                 d.obs.legal_actions,
                 ctx["others"],
-                d.game.env.message_rules,
+                env.message_rules,
                 ctx["teammates"],
                 max_tokens=spec.max_new_tokens,
+                vocabularies={o: v for o in ctx["others"] if (v := env.action_vocabulary(o))},
             )
         return GenerationRequest(
             messages=messages,

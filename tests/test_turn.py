@@ -165,3 +165,44 @@ def test_grammar_fits_the_token_budget_even_one_character_per_token(others, mode
     if budget >= 96:
         assert pred > 0 and plan >= 20  # an ample budget keeps the predictions and a useful plan
     assert parse_turn(worst, LEGAL, others).turn is not None
+
+
+def test_grammar_predicts_from_the_other_agents_action_labels():
+    xgr = pytest.importorskip("xgrammar")
+    from transformers import AutoTokenizer
+
+    from llmmarl.envs.registry import make as make_env
+    from llmmarl.models import resolve_model
+
+    env = make_env("signal_v0")
+    colors = env.action_vocabulary("listener_0")
+    assert colors == ["red", "green", "blue", "yellow"] and env.action_vocabulary("speaker_0") == ["ready"]
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+    grammar = turn_grammar(
+        ["ready"], ["listener_0"], env.message_rules, ["listener_0"], 96, vocabularies={"listener_0": colors}
+    )
+    compiled = xgr.GrammarCompiler(info).compile_grammar(grammar)
+
+    def accepts(text: str) -> bool:
+        m = xgr.GrammarMatcher(compiled)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return all(m.accept_token(t) for t in ids) and m.accept_token(tok.eos_token_id)
+
+    assert accepts("PLAN: tell\nPREDICT: listener_0=blue\nMESSAGE: it is blue\nACTION: ready")
+    # A free-text guess can never be scored against the listener's pick: the grammar refuses it.
+    assert not accepts("PLAN: tell\nPREDICT: listener_0=the goal\nMESSAGE: it is blue\nACTION: ready")
+    # Without a vocabulary, predictions stay free text.
+    free = xgr.GrammarCompiler(info).compile_grammar(turn_grammar(["ready"], ["listener_0"], env.message_rules))
+    m = xgr.GrammarMatcher(free)
+    text = "PLAN: tell\nPREDICT: listener_0=the goal\nMESSAGE: hi\nACTION: ready"
+    assert all(m.accept_token(t) for t in tok(text, add_special_tokens=False)["input_ids"])
+
+
+def test_action_vocabularies_of_shipped_games():
+    from llmmarl.envs.registry import make as make_env
+
+    assert make_env("tictactoe_v3").action_vocabulary("player_2") == [str(i) for i in range(1, 10)]
+    assert make_env("kuhn_poker").action_vocabulary("player_0") == ["check", "bet", "fold", "call"]
+    # OpenSpiel's action strings can depend on the state: unknown unless a renderer lists them.
+    assert make_env("openspiel:tic_tac_toe").action_vocabulary("player_0") is None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -176,11 +176,14 @@ def turn_grammar(
     rules: MessageRules,
     teammates: Sequence[str] = (),
     max_tokens: int | None = None,
+    vocabularies: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
 
     Constrained decoding with it makes the action *always* one of ``legal``; plan and message stay free text
-    with a length cap, predictions name only known agents, each at most once.
+    with a length cap, predictions name only known agents, each at most once. A prediction of an agent listed
+    in ``vocabularies`` is one of that agent's action labels (so it can be scored: a free-text guess such as
+    "pick the goal" never matches an action); of any other agent it is short free text.
 
     ``max_tokens`` sizes the grammar so that a complete turn always fits in the answer budget: under a grammar
     a model may spell text one character per token, so every character is counted as a token. What does not
@@ -191,7 +194,9 @@ def turn_grammar(
     talk = rules.mode != "off" and not (rules.mode == "directed" and not teammates)
     to_width = max((len(t) for t in teammates), default=0)
     act_cost = len("ACTION: ") + max((len(label) for label in legal), default=1) + 1  # + end of sequence
-    pred_cost = len("PREDICT: ") + sum(len(o) + 1 + _PRED_CHARS + 2 for o in others) + 1 if others else 0
+    vocab = {o: list(v) for o, v in (vocabularies or {}).items() if o in others and v}
+    pred_chars = {o: max(map(len, vocab[o])) if o in vocab else _PRED_CHARS for o in others}
+    pred_cost = len("PREDICT: ") + sum(len(o) + 1 + pred_chars[o] + 2 for o in others) + 1 if others else 0
     msg_cost = (len("MESSAGE to : ") + to_width if rules.mode == "directed" else len("MESSAGE: ")) + 1
     plan_chars = msg_chars = _PLAN_CHARS
     if max_tokens is not None:
@@ -216,10 +221,16 @@ def turn_grammar(
         msg_chars = min(_PLAN_CHARS, free - plan_chars)
     lines = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
     if others:
-        who = " | ".join(_ebnf_literal(o) for o in others)
         more = f' ("; " pred){{0,{len(others) - 1}}}' if len(others) > 1 else ""  # each other agent at most once
         lines.append(f'predict ::= "PREDICT: " pred{more} "\\n" msg')
-        lines.append(f'pred ::= ({who}) "=" [^;\\n]{{1,{_PRED_CHARS}}}')
+        free_pred = [o for o in others if o not in vocab]
+        alternatives = [
+            f"{_ebnf_literal(o + '=')} ({' | '.join(_ebnf_literal(label) for label in vocab[o])})" for o in vocab
+        ]
+        if free_pred:
+            who = " | ".join(_ebnf_literal(o) for o in free_pred)
+            alternatives.append(f'({who}) "=" [^;\\n]{{1,{_PRED_CHARS}}}')
+        lines.append(f"pred ::= {' | '.join(f'({a})' for a in alternatives)}")
     else:
         lines.append("predict ::= msg")
     if not talk:

@@ -145,6 +145,14 @@ class TextEnv(ABC):
     def returns(self) -> dict[str, float]:
         return dict(self._forfeited) if self._forfeited is not None else self._returns()
 
+    def action_vocabulary(self, agent: str) -> list[str] | None:
+        """Every action label ``agent`` can ever play, or None when unknown or too many to list.
+
+        Grammar-constrained predictions of ``agent``'s next action choose from these. Labels must not depend on
+        the game's state (a state-dependent label would make a prediction unscorable). Default: unknown.
+        """
+        return None
+
     def teammates(self, agent: str) -> list[str]:
         return [a for a in self.possible_agents if a != agent and self.teams[a] == self.teams[agent]]
 

@@ -67,7 +67,12 @@ class OpenSpielRenderer(Renderer):
     def label(self, env: OpenSpielTextEnv, player: int, action: int) -> str:
         return env.state.action_to_string(player, action)
 
-    # The Renderer interface, in terms of the two hooks above.
+    def vocabulary(self, env: OpenSpielTextEnv, player: int) -> list[str] | None:
+        """Every label ``player`` can ever play, or None (the default: OpenSpiel's action strings may depend
+        on the state, so they cannot be listed ahead of it)."""
+        return None
+
+    # The Renderer interface, in terms of the hooks above.
     def observation(self, env: PettingZooTextEnv, agent: str, raw: Any) -> str:
         os_env = cast(OpenSpielTextEnv, env)
         return self.text(os_env, os_env.player(agent))
@@ -126,6 +131,9 @@ class OpenSpielTextEnv(AECTextEnv):
     def player(self, agent: str) -> int:
         """OpenSpiel player id of a seat."""
         return self.possible_agents.index(agent)
+
+    def action_vocabulary(self, agent: str) -> list[str] | None:
+        return cast(OpenSpielRenderer, self.renderer).vocabulary(self, self.player(agent))
 
     def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
         before = self.state.returns()

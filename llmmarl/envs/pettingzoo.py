@@ -102,6 +102,17 @@ class PettingZooTextEnv(TextEnv):
             action_ids=ids,
         )
 
+    #: Action spaces up to this size are listed as a vocabulary (predictions over larger ones stay free text).
+    max_vocabulary: int = 64
+
+    def action_vocabulary(self, agent: str) -> list[str] | None:
+        space = self.pz.action_space(agent)
+        if not isinstance(space, spaces.Discrete) or int(space.n) > self.max_vocabulary:
+            return None
+        start = int(space.start)
+        labels = [self.renderer.action_label(self, agent, a) for a in range(start, start + int(space.n))]
+        return labels if len(set(labels)) == len(labels) else None  # ambiguous labels cannot be scored
+
     def _returns(self) -> dict[str, float]:
         return dict(self._totals)
 

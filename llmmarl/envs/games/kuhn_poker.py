@@ -55,6 +55,9 @@ class KuhnPokerRenderer(OpenSpielRenderer):
         facing_bet = "b" in moves
         return ("fold", "call")[action] if facing_bet else ("check", "bet")[action]
 
+    def vocabulary(self, env: OpenSpielTextEnv, player: int) -> list[str] | None:
+        return ["check", "bet", "fold", "call"]
+
 
 def make_kuhn_poker() -> OpenSpielTextEnv:
     return OpenSpielTextEnv("kuhn_poker", name="kuhn_poker", renderer=KuhnPokerRenderer())
