@@ -38,6 +38,7 @@ p.add_argument("--games-per-update", type=int, default=16)
 p.add_argument("--group-size", type=int, default=4, help="GRPO's games per seed; PPO plays the same games")
 p.add_argument("--algorithms", default="grpo,ppo,ppo_central", help="comma-separated subset")
 p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the policies' adapters")
+p.add_argument("--grpo-steps", type=int, default=4, help="GRPO's optimizer steps per update (PPO: 2x2)")
 p.add_argument("--critic-lr", type=float, default=2e-4, help="PPO critics' learning rate")
 p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--constrained", action="store_true", help="grammar-constrained answers (all legal)")
@@ -87,7 +88,9 @@ shared: dict[str, Any] = {
     "seed": args.seed,
 }
 ALGORITHMS: dict[str, dict[str, Any]] = {
-    "grpo": {"algorithm": "grpo", "credit": "role"},
+    # As many optimizer steps per update as PPO's default (2 epochs x 2 minibatches), so the algorithms differ in
+    # their objective and baseline, not in how hard they train on each rollout.
+    "grpo": {"algorithm": "grpo", "credit": "role", "steps_per_update": args.grpo_steps},
     "ppo": {"algorithm": "ppo", "ppo": {"critic": "decentralised", "critic_lr": args.critic_lr}},
     "ppo_central": {"algorithm": "ppo", "ppo": {"critic": "centralised", "critic_lr": args.critic_lr}},
 }
