@@ -334,6 +334,21 @@ def frozen_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def _nonzero_advantages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few tiny-model games can all end alike (zero advantages, zero gradient). Tests about which weights a step
+    moves add alternating offsets to the real advantages, so that every learner's gradient is non-zero."""
+    import llmmarl.train.grpo as grpo_module
+
+    real_assign = grpo_module.assign_advantages
+
+    def assign(samples: list[TurnSample], *args: Any, **kwargs: Any) -> None:
+        real_assign(samples, *args, **kwargs)
+        for i, s in enumerate(samples):
+            s.advantage += 0.5 if i % 2 == 0 else -0.5
+
+    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
+
+
 def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapter: Path, monkeypatch) -> None:
     from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
 
@@ -347,18 +362,7 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
         return out
 
     monkeypatch.setattr(AgentGRPOTrainer, "_generate_and_score_completions", spy)
-    import llmmarl.train.grpo as grpo_module
-
-    real_assign = grpo_module.assign_advantages
-
-    def assign(samples: list[TurnSample], *args: Any, **kwargs: Any) -> None:
-        # A few tiny-model games can all end alike (zero advantages, zero gradient); this test is about which
-        # adapters a step touches, so alternating offsets keep every learner's gradient non-zero.
-        real_assign(samples, *args, **kwargs)
-        for i, s in enumerate(samples):
-            s.advantage += 0.5 if i % 2 == 0 else -0.5
-
-    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
+    _nonzero_advantages(monkeypatch)
     cfg = _cfg(
         env="kuhn_poker",
         learners=[{"name": "alice", "lora": {"r": 4}}, {"name": "bob", "lora": {"r": 4}}],
@@ -503,18 +507,12 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
 
 
 def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monkeypatch) -> None:
-    import llmmarl.train.grpo as grpo_module
     from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
 
-    real_assign = grpo_module.assign_advantages
-
-    def assign(samples: list[TurnSample], *args: Any, **kwargs: Any) -> None:
-        real_assign(samples, *args, **kwargs)  # non-zero advantages, so that the first step moves the adapter
-        for i, s in enumerate(samples):
-            s.advantage += 0.5 if i % 2 == 0 else -0.5
-
+    _nonzero_advantages(monkeypatch)  # so that the first step moves the adapter
     # What TRL's loss gets as the ratio's reference, next to the log-probs of the adapter at that moment.
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"ann": [], "bob": []}
+    tokens: dict[str, int] = {"ann": 0, "bob": 0}
     original = AgentGRPOTrainer.compute_loss
 
     def spy(self: AgentGRPOTrainer, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -522,13 +520,16 @@ def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monk
         mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         with torch.no_grad():
             now, _, _ = self._get_per_token_logps_and_entropies(model, ids, mask, inputs["completion_ids"].size(1))
-        seen.append((inputs["old_per_token_logps"] * inputs["completion_mask"], now * inputs["completion_mask"]))
+        mask = inputs["completion_mask"]
+        seen[self.adapter].append((inputs["old_per_token_logps"] * mask, now * mask))
+        tokens[self.adapter] += int(inputs["prompt_mask"].sum() + mask.sum())
         return original(self, model, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
     monkeypatch.setattr(AgentGRPOTrainer, "compute_loss", spy)
     cfg = _cfg(
-        learners=[{"name": "ann", "lora": {"r": 4}}],
+        # Two learners: the second one's reference pass runs with the model in training mode (the first one's
+        # steps leave it there), where TRL's scoring would count tokens.
+        learners=[{"name": "ann", "lora": {"r": 4}}, {"name": "bob", "lora": {"r": 4}}],
         setting="fixed_opponents",
         opponents=["random"],
         games_per_update=4,
@@ -543,13 +544,17 @@ def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monk
         threads=1,
     )
     trainer = MultiAgentGRPO(cfg, progress=False)
-    logs = trainer.update()["ann"]
-    optimizer: Any = trainer.trainers["ann"].optimizer
-    assert {int(s["step"]) for s in optimizer.state.values()} == {2}  # two optimizer steps in one update
-    assert trainer.trainers["ann"].state.global_step == 1 and logs["step"] == 1
-    assert len(seen) == 2
-    (old1, now1), (old2, now2) = seen
-    # First step: the reference is the current adapter, row for row (TRL shuffles rows; the reference follows).
-    assert torch.allclose(old1, now1, atol=1e-5)
-    # Second step: the reference is still the rollout policy, which the first step has moved away from.
-    assert not torch.allclose(old2, now2, atol=1e-4)
+    logs = trainer.update()
+    for name in ("ann", "bob"):
+        learner = trainer.trainers[name]
+        optimizer: Any = learner.optimizer
+        assert {int(s["step"]) for s in optimizer.state.values()} == {2}  # two optimizer steps in one update
+        assert learner.state.global_step == 1 and logs[name]["step"] == 1
+        # TRL's token monitor counts each trained row once, not the reference pass as well.
+        assert learner.state.num_input_tokens_seen == tokens[name] > 0
+        assert len(seen[name]) == 2
+        (old1, now1), (old2, now2) = seen[name]
+        # First step: the reference is the current adapter, row for row (TRL shuffles rows; the reference follows).
+        assert torch.allclose(old1, now1, atol=1e-5)
+        # Second step: the reference is still the rollout policy, which the first step has moved away from.
+        assert not torch.allclose(old2, now2, atol=1e-4)

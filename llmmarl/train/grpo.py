@@ -29,7 +29,7 @@ learners on one rollout; :meth:`AgentGRPOTrainer.update` therefore runs one opti
 
 from __future__ import annotations
 
-import itertools
+import copy
 import math
 import random
 import time
@@ -59,6 +59,7 @@ from llmmarl.train.rollout import (
     assign_advantages,
     episodes_to_samples,
     imitation_weights,
+    split,
     subsample,
 )
 
@@ -116,8 +117,9 @@ class AgentGRPOTrainer(GRPOTrainer):
             rollout_func=_serve_rollout,
         )
         # Our advantages replace TRL's group statistics, so TRL's grouping must accept any number of rows: with
-        # groups of 1 its reshape always fits (and its own advantages, all 0, are discarded).
-        self.num_generations = 1
+        # groups of 1 its reshape always fits (and its own advantages, all 0, are discarded). Eval mode has its own
+        # group size: the reference pass of a multi-step update may run with the model in eval mode.
+        self.num_generations = self.num_generations_eval = 1
         # KL to the base model: with several adapters on one PeftModel TRL's init would look for an adapter named
         # "default" to copy as "ref"; set after init, TRL disables the adapters for the reference pass instead.
         self.beta = beta
@@ -184,8 +186,11 @@ class AgentGRPOTrainer(GRPOTrainer):
         """Per-token log-probs of ``chunk``'s completions under the current adapter, laid out as TRL lays out
         the same chunk in its loss (so that they line up with its ``per_token_logps``)."""
         self.batch, self.old_logps = list(chunk), None
+        # TRL's scoring also logs (reward means, tokens seen): the training pass logs these rows, not this one.
+        seen, logged = self.state.num_input_tokens_seen, copy.deepcopy(self._metrics)
         with torch.no_grad():
             out = self._generate_and_score_completions([{"prompt": s.messages} for s in chunk])
+            self.state.num_input_tokens_seen, self._metrics = seen, logged
             ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
             mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
             logps, _, _ = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1))
@@ -205,12 +210,10 @@ class AgentGRPOTrainer(GRPOTrainer):
         scheduler: Any = self.lr_scheduler
         model.set_adapter(self.adapter)  # train this adapter; the others get requires_grad=False
         rows = list(samples)
-        steps = max(1, min(steps, len(rows)))
         if steps > 1:  # mini-batches mix games and seats; the rollout lists them game by game
             random.Random(f"{self.state.global_step}/minibatches").shuffle(rows)
-        minibatches = [rows[round(i * len(rows) / steps) : round((i + 1) * len(rows) / steps)] for i in range(steps)]
-        plans = [_micro_batches(mb, micro_batch_size) for mb in minibatches]
-        old = [[self._rollout_logps(c) for c in plan] for plan in plans] if steps > 1 else None
+        plans = [_micro_batches(mb, micro_batch_size) for mb in split(rows, steps)]
+        old = [[self._rollout_logps(c) for c in plan] for plan in plans] if len(plans) > 1 else None
         loss, grad_norms = 0.0, []
         for i, plan in enumerate(plans):
             # dapo loss: each micro-batch is divided by its tokens and by the number of micro-batches.
@@ -226,8 +229,8 @@ class AgentGRPOTrainer(GRPOTrainer):
         self.batch, self.old_logps = [], None
         self.state.global_step += 1  # one per update, whatever the steps: the update count is the run's clock
         return {
-            "loss": loss / steps,
-            "grad_norm": sum(grad_norms) / steps,
+            "loss": loss / len(plans),
+            "grad_norm": sum(grad_norms) / len(plans),
             "learning_rate": float(scheduler.get_last_lr()[0]),
         }
 
@@ -236,9 +239,7 @@ def _micro_batches(samples: Sequence[TurnSample], size: int) -> list[list[TurnSa
     """``samples`` in about equal micro-batches of at most ``size``; similar lengths together (less padding;
     order is irrelevant to a summed gradient)."""
     ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
-    n = math.ceil(len(ordered) / size)
-    bounds = [round(i * len(ordered) / n) for i in range(n + 1)]
-    return [ordered[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+    return split(ordered, math.ceil(len(ordered) / size))
 
 
 # ---- TRL settings ------------------------------------------------------------------------------------------------

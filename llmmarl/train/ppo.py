@@ -42,7 +42,6 @@ and their manifest are the same as GRPO's, with ``algorithm: ppo``.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import time
@@ -60,7 +59,7 @@ from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run, sample_metrics
-from llmmarl.train.rollout import TurnSample, episodes_to_samples, subsample
+from llmmarl.train.rollout import TurnSample, episodes_to_samples, split, subsample
 
 __all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
 
@@ -109,13 +108,6 @@ class _Optim:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
-
-
-def _split(items: Sequence[Any], parts: int) -> list[list[Any]]:
-    """``items`` in ``parts`` contiguous chunks of near-equal size (fewer if there are fewer items)."""
-    parts = max(1, min(parts, len(items)))
-    bounds = [round(i * len(items) / parts) for i in range(parts + 1)]
-    return [list(items[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
 
 
 def _micro(items: Sequence[PPOSample], size: int, length: Callable[[PPOSample], int]) -> Iterator[list[PPOSample]]:
@@ -271,7 +263,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         for _ in range(ppo.ppo_epochs):
             order = list(batch)
             rng.shuffle(order)
-            for minibatch in _split(order, ppo.minibatches):
+            for minibatch in split(order, ppo.minibatches):
                 for k, v in self._actor_step(name, minibatch).items():
                     stats[k].append(v)
                 for k, v in self._critic_step(name, minibatch).items():

@@ -15,6 +15,7 @@ Reward of a sample (one answer of one turn), before weighting (see :class:`~llmm
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import defaultdict
@@ -180,6 +181,13 @@ def imitation_weights(samples: Sequence[TurnSample], scale: float = 0.5) -> None
 
 
 _S = TypeVar("_S")
+
+
+def split(items: Sequence[_S], parts: int) -> list[list[_S]]:
+    """``items`` in ``parts`` contiguous chunks of near-equal size (fewer if there are fewer items, at least one)."""
+    parts = max(1, min(parts, len(items)))
+    bounds = [round(i * len(items) / parts) for i in range(parts + 1)]
+    return [list(items[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
 
 
 def subsample(samples: list[_S], cap: int | None, rng: random.Random) -> list[_S]:
