@@ -31,6 +31,7 @@ p.add_argument("--group-size", type=int, default=4, help="games dealt the same c
 p.add_argument("--credit", choices=["group", "role", "agent"], default="group")
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--steps-per-update", type=int, default=1, help="optimizer steps per rollout (clipped ratio)")
+p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the updates (stops early)")
 p.add_argument("--prediction-weight", type=float, default=0.1)
 p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
 p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
@@ -66,6 +67,7 @@ cfg = TrainConfig(
     rewards={"game": 1.0, "format": 1.0, "prediction": args.prediction_weight},
     learning_rate=args.lr,
     steps_per_update=args.steps_per_update,
+    time_budget_minutes=args.minutes,
     warmup_updates=args.warmup,
     reask=not args.no_reask,
     steps=args.steps,

@@ -29,6 +29,7 @@ p.add_argument("--games-per-update", type=int, default=32)
 p.add_argument("--group-size", type=int, default=4)
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--steps-per-update", type=int, default=1, help="optimizer steps per rollout (clipped ratio)")
+p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the updates (stops early)")
 p.add_argument("--message-cost", type=float, default=0.0, help="weight of the -1-per-message reward term")
 p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--constrained", action="store_true", help="grammar-constrained answers in training and evaluation")
@@ -67,6 +68,7 @@ cfg = TrainConfig(
     constrained=args.constrained,
     learning_rate=args.lr,
     steps_per_update=args.steps_per_update,
+    time_budget_minutes=args.minutes,
     steps=args.steps,
     max_new_tokens=args.max_new_tokens,
     micro_batch_size=8,

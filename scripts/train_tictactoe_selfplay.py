@@ -31,6 +31,7 @@ p.add_argument("--group-size", type=int, default=4, help="games per group (same 
 p.add_argument("--credit", choices=["role", "group", "agent"], default="role")
 p.add_argument("--lr", type=float, default=1e-4)
 p.add_argument("--steps-per-update", type=int, default=1, help="optimizer steps per rollout (clipped ratio)")
+p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the updates (stops early)")
 p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
 p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
 p.add_argument(
@@ -71,6 +72,7 @@ cfg = TrainConfig(
     rewards={"game": 1.0, "format": 1.0},  # the format term is what teaches a 135M model to answer legally
     learning_rate=args.lr,
     steps_per_update=args.steps_per_update,
+    time_budget_minutes=args.minutes,
     warmup_updates=args.warmup,
     constrained=args.constrained,
     reask=not args.no_reask,
@@ -93,7 +95,10 @@ if args.resume and trainer.resume():
 start = time.perf_counter()
 results = trainer.train()
 elapsed = time.perf_counter() - start
-print(f"{cfg.steps} updates in {elapsed / 60:.1f} min (with evaluation); adapter: {cfg.adapters_path / name}")
+print(
+    f"{trainer.step} updates ({trainer.train_seconds / 60:.1f} min of updates) in {elapsed / 60:.1f} min with "
+    f"evaluation; adapter: {cfg.adapters_path / name}"
+)
 
 if args.skip_base:
     print(format_metrics(f"{name} vs random", results[f"{name} vs random"][name]))

@@ -403,6 +403,43 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
     assert [x["step"] for x in lines] == [1]
 
 
+def test_time_budget_ends_the_run_like_its_last_step(tmp_path: Path) -> None:
+    from llmmarl.train.checkpoint import list_checkpoints
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    cfg = _cfg(
+        learners=[{"name": "ann", "lora": {"r": 4}}],
+        setting="fixed_opponents",
+        opponents=["random"],
+        games_per_update=2,
+        group_size=2,
+        steps=50,
+        max_new_tokens=16,
+        time_budget_minutes=1e-6,  # spent by the first update
+        save_every=10,
+        eval_games=2,
+        output_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    results = trainer.train()
+    assert trainer.step == 1 and trainer.train_seconds > 0 and trainer.longest_update_s == trainer.train_seconds
+    assert "ann vs random" in results  # the final evaluation ran although step 1 is not `steps`
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]
+    manifest = json.loads((tmp_path / "run" / "adapters" / "manifest.json").read_text())
+    assert manifest["adapters"][0]["steps"] == 1
+
+    resumed = MultiAgentGRPO(cfg, progress=False)
+    assert resumed.resume() and resumed.train_seconds == pytest.approx(trainer.train_seconds)
+    resumed.train()  # the budget is spent across restarts too
+    assert resumed.step == 1
+    resumed.cfg = cfg.model_copy(update={"time_budget_minutes": 10.0})
+    resumed.train_seconds, resumed.longest_update_s = 590.0, 9.0
+    assert not resumed.out_of_time()  # 599 s fit in 600
+    resumed.longest_update_s = 11.0
+    assert resumed.out_of_time()
+
+
 def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     from llmmarl.backends.transformers import TransformersBackend
     from llmmarl.train.checkpoint import list_checkpoints

@@ -290,6 +290,13 @@ class TrainConfig(_Strict):
     adapters_dir: str | None = Field(
         None, description="Where final adapters and manifest.json go (default: <output_dir>/adapters)."
     )
+    time_budget_minutes: float | None = Field(
+        None,
+        gt=0.0,
+        description="Wall-clock budget of the updates (model loading and evaluation not counted, resumed runs "
+        "counted across restarts): no update starts that would end past it, judged by the longest update so far, "
+        "and the run then ends as it would at `steps` (final evaluation, checkpoint, adapters). None = no budget.",
+    )
     save_every: int = Field(10, ge=1, description="Write a resumable checkpoint every this many updates.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest).")
     eval_every: int = Field(0, ge=0, description="Evaluate every this many updates; 0 = only at the end.")

@@ -246,6 +246,8 @@ class MultiAgentTrainer(ABC):
             League(pool_size=cfg.league.pool_size, sampling=cfg.league.sampling) if cfg.setting == "league" else None
         )
         self.step = 0
+        self.train_seconds = 0.0  # wall-clock of the updates so far, across resumes (the time budget's clock)
+        self.longest_update_s = 0.0
         self.eval_results: dict[str, dict[str, dict[str, float]]] = {}
         self.progress = progress
 
@@ -436,6 +438,8 @@ class MultiAgentTrainer(ABC):
             "league": self.league.model_dump() if self.league else None,
             "backend_calls": self.backend._calls,  # the backend seeds each generate call from this counter
             "eval": self.eval_results,
+            "train_seconds": self.train_seconds,
+            "longest_update_s": self.longest_update_s,
             **self.json_state(),
         }
 
@@ -473,6 +477,8 @@ class MultiAgentTrainer(ABC):
         self.step = state["step"]
         self.backend._calls = state["backend_calls"]
         self.eval_results = state.get("eval") or {}
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.longest_update_s = state.get("longest_update_s", 0.0)
         if state.get("league") is not None:
             self.league = League.model_validate(state["league"])
         self.load_json_state(state)
@@ -510,6 +516,11 @@ class MultiAgentTrainer(ABC):
             f.write(json.dumps(record, default=float) + "\n")
 
     # ---- the whole run ---------------------------------------------------------------------------------------
+    def out_of_time(self) -> bool:
+        """Whether another update, as long as the longest so far, would end past ``cfg.time_budget_minutes``."""
+        budget = self.cfg.time_budget_minutes
+        return budget is not None and self.train_seconds + self.longest_update_s > budget * 60.0
+
     def train(self, max_updates: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
         """Run until ``cfg.steps`` updates (or ``max_updates`` more); returns the last evaluation."""
         cfg = self.cfg
@@ -518,16 +529,26 @@ class MultiAgentTrainer(ABC):
         stop = cfg.steps if max_updates is None else min(cfg.steps, self.step + max_updates)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="updates", unit="upd", disable=not self.progress)
         try:
-            while self.step < stop:
+            while self.step < stop and not self.out_of_time():
+                t0 = time.perf_counter()
                 logs = self.update()
+                seconds = time.perf_counter() - t0
+                self.train_seconds += seconds
+                self.longest_update_s = max(self.longest_update_s, seconds)
+                last = self.step == cfg.steps or self.out_of_time()
+                if last and self.step < cfg.steps and self.progress:
+                    bar.write(
+                        f"time budget: {self.train_seconds / 60:.1f} of {cfg.time_budget_minutes:g} min used, "
+                        f"stopping after update {self.step} of {cfg.steps}"
+                    )
                 bar.update(1)
                 bar.set_postfix_str(monitor_line(logs), refresh=True)
                 if self.league is not None and self.step % cfg.league.snapshot_every == 0:
                     self._snapshot()
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and not last:
                     bar.write(f"step {self.step} eval: {eval_line(self.evaluate())}")
-                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                    if self.step == cfg.steps:
+                if self.step % cfg.save_every == 0 or last:
+                    if last:
                         results = self.evaluate()
                         if results:
                             bar.write(f"step {self.step} eval: {eval_line(results)}")
