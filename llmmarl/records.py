@@ -47,6 +47,9 @@ class TurnRecord(BaseModel):
     fallback: Literal["random", "forfeit"] | None = Field(None, description="Set when no attempt was usable.")
     message: str | None = Field(None, description="The message as delivered (sanitised), if any.")
     message_to: list[str] = Field(default_factory=list)
+    message_dropped: str | None = Field(
+        None, description="Why the turn's message was not delivered (e.g. 'outside vocabulary'), if it was not."
+    )
     prediction_hits: dict[str, bool] = Field(
         default_factory=dict, description="For each predicted agent: was the prediction right (scored when it acted)."
     )

@@ -242,6 +242,7 @@ class Runner:
                 "others": others,
                 "talk": "" if rules.mode == "off" or not teammates else rules.mode,
                 "max_message_tokens": rules.max_tokens,
+                "message_words": list(rules.vocabulary or ()),
                 "observation": d.obs.text,
                 "legal": d.obs.legal_actions,
                 "inbox": d.inbox,
@@ -359,6 +360,8 @@ class Runner:
             delivered = g.board.post(d.seat, turn.message, turn.message_to)
             if delivered is not None:
                 record.message, record.message_to = delivered
+            else:
+                record.message_dropped = g.board.last_dropped
         return record
 
     def _score_predictions(self, g: _Game, records: dict[str, TurnRecord]) -> None:

@@ -8,6 +8,7 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --no-messages    # ablation: talk off
     python scripts/train_signal.py --constrained --steps 6 --games-per-update 16 --max-new-tokens 64
                                                     # under the turn grammar (add --no-messages for the ablation)
+    python scripts/train_signal.py --vocabulary colors   # one-word messages (a Lewis signalling channel)
     python scripts/train_signal.py --smoke          # tiny budget
 """
 
@@ -23,6 +24,12 @@ from llmmarl.train.loop import format_metrics
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--no-messages", action="store_true", help="ablation: the speaker cannot talk")
 p.add_argument("--num-items", type=int, default=4, help="colors to choose from")
+p.add_argument(
+    "--vocabulary",
+    choices=["free", "colors", "symbols"],
+    default="free",
+    help="messages: free text, or one word of a closed vocabulary (color names, or letters with no prior meaning)",
+)
 p.add_argument("--model", default="default")
 p.add_argument("--steps", type=int, default=60)
 p.add_argument("--games-per-update", type=int, default=32)
@@ -52,7 +59,7 @@ if args.smoke and not args.resume:
 # ---- the run: two learners on one team, pinned to their roles -----------------------------------------------------
 cfg = TrainConfig(
     env="signal_v0",
-    env_kwargs={"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages},
+    env_kwargs={"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages, "vocabulary": args.vocabulary},
     model=args.model,
     setting="team",
     learners=[{"name": "speaker", "seats": ["speaker_0"]}, {"name": "listener", "seats": ["listener_0"]}],

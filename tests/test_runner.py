@@ -225,3 +225,31 @@ def test_parse_agent_strings():
     assert parse_agent("llm@adapters/ttt", taken).adapter == "adapters/ttt"
     with pytest.raises(ValueError, match="unknown agent"):
         parse_agent("gpt5", taken)
+
+
+@pytest.mark.parametrize(
+    ("said", "delivered", "dropped"),
+    [("Blue.", "blue", None), ("it is blue", None, "outside vocabulary"), ("purple", None, "outside vocabulary")],
+)
+def test_closed_vocabulary_delivers_only_its_words(said, delivered, dropped):
+    def answer(r):
+        if "You are the speaker" in r.messages[1]["content"]:
+            return f"PLAN: tell\nMESSAGE: {said}\nACTION: ready"
+        return "ACTION: red"
+
+    backend = CannedBackend(answer)
+    eps = Runner(backend, progress=False).play(matches("signal_v0", [LLMAgentSpec(name="llm")], 1, vocabulary="colors"))
+    speaker = next(t for t in eps[0].turns if t.seat == "speaker_0")
+    listener = next(t for t in eps[0].turns if t.seat == "listener_0")
+    assert (speaker.message, speaker.message_dropped) == (delivered, dropped)
+    assert listener.inbox == ([f'speaker_0 says: "{delivered}"'] if delivered else [])
+    # The prompt tells the speaker which words it may use.
+    prompt = next(r for r in backend.requests if "You are the speaker" in r.messages[1]["content"])
+    assert "one word of: red, green, blue, yellow" in prompt.messages[1]["content"]
+
+
+def test_closed_vocabulary_must_be_words():
+    with pytest.raises(ValueError, match="vocabulary"):
+        MessageRules(mode="broadcast", vocabulary=("red", "two\nlines"))
+    with pytest.raises(ValueError, match="vocabulary"):
+        make("signal_v0", vocabulary="emoji")

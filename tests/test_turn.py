@@ -206,3 +206,27 @@ def test_action_vocabularies_of_shipped_games():
     assert make_env("kuhn_poker").action_vocabulary("player_0") == ["check", "bet", "fold", "call"]
     # OpenSpiel's action strings can depend on the state: unknown unless a renderer lists them.
     assert make_env("openspiel:tic_tac_toe").action_vocabulary("player_0") is None
+
+
+def test_grammar_limits_messages_to_a_closed_vocabulary():
+    xgr = pytest.importorskip("xgrammar")
+    from transformers import AutoTokenizer
+
+    from llmmarl.envs.registry import make as make_env
+    from llmmarl.models import resolve_model
+
+    rules = make_env("signal_v0", vocabulary="symbols").message_rules
+    assert rules.vocabulary == ("A", "B", "C", "D")
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+    compiled = xgr.GrammarCompiler(info).compile_grammar(turn_grammar(["ready"], [], rules, ["listener_0"], 60))
+
+    def accepts(text: str) -> bool:
+        m = xgr.GrammarMatcher(compiled)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return all(m.accept_token(t) for t in ids) and m.accept_token(tok.eos_token_id)
+
+    assert accepts("PLAN: say it\nMESSAGE: C\nACTION: ready")
+    assert accepts("PLAN: say nothing\nACTION: ready")
+    assert not accepts("PLAN: say it\nMESSAGE: it is C\nACTION: ready")
+    assert not accepts("PLAN: say it\nMESSAGE: E\nACTION: ready")

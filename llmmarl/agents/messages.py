@@ -29,30 +29,43 @@ class MessageBoard:
         self._inbox: dict[str, list[str]] = defaultdict(list)
         self.sent = 0
         self.dropped: dict[str, int] = defaultdict(int)  # reason -> count
+        self.last_dropped: str | None = None  # why the latest post was not delivered
 
     def post(self, sender: str, text: str, to: str | None = None) -> tuple[str, list[str]] | None:
         """Deliver ``text`` from ``sender``; returns (delivered text, recipients) or None if not delivered."""
         rules = self.env.message_rules
+        self.last_dropped = None
         if rules.mode == "off":
-            self.dropped["talk not allowed"] += 1
+            self._drop("talk not allowed")
             return None
         recipients = self.env.teammates(sender)
         if rules.mode == "directed":
             if to not in recipients:
-                self.dropped["unknown recipient"] += 1
+                self._drop("unknown recipient")
                 return None
             recipients = [to]
         if not recipients:
-            self.dropped["no teammates"] += 1
+            self._drop("no teammates")
             return None
         clean = sanitise_message(text, rules.max_tokens, self.truncate)
         if not clean:
-            self.dropped["empty"] += 1
+            self._drop("empty")
             return None
+        if rules.vocabulary is not None:
+            # Unconstrained models add case or punctuation ("Blue."): that is still the word; anything else is not.
+            word = clean.strip(" .,!;:'").lower()
+            clean = next((w for w in rules.vocabulary if w.lower() == word), "")
+            if not clean:
+                self._drop("outside vocabulary")
+                return None
         for r in recipients:
             self._inbox[r].append(f'{sender} says: "{clean}"')
         self.sent += 1
         return clean, recipients
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        self.last_dropped = reason
 
     def take(self, agent: str) -> list[str]:
         """The messages waiting for ``agent``, removed from its inbox."""

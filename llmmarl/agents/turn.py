@@ -181,7 +181,8 @@ def turn_grammar(
     """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
 
     Constrained decoding with it makes the action *always* one of ``legal``; plan and message stay free text
-    with a length cap, predictions name only known agents, each at most once. A prediction of an agent listed
+    with a length cap (a message is one word of the rules' closed vocabulary if it has one), predictions name only
+    known agents, each at most once. A prediction of an agent listed
     in ``vocabularies`` is one of that agent's action labels (so it can be scored: a free-text guess such as
     "pick the goal" never matches an action); of any other agent it is short free text.
 
@@ -197,7 +198,9 @@ def turn_grammar(
     vocab = {o: list(v) for o, v in (vocabularies or {}).items() if o in others and v}
     pred_chars = {o: max(map(len, vocab[o])) if o in vocab else _PRED_CHARS for o in others}
     pred_cost = len("PREDICT: ") + sum(len(o) + 1 + pred_chars[o] + 2 for o in others) + 1 if others else 0
+    words = rules.vocabulary or ()
     msg_cost = (len("MESSAGE to : ") + to_width if rules.mode == "directed" else len("MESSAGE: ")) + 1
+    msg_cost += max(map(len, words), default=0)  # a closed vocabulary's longest word; free text is budgeted below
     plan_chars = msg_chars = _PLAN_CHARS
     if max_tokens is not None:
         fixed = len("PLAN: ") + 1 + act_cost
@@ -217,7 +220,7 @@ def turn_grammar(
                 stacklevel=2,
             )
         free = max(free, 0)
-        plan_chars = min(_PLAN_CHARS, free // 2 if talk else free)
+        plan_chars = min(_PLAN_CHARS, free // 2 if talk and not words else free)
         msg_chars = min(_PLAN_CHARS, free - plan_chars)
     lines = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
     if others:
@@ -236,7 +239,10 @@ def turn_grammar(
     if not talk:
         lines.append("msg ::= act")
     else:
-        lines.append(f"free ::= [^\\n]{{1,{max(msg_chars, 1)}}}")
+        if words:
+            lines.append(f"free ::= {' | '.join(_ebnf_literal(w) for w in words)}")
+        else:
+            lines.append(f"free ::= [^\\n]{{1,{max(msg_chars, 1)}}}")
         if rules.mode == "directed":
             to = " | ".join(_ebnf_literal(t) for t in teammates)
             lines.append(f'msg ::= ("MESSAGE to " ({to}) ": " free "\\n")? act')

@@ -70,6 +70,19 @@ class MessageRules(BaseModel):
     cost: float = Field(
         default=0.0, ge=0.0, description="Reward cost per message sent (used by training reward terms)."
     )
+    vocabulary: tuple[str, ...] | None = Field(
+        default=None,
+        description="A closed channel, as in Lewis signalling games: a message is exactly one of these words. "
+        "The turn grammar allows only them; any other message is dropped and counted ('outside vocabulary').",
+    )
+
+    @model_validator(mode="after")
+    def _words_are_single_line(self) -> MessageRules:
+        if self.vocabulary is not None:
+            bad = [w for w in self.vocabulary if not w.strip() or "\n" in w or w != w.strip()]
+            if not self.vocabulary or bad:
+                raise ValueError(f"vocabulary must be non-empty, stripped, one-line words; got {self.vocabulary!r}")
+        return self
 
 
 class TextEnv(ABC):

@@ -12,7 +12,7 @@ wraps it as a text environment.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from gymnasium import spaces
@@ -184,17 +184,28 @@ class SignalRenderer(Renderer):
         return "ready" if agent == SPEAKER else self.items[action]
 
 
-def make_signal(num_items: int = 4, rounds: int = 1, talk: bool = True) -> AECTextEnv:
+SYMBOLS = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
+
+
+def make_signal(
+    num_items: int = 4, rounds: int = 1, talk: bool = True, vocabulary: Literal["free", "colors", "symbols"] = "free"
+) -> AECTextEnv:
     """Signal as text: ``num_items`` colors to choose from, ``rounds`` rounds; messages broadcast, 16 tokens.
 
     ``talk=False`` turns messages off: the no-communication ablation, where the listener can only guess.
+    ``vocabulary`` closes the channel to one word per message, as in Lewis signalling games: ``"colors"`` (the
+    color names, whose meaning the model already knows) or ``"symbols"`` (letters with no prior meaning, so a
+    convention must emerge). ``"free"`` allows any short text.
     """
+    if vocabulary not in ("free", "colors", "symbols"):
+        raise ValueError(f"vocabulary must be 'free', 'colors' or 'symbols', got {vocabulary!r}")
+    words = {"free": None, "colors": ITEM_NAMES[:num_items], "symbols": SYMBOLS[:num_items]}[vocabulary]
     return AECTextEnv(
         "signal_v0",
         lambda: env(num_items=num_items, rounds=rounds),
         SignalRenderer(ITEM_NAMES[:num_items], rounds),
         teams={SPEAKER: "team", LISTENER: "team"},
-        message_rules=MessageRules(mode="broadcast" if talk else "off", max_tokens=16),
+        message_rules=MessageRules(mode="broadcast" if talk else "off", max_tokens=16, vocabulary=words),
     )
 
 
