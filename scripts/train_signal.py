@@ -9,6 +9,9 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --constrained --steps 6 --games-per-update 16 --max-new-tokens 64
                                                     # under the turn grammar (add --no-messages for the ablation)
     python scripts/train_signal.py --vocabulary colors   # one-word messages (a Lewis signalling channel)
+
+With messages on, the trained team is evaluated twice on the same games: as trained, and with its messages
+switched off (the listener then hears nothing), which measures what the messages carry.
     python scripts/train_signal.py --smoke          # tiny budget
 """
 
@@ -97,4 +100,11 @@ for lineup, by_agent in results.items():
     print(f"{tag} [{lineup}] (chance {chance:.3f}):")
     for agent, m in by_agent.items():  # the speaker's prediction is of the listener's pick: chance is 1 / num_items
         print("  " + format_metrics(agent, m))
+if not args.no_messages and args.eval_games:
+    # The same trained team on the same games with its messages switched off: what the messages carry.
+    silent = trainer.evaluate(env_overrides={"talk": False})
+    for lineup, by_agent in silent.items():
+        print(f"{tag}, messages switched off [{lineup}]:")
+        for agent, m in by_agent.items():
+            print("  " + format_metrics(agent, m))
 print(f"adapters in {cfg.adapters_path}")

@@ -500,6 +500,15 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     backend = TransformersBackend("tiny", adapters={n: adapters / n for n in entries})
     assert backend.adapters == ["listener", "speaker"]
 
+    # The same team with its messages switched off: same games, no talk; the run's own evaluation is kept.
+    kept = second.eval_results
+    silent = second.evaluate(games=2, env_overrides={"talk": False})
+    assert set(silent) == set(kept) and silent["team"]["speaker"]["games"] == 2
+    assert silent["team"]["speaker"]["messages_per_game"] == 0.0
+    assert second.eval_results is kept
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval_with"]["env_overrides"] == {"talk": False} and "eval" not in last
+
 
 def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path) -> None:
     from llmmarl.train.grpo import MultiAgentGRPO

@@ -128,6 +128,7 @@ def summary_metrics(s: AgentSummary) -> dict[str, float]:
         "invalid_rate": s.invalid_rate,
         "fallback_rate": s.fallback_rate,
         "games": float(s.games),
+        "messages_per_game": s.messages_sent / s.games if s.games else 0.0,
     }
     if s.prediction_accuracy is not None:
         m["prediction_accuracy"] = s.prediction_accuracy
@@ -380,8 +381,16 @@ class MultiAgentTrainer(ABC):
         specs = self.cfg.eval_opponent_specs() or self.cfg.opponent_specs()
         return [self._decoding(s, self.cfg.eval_temperature) for s in specs]
 
-    def evaluate(self, games: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
-        """Each learner against the evaluation lineups; returns ``{lineup: {learner: metrics}}``."""
+    def evaluate(
+        self, games: int | None = None, env_overrides: dict[str, Any] | None = None
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """Each learner against the evaluation lineups; returns ``{lineup: {learner: metrics}}``.
+
+        ``env_overrides`` plays the same games (seeds, seats, opponents) under other game settings, e.g.
+        ``{"talk": False}`` for ``signal_v0``: the trained team with its messages switched off, which measures
+        what the messages carry. Such an evaluation is returned and logged under its own key, not kept as the
+        run's evaluation.
+        """
         cfg = self.cfg
         n = cfg.eval_games if games is None else games
         if n == 0:
@@ -391,11 +400,16 @@ class MultiAgentTrainer(ABC):
         opponents = self._eval_opponents()
         lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), self.env, learners, opponents)
         self.model.eval()
-        played = play_lineups(self.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency)
+        env_kwargs = {**cfg.env_kwargs, **(env_overrides or {})}
+        played = play_lineups(self.backend, cfg.env, env_kwargs, lineups, cfg.seed, cfg.concurrency)
         results = {
             lineup: {s.player: summary_metrics(s) for s in summaries if s.player in self.learners}
             for lineup, summaries in played.items()
         }
+        if env_overrides:
+            # Not under "eval": readers of metrics.jsonl take that key as the run's own evaluation.
+            self._append_metrics({"step": self.step, "eval_with": {"env_overrides": env_overrides, "eval": results}})
+            return results
         self.eval_results = results
         for name in self.learners:
             self.log(
