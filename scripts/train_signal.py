@@ -9,10 +9,10 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --constrained --steps 6 --games-per-update 16 --max-new-tokens 64
                                                     # under the turn grammar (add --no-messages for the ablation)
     python scripts/train_signal.py --vocabulary colors   # one-word messages (a Lewis signalling channel)
+    python scripts/train_signal.py --smoke          # tiny budget
 
 With messages on, the trained team is evaluated twice on the same games: as trained, and with its messages
 switched off (the listener then hears nothing), which measures what the messages carry.
-    python scripts/train_signal.py --smoke          # tiny budget
 """
 
 from __future__ import annotations

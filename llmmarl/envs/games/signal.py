@@ -185,6 +185,7 @@ class SignalRenderer(Renderer):
 
 
 SYMBOLS = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
+VOCABULARIES: dict[str, tuple[str, ...] | None] = {"free": None, "colors": ITEM_NAMES, "symbols": SYMBOLS}
 
 
 def make_signal(
@@ -197,15 +198,17 @@ def make_signal(
     color names, whose meaning the model already knows) or ``"symbols"`` (letters with no prior meaning, so a
     convention must emerge). ``"free"`` allows any short text.
     """
-    if vocabulary not in ("free", "colors", "symbols"):
-        raise ValueError(f"vocabulary must be 'free', 'colors' or 'symbols', got {vocabulary!r}")
-    words = {"free": None, "colors": ITEM_NAMES[:num_items], "symbols": SYMBOLS[:num_items]}[vocabulary]
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary must be one of {sorted(VOCABULARIES)}, got {vocabulary!r}")
+    words = VOCABULARIES[vocabulary]
     return AECTextEnv(
         "signal_v0",
         lambda: env(num_items=num_items, rounds=rounds),
         SignalRenderer(ITEM_NAMES[:num_items], rounds),
         teams={SPEAKER: "team", LISTENER: "team"},
-        message_rules=MessageRules(mode="broadcast" if talk else "off", max_tokens=16, vocabulary=words),
+        message_rules=MessageRules(
+            mode="broadcast" if talk else "off", max_tokens=16, vocabulary=words[:num_items] if words else None
+        ),
     )
 
 
