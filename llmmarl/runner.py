@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from llmmarl.agents.messages import MessageBoard
 from llmmarl.agents.prompts import PromptSet
-from llmmarl.agents.scripted import ScriptedPolicy, make_policy
+from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.agents.turn import ParseResult, match_action, parse_turn, turn_grammar
 from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word_truncate
@@ -294,6 +294,8 @@ class Runner:
         policy = self._policies.get(spec.policy) or self._policies.setdefault(spec.policy, make_policy(spec.policy))
         try:
             action = policy(d.game.env, d.obs, d.game.rng)
+            if isinstance(policy, TalkingPolicy):
+                d.context["scripted_message"] = policy.message(d.game.env, d.obs, d.game.rng)
         except Exception as e:
             d.game.error = f"scripted policy {spec.policy!r} failed: {e!r}"
             return
@@ -356,8 +358,9 @@ class Runner:
             action_id=action_id,
             fallback=fallback,
         )
-        if turn is not None and turn.message:
-            delivered = g.board.post(d.seat, turn.message, turn.message_to)
+        message, message_to = (turn.message, turn.message_to) if turn else (d.context.get("scripted_message"), None)
+        if message:
+            delivered = g.board.post(d.seat, message, message_to)
             if delivered is not None:
                 record.message, record.message_to = delivered
             else:

@@ -9,7 +9,14 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --constrained --steps 6 --games-per-update 16 --max-new-tokens 64
                                                     # under the turn grammar (add --no-messages for the ablation)
     python scripts/train_signal.py --vocabulary colors   # one-word messages (a Lewis signalling channel)
+    python scripts/train_signal.py --vocabulary colors --teach 4
+                                                    # first teach the listener with a scripted truthful speaker
     python scripts/train_signal.py --smoke          # tiny budget
+
+Both agents start at chance, and each can only learn as fast as the other becomes reliable. ``--teach N`` breaks
+that deadlock the way a child learns words from an adult: N updates train the listener alone, its teammate the
+scripted ``signal_truthful`` speaker (it names the goal); the listener's adapter then starts the main run, where
+both learn together. The team evaluated at the end is the two adapters, no scripted agent in it.
 
 With messages on, the trained team is evaluated twice on the same games: as trained, and with its messages
 switched off (the listener then hears nothing), which measures what the messages carry.
@@ -45,6 +52,7 @@ p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--constrained", action="store_true", help="grammar-constrained answers in training and evaluation")
 p.add_argument("--prediction-weight", type=float, default=0.0, help="reward for predicting the partner's action")
 p.add_argument("--eval-games", type=int, default=64)
+p.add_argument("--teach", type=int, default=0, help="updates of the listener with a scripted truthful speaker first")
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--output-dir", default=None)
 p.add_argument("--seed", type=int, default=0)
@@ -52,6 +60,8 @@ p.add_argument("--resume", action="store_true")
 p.add_argument("--smoke", action="store_true", help="tiny budget: 2 updates of 4 games")
 args = p.parse_args()
 
+if args.teach and args.no_messages:
+    p.error("--teach needs messages: the scripted speaker teaches by talking")
 if args.smoke:
     args.steps, args.games_per_update, args.group_size, args.eval_games, args.max_new_tokens = 2, 4, 2, 4, 32
 tag = "signal_no_messages" if args.no_messages else "signal"
@@ -59,13 +69,49 @@ output_dir = args.output_dir or f"runs/train/{tag}{'-smoke' if args.smoke else '
 if args.smoke and not args.resume:
     shutil.rmtree(output_dir, ignore_errors=True)
 
+# ---- optional first stage: the listener learns to read a scripted speaker that tells the truth --------------------
+env_kwargs = {"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages, "vocabulary": args.vocabulary}
+listener: dict = {"name": "listener", "seats": ["listener_0"]}
+if args.teach:
+    teach = TrainConfig(
+        env="signal_v0",
+        env_kwargs=env_kwargs,
+        model=args.model,
+        setting="fixed_opponents",  # "opponent" in the config's sense: an agent that does not learn
+        learners=[listener],
+        opponents=["signal_truthful"],  # takes the other seat: the speaker
+        games_per_update=args.games_per_update,
+        group_size=args.group_size,
+        rewards={"game": 1.0, "format": 1.0},
+        constrained=args.constrained,
+        learning_rate=args.lr,
+        steps_per_update=args.steps_per_update,
+        steps=args.teach,
+        max_new_tokens=args.max_new_tokens,
+        output_dir=f"{output_dir}/teach",
+        eval_games=args.eval_games // 2,  # the listener with its teacher, greedy
+        threads=args.threads,
+        seed=args.seed,
+    )
+    taught = teach.adapters_path / "listener"
+    if not (taught / "adapter_config.json").exists():
+        teacher = MultiAgentGRPO(teach)
+        if args.resume and teacher.resume():
+            print(f"teaching resumed at update {teacher.step}")
+        for lineup, by_agent in teacher.train().items():
+            print(f"listener taught by signal_truthful [{lineup}]:")
+            for agent, m in by_agent.items():
+                print("  " + format_metrics(agent, m))
+        del teacher
+    listener = {**listener, "init_adapter": str(taught)}
+
 # ---- the run: two learners on one team, pinned to their roles -----------------------------------------------------
 cfg = TrainConfig(
     env="signal_v0",
-    env_kwargs={"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages, "vocabulary": args.vocabulary},
+    env_kwargs=env_kwargs,
     model=args.model,
     setting="team",
-    learners=[{"name": "speaker", "seats": ["speaker_0"]}, {"name": "listener", "seats": ["listener_0"]}],
+    learners=[{"name": "speaker", "seats": ["speaker_0"]}, listener],
     games_per_update=args.games_per_update,
     group_size=args.group_size,
     credit="role",

@@ -4,6 +4,7 @@ text (for exact and hostile outputs) and the tiny random model (for the real gen
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import CannedBackend, lowest_legal
@@ -253,3 +254,44 @@ def test_closed_vocabulary_must_be_words():
         MessageRules(mode="broadcast", vocabulary=("red", "two\nlines"))
     with pytest.raises(ValueError, match="vocabulary"):
         make("signal_v0", vocabulary="emoji")
+
+
+def _copying_listener(r):
+    """Picks the color its prompt quotes from the speaker; red when it heard nothing."""
+    heard = re.search(r'speaker_0 says: "(\w+)"', r.messages[1]["content"])
+    return f"ACTION: {heard.group(1) if heard else 'red'}"
+
+
+@pytest.mark.parametrize("talk", [True, False])
+def test_a_scripted_speaker_talks_under_the_games_rules(talk):
+    speaker = ScriptedAgentSpec(name="teacher", policy="signal_truthful")
+    listener = LLMAgentSpec(name="llm")
+    games = [
+        Match(
+            game_id=i,
+            env="signal_v0",
+            env_kwargs={"talk": talk, "vocabulary": "colors"},
+            seed=i,
+            seats={"speaker_0": speaker, "listener_0": listener},
+        )
+        for i in range(16)
+    ]
+    eps = Runner(CannedBackend(_copying_listener), progress=False).play(games)
+    for ep in eps:
+        said = next(t for t in ep.turns if t.seat == "speaker_0")
+        heard = next(t for t in ep.turns if t.seat == "listener_0")
+        if talk:  # the message is the goal, delivered like an LLM's: a listener that copies it always wins
+            assert said.message == heard.action and heard.inbox == [f'speaker_0 says: "{said.message}"']
+            assert ep.returns["listener_0"] == 1.0
+        else:
+            assert said.message is None and said.message_dropped == "talk not allowed" and heard.inbox == []
+    if not talk:  # only red can win now: the goals of 16 seeds are not all red
+        assert 0 < sum(ep.returns["listener_0"] for ep in eps) < 16
+
+
+def test_a_talking_policy_in_the_wrong_seat_is_a_recorded_game_error():
+    teacher = ScriptedAgentSpec(name="teacher", policy="signal_truthful")
+    (ep,) = Runner(CannedBackend(_copying_listener), progress=False).play(
+        [Match(game_id=0, env="signal_v0", seats={"speaker_0": RANDOM, "listener_0": teacher}, seed=0)]
+    )
+    assert ep.error is not None and "signal_truthful" in ep.error and "sees no goal" in ep.error

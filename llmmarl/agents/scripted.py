@@ -10,13 +10,26 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from functools import cache
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from llmmarl.envs.base import Observation, TextEnv
 
 
 class ScriptedPolicy(Protocol):
     def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> int: ...
+
+
+@runtime_checkable
+class TalkingPolicy(ScriptedPolicy, Protocol):
+    """A scripted policy that may also message its teammates, before its move (as an LLM's turn does).
+
+    The runner delivers the text under the game's :class:`~llmmarl.envs.base.MessageRules`, as it would an LLM's
+    message: sanitised, cut to the budget, dropped (and counted) when talk is off or the word is outside the
+    vocabulary. A scripted teammate that talks is a teacher: a listener can learn to read its messages before
+    it has to learn them together with a learning speaker.
+    """
+
+    def message(self, env: TextEnv, obs: Observation, rng: random.Random) -> str | None: ...
 
 
 _POLICIES: dict[str, tuple[Callable[[], ScriptedPolicy], str]] = {}
@@ -79,7 +92,7 @@ register_policy("random", lambda: random_policy, "uniformly random legal action 
 register_policy("minimax", lambda: minimax_tictactoe, "perfect tic-tac-toe (tictactoe_v3 only)")
 
 # Game-specific bots live in their own modules and register on import (after register_policy is defined).
-from llmmarl.agents import bots_kuhn  # noqa: E402, F401
+from llmmarl.agents import bots_kuhn, bots_signal  # noqa: E402, F401
 
 
 # ---- OpenSpiel's MCTS, for perfect-information OpenSpiel games ---------------------------------------------
