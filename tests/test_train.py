@@ -254,6 +254,19 @@ def test_lineups_per_setting() -> None:
     team.check_env(signal)
     for g in training_groups(team, signal, 0, [b, a], [])[0]:
         assert g.seats == {"listener_0": b, "speaker_0": a}
+    taught = _cfg(  # train_signal.py --teach: a pinned listener, the scripted truthful speaker as its teammate
+        env="signal_v0",
+        setting="fixed_opponents",
+        learners=[{"name": "b", "seats": ["listener_0"]}],
+        opponents=["signal_truthful"],
+        games_per_update=4,
+        group_size=2,
+    )
+    taught.check_env(signal)
+    teacher = ScriptedAgentSpec(name="signal_truthful", policy="signal_truthful")
+    assert taught.opponent_specs() == [teacher]
+    for g in training_groups(taught, signal, 0, [b], [teacher])[0]:
+        assert g.seats == {"listener_0": b, "speaker_0": teacher}
     league_cfg = _cfg(learners=[{"name": "ann"}], setting="league", games_per_update=8, group_size=1)
     league = League(pool_size=4)
     league.add(Snapshot(name="a-s0", learner="a", step=0, path="/tmp/x"))
