@@ -11,12 +11,15 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --vocabulary colors   # one-word messages (a Lewis signalling channel)
     python scripts/train_signal.py --vocabulary colors --teach 4
                                                     # first teach the listener with a scripted truthful speaker
+    python scripts/train_signal.py --vocabulary colors --teach 4 --freeze-listener
+                                                    # ... then train only the speaker, to that listener
     python scripts/train_signal.py --smoke          # tiny budget
 
 Both agents start at chance, and each can only learn as fast as the other becomes reliable. ``--teach N`` breaks
 that deadlock the way a child learns words from an adult: N updates train the listener alone, its teammate the
 scripted ``signal_truthful`` speaker (it names the goal); the listener's adapter then starts the main run, where
-both learn together. The team evaluated at the end is the two adapters, no scripted agent in it.
+both learn together (or, with ``--freeze-listener``, only the speaker). The team evaluated at the end is the two
+adapters, no scripted agent in it.
 
 With messages on, the trained team is evaluated twice on the same games: as trained, and with its messages
 switched off (the listener then hears nothing), which measures what the messages carry.
@@ -53,6 +56,11 @@ p.add_argument("--constrained", action="store_true", help="grammar-constrained a
 p.add_argument("--prediction-weight", type=float, default=0.0, help="reward for predicting the partner's action")
 p.add_argument("--eval-games", type=int, default=64)
 p.add_argument("--teach", type=int, default=0, help="updates of the listener with a scripted truthful speaker first")
+p.add_argument(
+    "--freeze-listener",
+    action="store_true",
+    help="with --teach: the taught listener stops learning; only the speaker learns to talk to it",
+)
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--output-dir", default=None)
 p.add_argument("--seed", type=int, default=0)
@@ -62,6 +70,8 @@ args = p.parse_args()
 
 if args.teach and args.no_messages:
     p.error("--teach needs messages: the scripted speaker teaches by talking")
+if args.freeze_listener and not args.teach:
+    p.error("--freeze-listener freezes the listener taught by --teach N: add --teach")
 if args.smoke:
     args.steps, args.games_per_update, args.group_size, args.eval_games, args.max_new_tokens = 2, 4, 2, 4, 32
 tag = "signal_no_messages" if args.no_messages else "signal"
@@ -105,13 +115,15 @@ if args.teach:
         del teacher
     listener = {**listener, "init_adapter": str(taught)}
 
-# ---- the run: two learners on one team, pinned to their roles -----------------------------------------------------
+# ---- the run: two learners on one team, pinned to their roles (or the speaker alone, with the taught listener) ----
+speaker = {"name": "speaker", "seats": ["speaker_0"]}
 cfg = TrainConfig(
     env="signal_v0",
     env_kwargs=env_kwargs,
     model=args.model,
-    setting="team",
-    learners=[{"name": "speaker", "seats": ["speaker_0"]}, listener],
+    setting="fixed_opponents" if args.freeze_listener else "team",
+    learners=[speaker] if args.freeze_listener else [speaker, listener],
+    opponents=[f"llm@{listener['init_adapter']}"] if args.freeze_listener else [],
     games_per_update=args.games_per_update,
     group_size=args.group_size,
     credit="role",
@@ -153,4 +165,4 @@ if not args.no_messages and args.eval_games:
         print(f"{tag}, messages switched off [{lineup}]:")
         for agent, m in by_agent.items():
             print("  " + format_metrics(agent, m))
-print(f"adapters in {cfg.adapters_path}")
+print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))
