@@ -393,6 +393,11 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
         threads=1,
     )
     trainer = MultiAgentGRPO(cfg, progress=False)
+    (opponent,) = trainer.opponents  # a frozen adapter decodes as the learners do, in training and evaluation
+    (eval_opponent,) = trainer._eval_opponents()
+    for spec, temperature in ((opponent, cfg.temperature), (eval_opponent, cfg.eval_temperature)):
+        assert isinstance(spec, LLMAgentSpec) and spec.constrained and spec.reask and spec.max_new_tokens == 96
+        assert spec.temperature == temperature
     frozen = cfg.opponent_specs()[0].name
     trainer.backend.load_adapter(frozen, frozen_adapter)  # what the runner does when the opponent first plays
     before = {n: _lora(trainer.model, n) for n in ("alice", "bob", frozen)}

@@ -297,13 +297,17 @@ class MultiAgentTrainer(ABC):
         )
 
     def _decoding(self, spec: AgentSpec, temperature: float) -> AgentSpec:
+        """An LLM opponent decodes as the learners do: a frozen adapter trained under the grammar meets it again."""
         if not isinstance(spec, LLMAgentSpec):
             return spec
+        cfg = self.cfg
         return spec.model_copy(
             update={
                 "temperature": temperature,
-                "max_new_tokens": self.cfg.max_new_tokens,
-                "template": self.cfg.template,
+                "max_new_tokens": cfg.max_new_tokens,
+                "template": cfg.template,
+                "reask": cfg.reask,
+                "constrained": cfg.constrained,
             }
         )
 
