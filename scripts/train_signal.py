@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
+from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics
@@ -165,4 +166,10 @@ if not args.no_messages and args.eval_games:
         print(f"{tag}, messages switched off [{lineup}]:")
         for agent, m in by_agent.items():
             print("  " + format_metrics(agent, m))
+if args.freeze_listener and args.eval_games:
+    # The untrained speaker with the same listener, in the same games: what training the speaker added.
+    base = LLMAgentSpec(name="base", temperature=0.0, max_new_tokens=cfg.max_new_tokens, constrained=cfg.constrained)
+    for lineup, m in trainer.compare("speaker", [base]).items():
+        print(f"{tag}, the base model as speaker [{lineup}]:")
+        print("  " + format_metrics("base", m))
 print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))
