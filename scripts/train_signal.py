@@ -80,6 +80,12 @@ output_dir = args.output_dir or f"runs/train/{tag}{'-smoke' if args.smoke else '
 if args.smoke and not args.resume:
     shutil.rmtree(output_dir, ignore_errors=True)
 
+
+def base_model(cfg: TrainConfig) -> LLMAgentSpec:
+    """The base model without adapter, decoding as the run's evaluation does (greedy, its grammar setting)."""
+    return LLMAgentSpec(name="base", temperature=0.0, max_new_tokens=cfg.max_new_tokens, constrained=cfg.constrained)
+
+
 # ---- optional first stage: the listener learns to read a scripted speaker that tells the truth --------------------
 env_kwargs = {"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages, "vocabulary": args.vocabulary}
 listener: dict = {"name": "listener", "seats": ["listener_0"]}
@@ -113,6 +119,10 @@ if args.teach:
             print(f"listener taught by signal_truthful [{lineup}]:")
             for agent, m in by_agent.items():
                 print("  " + format_metrics(agent, m))
+        if teach.eval_games:  # the untaught listener with the same teacher, in the same games: what teaching added
+            for lineup, m in teacher.compare("listener", [base_model(teach)]).items():
+                print(f"the base model as listener [{lineup}]:")
+                print("  " + format_metrics("base", m))
         del teacher
     listener = {**listener, "init_adapter": str(taught)}
 
@@ -168,8 +178,7 @@ if not args.no_messages and args.eval_games:
             print("  " + format_metrics(agent, m))
 if args.freeze_listener and args.eval_games:
     # The untrained speaker with the same listener, in the same games: what training the speaker added.
-    base = LLMAgentSpec(name="base", temperature=0.0, max_new_tokens=cfg.max_new_tokens, constrained=cfg.constrained)
-    for lineup, m in trainer.compare("speaker", [base]).items():
+    for lineup, m in trainer.compare("speaker", [base_model(cfg)]).items():
         print(f"{tag}, the base model as speaker [{lineup}]:")
         print("  " + format_metrics("base", m))
 print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))
