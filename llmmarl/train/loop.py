@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from llmmarl.agents.specs import AgentSpec, LLMAgentSpec
+from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.envs import make
 from llmmarl.models import portable_name
@@ -46,6 +46,8 @@ from llmmarl.train.rollout import TERMS, TurnSample
 _SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
 # Settings a checkpoint must share with the config that resumes it: the games, the model and what is trained.
 _RESUME_KEYS = ("env", "env_kwargs", "model", "setting", "algorithm")
+
+AgentSpecT = TypeVar("AgentSpecT", bound=LLMAgentSpec | ScriptedAgentSpec)
 
 
 # ---- the model: one base, one adapter per learner --------------------------------------------------------------
@@ -285,19 +287,11 @@ class MultiAgentTrainer(ABC):
 
     # ---- agents ----------------------------------------------------------------------------------------------
     def _spec(self, name: str, adapter: str | None, temperature: float) -> LLMAgentSpec:
-        cfg = self.cfg
-        return LLMAgentSpec(
-            name=name,
-            adapter=adapter,
-            template=cfg.template,
-            temperature=temperature,
-            max_new_tokens=cfg.max_new_tokens,
-            reask=cfg.reask,
-            constrained=cfg.constrained,
-        )
+        return self._decoding(LLMAgentSpec(name=name, adapter=adapter), temperature)
 
-    def _decoding(self, spec: AgentSpec, temperature: float) -> AgentSpec:
-        """An LLM opponent decodes as the learners do: a frozen adapter trained under the grammar meets it again."""
+    def _decoding(self, spec: AgentSpecT, temperature: float) -> AgentSpecT:
+        """The run's decoding for an LLM agent, learner or opponent alike: a frozen adapter trained under the
+        grammar meets it again. Scripted agents are returned as they are."""
         if not isinstance(spec, LLMAgentSpec):
             return spec
         cfg = self.cfg
