@@ -87,28 +87,31 @@ def base_model(cfg: TrainConfig) -> LLMAgentSpec:
 
 
 # ---- optional first stage: the listener learns to read a scripted speaker that tells the truth --------------------
-env_kwargs = {"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages, "vocabulary": args.vocabulary}
+# Both stages play the same games with the same optimisation; they differ in who learns, rewards and budget.
+shared = dict(
+    env="signal_v0",
+    env_kwargs={"num_items": args.num_items, "rounds": 1, "talk": not args.no_messages, "vocabulary": args.vocabulary},
+    model=args.model,
+    games_per_update=args.games_per_update,
+    group_size=args.group_size,
+    constrained=args.constrained,
+    learning_rate=args.lr,
+    steps_per_update=args.steps_per_update,
+    max_new_tokens=args.max_new_tokens,
+    threads=args.threads,
+    seed=args.seed,
+)
 listener: dict = {"name": "listener", "seats": ["listener_0"]}
 if args.teach:
     teach = TrainConfig(
-        env="signal_v0",
-        env_kwargs=env_kwargs,
-        model=args.model,
+        **shared,
         setting="fixed_opponents",  # "opponent" in the config's sense: an agent that does not learn
         learners=[listener],
         opponents=["signal_truthful"],  # takes the other seat: the speaker
-        games_per_update=args.games_per_update,
-        group_size=args.group_size,
         rewards={"game": 1.0, "format": 1.0},
-        constrained=args.constrained,
-        learning_rate=args.lr,
-        steps_per_update=args.steps_per_update,
         steps=args.teach,
-        max_new_tokens=args.max_new_tokens,
         output_dir=f"{output_dir}/teach",
         eval_games=args.eval_games // 2,  # the listener with its teacher, greedy
-        threads=args.threads,
-        seed=args.seed,
     )
     taught = teach.adapters_path / "listener"
     if not (taught / "adapter_config.json").exists():
@@ -123,20 +126,16 @@ if args.teach:
             for lineup, m in teacher.compare("listener", [base_model(teach)]).items():
                 print(f"the base model as listener [{lineup}]:")
                 print("  " + format_metrics("base", m))
-        del teacher
+        del teacher  # its model copy, before the main stage loads another
     listener = {**listener, "init_adapter": str(taught)}
 
 # ---- the run: two learners on one team, pinned to their roles (or the speaker alone, with the taught listener) ----
 speaker = {"name": "speaker", "seats": ["speaker_0"]}
 cfg = TrainConfig(
-    env="signal_v0",
-    env_kwargs=env_kwargs,
-    model=args.model,
+    **shared,
     setting="fixed_opponents" if args.freeze_listener else "team",
     learners=[speaker] if args.freeze_listener else [speaker, listener],
     opponents=[f"llm@{listener['init_adapter']}"] if args.freeze_listener else [],
-    games_per_update=args.games_per_update,
-    group_size=args.group_size,
     credit="role",
     rewards={
         "game": 1.0,
@@ -144,19 +143,13 @@ cfg = TrainConfig(
         "message": 0.0 if args.no_messages else args.message_cost,
         "prediction": args.prediction_weight,
     },
-    constrained=args.constrained,
-    learning_rate=args.lr,
-    steps_per_update=args.steps_per_update,
     time_budget_minutes=args.minutes,
     steps=args.steps,
-    max_new_tokens=args.max_new_tokens,
     micro_batch_size=8,
     output_dir=output_dir,
     save_every=5,
     eval_every=20,
     eval_games=args.eval_games,  # the team itself, greedy
-    threads=args.threads,
-    seed=args.seed,
 )
 
 # ---- training and the final evaluation ------------------------------------------------------------------------
