@@ -117,11 +117,15 @@ class Runner:
 
     # ---- public -------------------------------------------------------------------------------------------
     def play(
-        self, matches: Iterable[Match], on_episode: Callable[[EpisodeRecord], None] | None = None
+        self,
+        matches: Iterable[Match],
+        on_episode: Callable[[EpisodeRecord], None] | None = None,
+        desc: str = "games",
     ) -> list[EpisodeRecord]:
+        """Play every match (``concurrency`` at a time); ``desc`` labels the progress bar."""
         queue = deque(matches)
         writer = JsonlWriter(self.out) if self.out else None
-        bar = tqdm(total=len(queue), desc="games", unit="game", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=len(queue), desc=desc, unit="game", disable=not self.progress, dynamic_ncols=True)
         live: list[_Game] = []
         episodes: list[EpisodeRecord] = []
         try:

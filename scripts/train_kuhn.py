@@ -90,7 +90,7 @@ rows = {lineup: by_agent["kuhn"] for lineup, by_agent in results.items()}
 
 # ---- the base model in the same evaluation games (same deals, same seats), for comparison ------------------------
 if not args.skip_base and rows:
-    base = LLMAgentSpec(name="base", adapter=None, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+    base = LLMAgentSpec(name="base", adapter=None, temperature=0.0, max_new_tokens=cfg.max_new_tokens, reask=cfg.reask)
     rows.update(trainer.compare("kuhn", [base]))
 for label, m in rows.items():
     print(format_metrics(label, m))

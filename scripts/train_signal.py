@@ -82,8 +82,10 @@ if args.smoke and not args.resume:
 
 
 def base_model(cfg: TrainConfig) -> LLMAgentSpec:
-    """The base model without adapter, decoding as the run's evaluation does (greedy, its grammar setting)."""
-    return LLMAgentSpec(name="base", temperature=0.0, max_new_tokens=cfg.max_new_tokens, constrained=cfg.constrained)
+    """The base model without adapter, decoding as the run's evaluation does (greedy, its grammar and re-ask)."""
+    return LLMAgentSpec(
+        name="base", temperature=0.0, max_new_tokens=cfg.max_new_tokens, constrained=cfg.constrained, reask=cfg.reask
+    )
 
 
 # ---- optional first stage: the listener learns to read a scripted speaker that tells the truth --------------------

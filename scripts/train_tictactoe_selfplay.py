@@ -9,12 +9,14 @@ trained adapter and of the base model against a random player, with 95% confiden
     python scripts/train_tictactoe_selfplay.py --opponent self            # self-play
     python scripts/train_tictactoe_selfplay.py --smoke                    # tiny budget: does it run end to end?
     python scripts/train_tictactoe_selfplay.py --resume                   # continue a killed run
+    python scripts/train_tictactoe_selfplay.py --eval-only --eval-games 400   # evaluate a finished run again
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 
 from llmmarl.agents.specs import LLMAgentSpec
@@ -47,15 +49,19 @@ p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 o
 p.add_argument("--output-dir", default=None)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+p.add_argument(
+    "--eval-only",
+    action="store_true",
+    help="no training: evaluate the newest checkpoint in --output-dir (and the base model) on --eval-games games",
+)
 p.add_argument("--smoke", action="store_true", help="tiny budget: 2 updates of 4 games, 8 evaluation games")
+if "--smoke" in sys.argv:  # smoke sizes are defaults: flags given explicitly still win
+    p.set_defaults(steps=2, games_per_update=4, group_size=2, max_samples=8, eval_games=8, max_new_tokens=32)
 args = p.parse_args()
 
-if args.smoke:
-    args.steps, args.games_per_update, args.group_size, args.max_samples, args.eval_games = 2, 4, 2, 8, 8
-    args.max_new_tokens = 32
 name = "ttt_self" if args.opponent == "self" else "ttt"
 output_dir = args.output_dir or f"runs/train/{name}{'-smoke' if args.smoke else ''}"
-if args.smoke and not args.resume:
+if args.smoke and not (args.resume or args.eval_only):
     shutil.rmtree(output_dir, ignore_errors=True)  # a smoke run always starts afresh
 
 # ---- the run: one learner, its own LoRA adapter ----------------------------------------------------------------
@@ -90,14 +96,16 @@ cfg = TrainConfig(
 
 # ---- training (ends with the evaluation of the adapter against random) ----------------------------------------
 trainer = MultiAgentGRPO(cfg)
-if args.resume and trainer.resume():
+if (args.resume or args.eval_only) and trainer.resume():
     print(f"resumed at update {trainer.step}")
+elif args.eval_only:
+    raise SystemExit(f"--eval-only: no checkpoint in {output_dir} to evaluate")
 start = time.perf_counter()
-results = trainer.train()
+results = trainer.evaluate() if args.eval_only else trainer.train()
 elapsed = time.perf_counter() - start
 print(
-    f"{trainer.step} updates ({trainer.train_seconds / 60:.1f} min of updates) in {elapsed / 60:.1f} min with "
-    f"evaluation; adapter: {cfg.adapters_path / name}"
+    f"{trainer.step} updates ({trainer.train_seconds / 60:.1f} min of updates), this run {elapsed / 60:.1f} min "
+    f"with evaluation; adapter: {cfg.adapters_path / name}"
 )
 
 if args.skip_base:
@@ -107,7 +115,7 @@ if args.skip_base:
 # ---- the base model on the same games (same seeds, same seats), for comparison -----------------------------------
 # Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
 # comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
-greedy = {"temperature": 0.0, "max_new_tokens": cfg.max_new_tokens}
+greedy = {"temperature": 0.0, "max_new_tokens": cfg.max_new_tokens, "reask": cfg.reask}  # decoded as the adapter is
 stand_ins = [LLMAgentSpec(name="base", adapter=None, constrained=cfg.constrained, **greedy)]
 if cfg.constrained:
     stand_ins += [

@@ -295,3 +295,15 @@ def test_a_talking_policy_in_the_wrong_seat_is_a_recorded_game_error():
         [Match(game_id=0, env="signal_v0", seats={"speaker_0": RANDOM, "listener_0": teacher}, seed=0)]
     )
     assert ep.error is not None and "signal_truthful" in ep.error and "sees no goal" in ep.error
+
+
+def test_the_progress_bar_is_labelled_and_counts_finished_games(capsys):
+    matches = [
+        Match(game_id=i, env="tictactoe_v3", seats={"player_1": RANDOM, "player_2": MINIMAX}, seed=i) for i in range(3)
+    ]
+    episodes = Runner(None, progress=True).play(matches, desc="random vs minimax")
+    err = capsys.readouterr().err
+    assert len(episodes) == 3
+    assert "random vs minimax" in err and "3/3" in err
+    Runner(None, progress=False).play(matches[:1], desc="silent")
+    assert "silent" not in capsys.readouterr().err

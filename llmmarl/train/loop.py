@@ -107,8 +107,12 @@ def play_lineups(
     lineups: dict[str, list[dict[str, AgentSpec]]],
     seed: int,
     concurrency: int = 64,
+    progress: bool = False,
 ) -> dict[str, list[AgentSummary]]:
-    """Play every seating of every named lineup; the same ``seed`` gives the same games (deals, starts)."""
+    """Play every seating of every named lineup; the same ``seed`` gives the same games (deals, starts).
+
+    ``progress`` shows a bar per lineup: a final evaluation of a few hundred games takes minutes on a CPU.
+    """
     out = {}
     for name, seatings in lineups.items():
         rng = random.Random(f"{seed}/eval")  # the same games for every lineup and every evaluation
@@ -116,7 +120,7 @@ def play_lineups(
             Match(game_id=i, env=env, env_kwargs=env_kwargs, seats=s, seed=rng.randrange(2**31))
             for i, s in enumerate(seatings)
         ]
-        out[name] = summarise(Runner(backend, concurrency=concurrency, progress=False).play(matches))
+        out[name] = summarise(Runner(backend, concurrency=concurrency, progress=progress).play(matches, desc=name))
     return out
 
 
@@ -399,7 +403,7 @@ class MultiAgentTrainer(ABC):
         lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), self.env, learners, opponents)
         self.model.eval()
         env_kwargs = {**cfg.env_kwargs, **(env_overrides or {})}
-        played = play_lineups(self.backend, cfg.env, env_kwargs, lineups, cfg.seed, cfg.concurrency)
+        played = play_lineups(self.backend, cfg.env, env_kwargs, lineups, cfg.seed, cfg.concurrency, self.progress)
         results = {
             lineup: {s.player: summary_metrics(s) for s in summaries if s.player in self.learners}
             for lineup, summaries in played.items()
@@ -436,7 +440,7 @@ class MultiAgentTrainer(ABC):
                 label = key.replace(learner, spec.name, 1) if key.startswith(learner) else f"{spec.name} ({key})"
                 lineups[label] = [{seat: spec if a.name == learner else a for seat, a in row.items()} for row in rows]
         self.model.eval()
-        played = play_lineups(self.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency)
+        played = play_lineups(self.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency, self.progress)
         names = {spec.name for spec in stand_ins}
         return {
             lineup: next(summary_metrics(s) for s in summaries if s.player in names)
