@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics
@@ -90,8 +89,7 @@ rows = {lineup: by_agent["kuhn"] for lineup, by_agent in results.items()}
 
 # ---- the base model in the same evaluation games (same deals, same seats), for comparison ------------------------
 if not args.skip_base and rows:
-    base = LLMAgentSpec(name="base", adapter=None, temperature=0.0, max_new_tokens=cfg.max_new_tokens, reask=cfg.reask)
-    rows.update(trainer.compare("kuhn", [base]))
+    rows.update(trainer.compare("kuhn", [trainer.eval_spec("base")]))
 for label, m in rows.items():
     print(format_metrics(label, m))
 print(f"adapter and manifest.json: {cfg.adapters_path}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics
@@ -81,13 +80,6 @@ if args.smoke and not args.resume:
     shutil.rmtree(output_dir, ignore_errors=True)
 
 
-def base_model(cfg: TrainConfig) -> LLMAgentSpec:
-    """The base model without adapter, decoding as the run's evaluation does (greedy, its grammar and re-ask)."""
-    return LLMAgentSpec(
-        name="base", temperature=0.0, max_new_tokens=cfg.max_new_tokens, constrained=cfg.constrained, reask=cfg.reask
-    )
-
-
 # ---- optional first stage: the listener learns to read a scripted speaker that tells the truth --------------------
 # Both stages play the same games with the same optimisation; they differ in who learns, rewards and budget.
 shared = dict(
@@ -125,7 +117,7 @@ if args.teach:
             for agent, m in by_agent.items():
                 print("  " + format_metrics(agent, m))
         if teach.eval_games:  # the untaught listener with the same teacher, in the same games: what teaching added
-            for lineup, m in teacher.compare("listener", [base_model(teach)]).items():
+            for lineup, m in teacher.compare("listener", [teacher.eval_spec("base")]).items():
                 print(f"the base model as listener [{lineup}]:")
                 print("  " + format_metrics("base", m))
         del teacher  # its model copy, before the main stage loads another
@@ -173,7 +165,7 @@ if not args.no_messages and args.eval_games:
             print("  " + format_metrics(agent, m))
 if args.freeze_listener and args.eval_games:
     # The untrained speaker with the same listener, in the same games: what training the speaker added.
-    for lineup, m in trainer.compare("speaker", [base_model(cfg)]).items():
+    for lineup, m in trainer.compare("speaker", [trainer.eval_spec("base")]).items():
         print(f"{tag}, the base model as speaker [{lineup}]:")
         print("  " + format_metrics("base", m))
 print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))

@@ -19,7 +19,6 @@ import shutil
 import sys
 import time
 
-from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics, separated
@@ -115,12 +114,12 @@ if args.skip_base:
 # ---- the base model on the same games (same seeds, same seats), for comparison -----------------------------------
 # Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
 # comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
-greedy = {"temperature": 0.0, "max_new_tokens": cfg.max_new_tokens, "reask": cfg.reask}  # decoded as the adapter is
-stand_ins = [LLMAgentSpec(name="base", adapter=None, constrained=cfg.constrained, **greedy)]
+free = {"constrained": False}
+stand_ins = [trainer.eval_spec("base")]  # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
 if cfg.constrained:
     stand_ins += [
-        LLMAgentSpec(name=f"{name}-free", adapter=name, constrained=False, **greedy),
-        LLMAgentSpec(name="base-free", adapter=None, constrained=False, **greedy),
+        trainer.eval_spec(f"{name}-free", name).model_copy(update=free),
+        trainer.eval_spec("base-free").model_copy(update=free),
     ]
 rows = {f"{name} vs random": results[f"{name} vs random"][name], **trainer.compare(name, stand_ins)}
 for label, m in rows.items():

@@ -28,10 +28,15 @@ def run_script(name: str, *args: str, ok: bool = True) -> subprocess.CompletedPr
     return proc
 
 
+def smoke(script: str, out: Path, *extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``script`` on its smoke budget with the tiny model, writing to ``out``."""
+    return run_script(script, "--smoke", "--model", "tiny", "--output-dir", str(out), *extra, ok=ok)
+
+
 @pytest.mark.parametrize("script", ["train_tictactoe_selfplay.py", "train_signal.py", "train_kuhn.py"])
 def test_a_training_script_runs_end_to_end_and_exports_its_adapter(script, tmp_path):
     out = tmp_path / "run"
-    proc = run_script(script, "--smoke", "--model", "tiny", "--output-dir", str(out))
+    proc = smoke(script, out)
     manifest = json.loads((out / "adapters" / "manifest.json").read_text())
     for entry in manifest["adapters"]:
         assert (out / "adapters" / entry["path"] / "adapter_config.json").is_file()
@@ -41,33 +46,14 @@ def test_a_training_script_runs_end_to_end_and_exports_its_adapter(script, tmp_p
 
 def test_a_finished_run_can_be_evaluated_again_on_more_games(tmp_path):
     out = tmp_path / "run"
-    run_script("train_tictactoe_selfplay.py", "--smoke", "--model", "tiny", "--output-dir", str(out))
-    proc = run_script(
-        "train_tictactoe_selfplay.py",
-        "--smoke",
-        "--model",
-        "tiny",
-        "--output-dir",
-        str(out),
-        "--eval-only",
-        "--eval-games",
-        "12",
-    )
+    smoke("train_tictactoe_selfplay.py", out)
+    proc = smoke("train_tictactoe_selfplay.py", out, "--eval-only", "--eval-games", "12")
     assert "resumed at update 2" in proc.stdout
     assert "over 12 games" in proc.stdout  # the adapter and the base model, on the new number of games
     assert proc.stdout.count("over 12 games") == 2
 
 
 def test_evaluating_a_run_that_does_not_exist_is_a_clear_error(tmp_path):
-    proc = run_script(
-        "train_tictactoe_selfplay.py",
-        "--smoke",
-        "--model",
-        "tiny",
-        "--output-dir",
-        str(tmp_path / "none"),
-        "--eval-only",
-        ok=False,
-    )
+    proc = smoke("train_tictactoe_selfplay.py", tmp_path / "none", "--eval-only", ok=False)
     assert proc.returncode != 0
     assert "no checkpoint" in proc.stderr and "Traceback" not in proc.stderr

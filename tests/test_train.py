@@ -398,6 +398,9 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
     for spec, temperature in ((opponent, cfg.temperature), (eval_opponent, cfg.eval_temperature)):
         assert isinstance(spec, LLMAgentSpec) and spec.constrained and spec.reask and spec.max_new_tokens == 96
         assert spec.temperature == temperature
+    base = trainer.eval_spec("base")  # the scripts' like-for-like stand-in: the base model decoded as evaluation
+    assert base.adapter is None and base.constrained and base.reask and base.max_new_tokens == 96
+    assert base.temperature == cfg.eval_temperature
     frozen = cfg.opponent_specs()[0].name
     trainer.backend.load_adapter(frozen, frozen_adapter)  # what the runner does when the opponent first plays
     before = {n: _lora(trainer.model, n) for n in ("alice", "bob", frozen)}

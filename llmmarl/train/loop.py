@@ -293,6 +293,11 @@ class MultiAgentTrainer(ABC):
     def _spec(self, name: str, adapter: str | None, temperature: float) -> LLMAgentSpec:
         return self._decoding(LLMAgentSpec(name=name, adapter=adapter), temperature)
 
+    def eval_spec(self, name: str, adapter: str | None = None) -> LLMAgentSpec:
+        """An LLM agent decoded as this run's evaluation decodes (temperature, grammar, re-ask, answer budget,
+        template): the base model (``adapter=None``) or an adapter, as a like-for-like stand-in for :meth:`compare`."""
+        return self._spec(name, adapter, self.cfg.eval_temperature)
+
     def _decoding(self, spec: AgentSpecT, temperature: float) -> AgentSpecT:
         """The run's decoding for an LLM agent, learner or opponent alike: a frozen adapter trained under the
         grammar meets it again. Scripted agents are returned as they are."""
@@ -397,8 +402,7 @@ class MultiAgentTrainer(ABC):
         n = cfg.eval_games if games is None else games
         if n == 0:
             return {}
-        t = cfg.eval_temperature
-        learners = [self._spec(lr.name, lr.name, t) for lr in cfg.learners]
+        learners = [self.eval_spec(lr.name, lr.name) for lr in cfg.learners]
         opponents = self._eval_opponents()
         lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), self.env, learners, opponents)
         self.model.eval()
