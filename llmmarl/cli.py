@@ -230,12 +230,18 @@ def serve(
     python: Annotated[
         str | None, typer.Option(help="Python with vLLM (default: this one, $LLMMARL_VLLM_PYTHON, .venv-vllm).")
     ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(min=64, help="Longest prompt + answer in tokens (default 4096 or the model's window).")
+    ] = None,
+    kv_cache_gib: Annotated[
+        float | None, typer.Option(help="KV cache size in GiB (default 1 on CPU; on CUDA vLLM's share of the card).")
+    ] = None,
     memory_fraction: Annotated[
-        float | None, typer.Option(help="--gpu-memory-utilization (on CPU: share of RAM, default 0.4).")
+        float | None, typer.Option(help="--gpu-memory-utilization: share of the GPU vLLM may use (CUDA).")
     ] = None,
     dtype: Annotated[str, typer.Option(help="vLLM --dtype (auto: float32 on CPU, where bf16 is ~3x slower).")] = "auto",
     vllm_arg: Annotated[
-        list[str] | None, typer.Option(help="More vLLM arguments, e.g. --vllm-arg='--max-model-len 4096' (repeatable).")
+        list[str] | None, typer.Option(help="More vLLM arguments, e.g. --vllm-arg='--max-num-seqs 64' (repeatable).")
     ] = None,
     log: Annotated[Path | None, typer.Option(help="Server log file (default: a temporary file).")] = None,
 ) -> None:
@@ -265,6 +271,8 @@ def serve(
             max_lora_rank=max_lora_rank,
             max_loras=max_loras,
             python=python,
+            max_model_len=max_model_len,
+            kv_cache_gib=kv_cache_gib,
             memory_fraction=memory_fraction,
             dtype=dtype,
             extra_args=[tok for arg in vllm_arg or [] for tok in shlex.split(arg)],

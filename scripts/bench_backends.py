@@ -47,7 +47,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--vllm-python", default=None, help="interpreter with vLLM (default: .venv-vllm, then PATH)")
-    p.add_argument("--memory-fraction", type=float, default=None, help="vLLM --gpu-memory-utilization")
+    p.add_argument("--memory-fraction", type=float, default=None, help="vLLM --gpu-memory-utilization (CUDA)")
+    p.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV cache in GiB (default 1 on CPU)")
     p.add_argument("--port", type=int, default=8011)
     p.add_argument("--out", type=Path, default=Path("benchmarks/backends.json"))
     args = p.parse_args()
@@ -75,6 +76,7 @@ def main() -> None:
         port=args.port,
         python=args.vllm_python,
         memory_fraction=args.memory_fraction,
+        kv_cache_gib=args.kv_cache_gib,
     )
     t0 = time.perf_counter()
     with VLLMServer(config) as server, OpenAIBackend(server.url, model="base", seed=0) as vllm:

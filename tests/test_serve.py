@@ -99,14 +99,20 @@ def test_command_line_fits_the_device(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 24}))
     config = ServeConfig(adapters={"alice": tmp_path}, port=8123, api_key="secret")
     cpu, env = build_command(config, "python", "cpu")
-    assert cpu[cpu.index("--gpu-memory-utilization") + 1] == "0.4" and cpu[cpu.index("--dtype") + 1] == "float32"
+    # On CPU the KV cache and context are fixed sizes, not a share of whatever RAM is free at start-up.
+    assert cpu[cpu.index("--kv-cache-memory-bytes") + 1] == str(2**30) and "--gpu-memory-utilization" not in cpu
+    assert cpu[cpu.index("--max-model-len") + 1] == "4096" and cpu[cpu.index("--dtype") + 1] == "float32"
     assert cpu[cpu.index("--max-lora-rank") + 1] == "32"  # rank 24 rounds up to a rank vLLM accepts
     module = json.loads(cpu[cpu.index("--lora-modules") + 1])
     assert module == {"name": "alice", "path": str(tmp_path.resolve()), "base_model_name": "default"}
     assert "secret" not in " ".join(cpu) and env["VLLM_API_KEY"] == "secret"  # the key stays out of `ps`
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "1"
     cuda, _ = build_command(config, "python", "cuda")
-    assert "--gpu-memory-utilization" not in cuda and cuda[cuda.index("--dtype") + 1] == "auto"
+    assert "--gpu-memory-utilization" not in cuda and "--kv-cache-memory-bytes" not in cuda
+    assert cuda[cuda.index("--dtype") + 1] == "auto"
+    sized, _ = build_command(config.model_copy(update={"kv_cache_gib": 0.5, "max_model_len": 1024}), "python", "cuda")
+    assert sized[sized.index("--kv-cache-memory-bytes") + 1] == str(2**29)
+    assert sized[sized.index("--max-model-len") + 1] == "1024"
 
 
 def test_bad_serve_options_say_what_is_wrong(tmp_path: Path) -> None:
@@ -125,6 +131,17 @@ def vllm_python() -> str:
         pytest.skip(f"no Python with vLLM: {e}")
 
 
+@pytest.mark.vllm
+def test_short_memory_names_the_flag_to_change(vllm_python: str, tmp_path: Path) -> None:
+    """A real server too small for its context dies at start-up; the error says which of our options to change."""
+    # 8192 tokens of the 135M model need ~0.35 GiB of KV cache; 0.02 GiB cannot hold one sequence.
+    config = ServeConfig(
+        python=vllm_python, port=_free_port(), kv_cache_gib=0.02, max_model_len=8192, log_file=tmp_path / "log"
+    )
+    with pytest.raises(ServeError, match=r"--kv-cache-gib.*--max-model-len"):
+        VLLMServer(config).start()
+
+
 @pytest.fixture(scope="module")
 def adapters(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
@@ -139,7 +156,8 @@ def server(vllm_python: str, adapters: dict[str, Path]):
         adapters={name: adapters[name] for name in ("alice", "bob", "carol")},
         port=_free_port(),
         api_key=KEY,
-        memory_fraction=0.15,  # ~3.5 GiB of RAM: plenty of KV cache for a 135M model, and kind to a shared box
+        kv_cache_gib=0.5,  # a fixed size (~11k tokens of the 135M model), whatever RAM happens to be free
+        max_model_len=2048,
         startup_timeout=300,
     )
     with VLLMServer(config) as running:

@@ -10,8 +10,12 @@ What the command line gets, and why:
   form records the base model as each adapter's ``parent`` in ``/v1/models``, which is how clients tell adapters
   from the base.
 * ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``: training can hot-load new adapter versions (:mod:`.reload`).
-* ``--gpu-memory-utilization`` on CPU is the share of *RAM* vLLM reserves (for the KV cache); its default 0.92
-  fails on a shared machine, 0.4 works. On CUDA vLLM's own default is kept.
+* ``--max-model-len`` and ``--kv-cache-memory-bytes`` are always explicit on CPU, so start-up does not depend on how
+  much memory happens to be free. vLLM's CPU default sizes the KV cache as a fraction of *total* RAM minus what the
+  process already holds (``--gpu-memory-utilization``); on a busy machine that left 0.07 GiB where the model's
+  default 8192-token context needed 0.35 GiB, and the server refused to start. A fixed size does not move.
+  ``VLLM_CPU_KVCACHE_SPACE`` is vLLM's legacy spelling of the same setting. On CUDA the KV cache is sized only when
+  ``kv_cache_gib`` is given (otherwise vLLM's fraction of the card, which is not shared with other programs).
 * ``--dtype float32`` on CPU: vLLM's ``auto`` turns an fp32 checkpoint into bfloat16, ~3x slower on CPUs without
   bf16 units (measured on SmolLM2-135M).
 * The API key goes through ``VLLM_API_KEY``, not ``--api-key``, so it does not show in ``ps``.
@@ -42,7 +46,12 @@ from llmmarl.models import resolve_model
 PYTHON_ENV = "LLMMARL_VLLM_PYTHON"
 VENV_NAME = ".venv-vllm"
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts (plus 1)
-CPU_MEMORY_FRACTION = 0.4
+# Our games' prompts plus answers are well under 2k tokens; 4096 leaves room for long chats and re-asks while keeping
+# the KV cache small. A model with a shorter window gets its own (read from config.json).
+DEFAULT_MAX_MODEL_LEN = 4096
+# KV cache on CPU: SmolLM2-135M in fp32 needs 45 KiB per token (30 layers x 3 KV heads x 64 dims x K,V x 4 bytes),
+# so 1 GiB holds ~23k tokens: five full 4096-token sequences, or ~60 concurrent game turns.
+DEFAULT_CPU_KV_CACHE_GIB = 1.0
 INSTALL_HINT = (
     "install vLLM into its own venv with `scripts/install_vllm_cpu.sh` (CPU; makes .venv-vllm), or "
     "`pip install vllm` in a CUDA venv, then pass --python PATH or set $" + PYTHON_ENV
@@ -74,8 +83,24 @@ class ServeConfig(BaseModel):
     )
     python: str | None = Field(None, description="Interpreter with vLLM installed (default: see find_vllm_python).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: what the vLLM install was built for.")
+    max_model_len: int | None = Field(
+        None,
+        ge=64,
+        description=f"Longest prompt + answer in tokens (vLLM --max-model-len); default {DEFAULT_MAX_MODEL_LEN}, "
+        "or the model's own window if shorter.",
+    )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0.0,
+        description=f"KV cache size in GiB (vLLM --kv-cache-memory-bytes); default {DEFAULT_CPU_KV_CACHE_GIB} on CPU, "
+        "on CUDA vLLM's share of the card (--memory-fraction).",
+    )
     memory_fraction: float | None = Field(
-        None, gt=0.0, le=1.0, description=f"--gpu-memory-utilization (default {CPU_MEMORY_FRACTION} on CPU)."
+        None,
+        gt=0.0,
+        le=1.0,
+        description="--gpu-memory-utilization: share of the GPU's memory vLLM may use (CUDA); ignored by vLLM once "
+        "kv_cache_gib is set.",
     )
     dtype: str = Field("auto", description="vLLM --dtype; auto = float32 on CPU, vLLM's choice on CUDA.")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM command-line arguments, verbatim.")
@@ -179,9 +204,12 @@ def build_command(config: ServeConfig, python: str, device: str) -> tuple[list[s
     cmd += ["--served-model-name", config.base_name, "--host", config.host, "--port", str(config.port)]
     # vLLM's "auto" serves an fp32 checkpoint in bfloat16, which CPUs without bf16 units run ~3x slower.
     cmd += ["--dtype", "float32" if config.dtype == "auto" and device == "cpu" else config.dtype]
-    fraction = config.memory_fraction or (CPU_MEMORY_FRACTION if device == "cpu" else None)
-    if fraction is not None:
-        cmd += ["--gpu-memory-utilization", str(fraction)]
+    cmd += ["--max-model-len", str(max_model_len(config))]
+    kv_gib = config.kv_cache_gib or (DEFAULT_CPU_KV_CACHE_GIB if device == "cpu" else None)
+    if kv_gib is not None:
+        cmd += ["--kv-cache-memory-bytes", str(int(kv_gib * 2**30))]
+    if config.memory_fraction is not None:
+        cmd += ["--gpu-memory-utilization", str(config.memory_fraction)]
     wanted = max([16, *(adapter_rank(folder) for folder in config.adapters.values())])
     rank = config.max_lora_rank or next((r for r in LORA_RANKS if r >= wanted), LORA_RANKS[-1])
     if config.adapters and wanted > rank:
@@ -199,6 +227,32 @@ def build_command(config: ServeConfig, python: str, device: str) -> tuple[list[s
     if config.api_key:
         env["VLLM_API_KEY"] = config.api_key
     return cmd, env
+
+
+def max_model_len(config: ServeConfig) -> int:
+    """``config.max_model_len``, else the default capped by the model's own window when its config.json is local."""
+    if config.max_model_len is not None:
+        return config.max_model_len
+    window = None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        cfg = json.loads((Path(resolve_model(config.model)) / "config.json").read_text())
+        window = int(cfg["max_position_embeddings"]) if "max_position_embeddings" in cfg else None
+    return min(DEFAULT_MAX_MODEL_LEN, window) if window else DEFAULT_MAX_MODEL_LEN
+
+
+# Lines of vLLM's start-up errors that mean "not enough memory for the KV cache", and what to change in our terms.
+_MEMORY_ERRORS = (
+    "KV cache is needed, which is larger than the available KV cache memory",
+    "No available memory for the cache blocks",
+    "is less than requested memory for kv",
+    "is less than desired CPU memory utilization",
+    "CUDA out of memory",
+)
+MEMORY_HINT = (
+    "vLLM had too little memory for the KV cache. Give it a fixed size with --kv-cache-gib (ServeConfig.kv_cache_gib; "
+    f"CPU default {DEFAULT_CPU_KV_CACHE_GIB} GiB), or shorten --max-model-len (default {DEFAULT_MAX_MODEL_LEN}); "
+    "on a GPU shared with training also lower --memory-fraction."
+)
 
 
 # ---- the running server -------------------------------------------------------------------------------------------
@@ -255,8 +309,10 @@ class VLLMServer:
         assert self.process is not None
         while time.monotonic() - started < self.config.startup_timeout:
             if self.process.poll() is not None:
+                # vLLM's reason can sit above a long traceback: look further back than we print.
+                hint = f"{MEMORY_HINT}\n" if any(m in self.log_tail(400) for m in _MEMORY_ERRORS) else ""
                 raise ServeError(
-                    f"the vLLM server exited with code {self.process.returncode} while starting. "
+                    f"the vLLM server exited with code {self.process.returncode} while starting. {hint}"
                     f"Last lines of {self.log_file}:\n{self.log_tail()}"
                 )
             status = _answers(self.url, self.config.api_key)
