@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +15,10 @@ from rich.table import Table
 from llmmarl.agents.scripted import scripted_policies
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
 from llmmarl.backends.base import Backend, BackendError
+from llmmarl.config_errors import CONFIG_ERRORS, describe_config_error
 from llmmarl.envs import UnknownEnvError, list_envs, make
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
-from llmmarl.records import summarise
+from llmmarl.records import EpisodeRecord, summarise
 from llmmarl.report import print_transcript, summary_table
 from llmmarl.runner import Match, Runner, seatings
 
@@ -67,6 +69,9 @@ def play(
         str | None, typer.Option(help="Act through this OpenAI-compatible server (e.g. `llmmarl serve`'s URL).")
     ] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LLMMARL_API_KEY", help="The --endpoint's key.")] = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds one --endpoint request may take in all, retries included.")
+    ] = 300.0,
 ) -> None:
     """Play games between agents; print one transcript and the summary."""
     try:
@@ -102,7 +107,9 @@ def play(
         from llmmarl.backends.openai import OpenAIBackend
 
         try:  # --model names the served base model; the default lets the server's own base be found
-            backend = OpenAIBackend(endpoint, api_key, model=None if model == DEFAULT_MODEL else model, seed=seed)
+            backend = OpenAIBackend(
+                endpoint, api_key, model=None if model == DEFAULT_MODEL else model, seed=seed, timeout=timeout
+            )
         except BackendError as e:
             console.print(f"[red]{e}[/]")
             raise typer.Exit(1) from None
@@ -118,23 +125,38 @@ def play(
     out = out or Path("runs") / f"{env.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     runner = Runner(backend, concurrency=concurrency, out=out)
     start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the runner closes the transcript on the way out
     try:
         episodes = runner.play(matches)
     except BackendError as e:
-        console.print(f"[red]backend error:[/] {e}")
+        console.print(f"[red]backend error:[/] {e} (finished games are in {out})")
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted.[/] Finished games are in {out}.")
+        raise typer.Exit(130) from None
     elapsed = time.perf_counter() - start
     for ep in episodes[:show]:
         print_transcript(ep, console)
     console.print(summary_table(summarise(episodes), title=f"{env}: {len(episodes)} games in {elapsed:.1f}s"))
-    errors = [ep for ep in episodes if ep.error]
-    if errors:
-        console.print(f"[red]{len(errors)} game(s) ended with an error; first: {errors[0].error}[/]")
+    _print_broken(episodes)
     stats = runner.stats
     console.print(
         f"{stats['decisions']} decisions ({stats['decisions'] / elapsed:.1f}/s), {stats['llm_requests']} LLM requests "
-        f"in {stats['backend_calls']} batched calls, {stats['reasks']} re-asks. Transcript: {out}"
+        f"in {stats['backend_calls']} batched calls ({stats['failed_requests']} failed by the server), "
+        f"{stats['reasks']} re-asks. Transcript: {out}"
     )
+
+
+def _print_broken(episodes: list[EpisodeRecord]) -> None:
+    """Games that count for nothing: stopped by a server outage, or broken by an error."""
+    outages = [ep for ep in episodes if ep.outage]
+    errors = [ep for ep in episodes if ep.error and not ep.outage]
+    if outages:
+        console.print(
+            f"[yellow]{len(outages)} game(s) stopped by a server outage (not counted); first: {outages[0].error}[/]"
+        )
+    if errors:
+        console.print(f"[red]{len(errors)} game(s) ended with an error; first: {errors[0].error}[/]")
 
 
 @app.command()
@@ -143,17 +165,16 @@ def tournament(
     html: Annotated[Path | None, typer.Option(help="HTML report (default: the config's `report`, or db.html).")] = None,
 ) -> None:
     """Run or resume a tournament; print its summary and write the HTML report."""
-    from pydantic import ValidationError
-
     from llmmarl.tournament import TournamentConfig, run_tournament
     from llmmarl.tournament.report import build_report, render_markdown, write_html
     from llmmarl.tournament.store import StoreError, TournamentStore
 
     try:
         cfg = TournamentConfig.from_yaml(config)
-    except (OSError, ValueError, ValidationError) as e:
-        console.print(f"[red]invalid config {config}:[/] {e}")
+    except CONFIG_ERRORS as e:
+        typer.echo(describe_config_error(config, e), err=True)
         raise typer.Exit(2) from None
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the store commits game by game and closes cleanly
     try:
         summary = run_tournament(cfg, console=console)
     except KeyboardInterrupt:
@@ -247,7 +268,6 @@ def serve(
 ) -> None:
     """Serve the base model and every agent's adapter from one vLLM server, until Ctrl-C."""
     import shlex
-    import signal
 
     from pydantic import ValidationError
 
@@ -347,8 +367,8 @@ def train(
 
     try:
         cfg = TrainConfig.from_yaml(config)
-    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-        typer.echo(f"invalid config {config}: {e}", err=True)
+    except CONFIG_ERRORS as e:
+        typer.echo(describe_config_error(config, e), err=True)
         raise typer.Exit(2) from None
     from llmmarl.train import train as run_training  # imports the trainer only once the config is valid
 

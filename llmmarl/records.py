@@ -31,6 +31,11 @@ class Attempt(BaseModel):
     logprobs: list[float] = Field(default_factory=list)
     finish_reason: str = "stop"
     error: str | None = Field(None, description="Why this answer was not usable; None if it was.")
+    server_error: str | None = Field(
+        None,
+        description="Set when the server gave no answer at all (outage, malformed response): why. Not the "
+        "model's doing, so it never counts as an invalid answer.",
+    )
 
 
 class TurnRecord(BaseModel):
@@ -57,8 +62,9 @@ class TurnRecord(BaseModel):
 
     @property
     def invalid(self) -> bool:
-        """The first answer had no legal action (whether or not a re-ask fixed it)."""
-        return bool(self.attempts) and self.attempts[0].error is not None
+        """The model's first answer had no legal action (whether or not a re-ask fixed it)."""
+        answered = [a for a in self.attempts if a.server_error is None]
+        return bool(answered) and answered[0].error is not None
 
 
 class EpisodeRecord(BaseModel):
@@ -72,6 +78,11 @@ class EpisodeRecord(BaseModel):
     turns: list[TurnRecord]
     forfeit: str | None = Field(None, description="Seat that forfeited, if any.")
     error: str | None = Field(None, description="Set if the game broke; its returns are then not counted.")
+    outage: bool = Field(
+        False,
+        description="The game was stopped because the server failed a decision (``error`` says how): not a "
+        "result. Tournaments play it again on resume; training never uses it.",
+    )
 
 
 def outcomes_from_returns(returns: dict[str, float], teams: dict[str, str]) -> dict[str, Outcome]:

@@ -3,7 +3,10 @@
 Data flows one way: env -> observation text -> prompt -> *one backend call for every pending LLM decision of
 every running game* -> parsed turn -> action -> env step -> :class:`~llmmarl.records.TurnRecord`. Answers without a
 legal action are re-asked together in a second batched call, then fall back (random legal move or forfeit),
-counted per agent. Finished games are written at once, so a killed run loses only games in flight.
+counted per agent. A request the server failed (an outage, a malformed response) is sent again in that second
+call; if that fails too, the decision is an *outage*, not a move: the game stops there with ``outage`` set and
+its ``error`` saying why, and counts nowhere (ratings, training), so tournaments play it again on resume.
+Finished games are written at once, so a killed run loses only games in flight.
 
 The runner owns no model: training, tournaments and ``llmmarl play`` all drive it with a backend and a list of
 :class:`Match` es, and get :class:`~llmmarl.records.EpisodeRecord` s back.
@@ -22,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from llmmarl.agents.messages import MessageBoard
+from llmmarl.agents.messages import MessageBoard, special_tokens, strip_tokens
 from llmmarl.agents.prompts import PromptSet
 from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
@@ -70,6 +73,7 @@ class _Game:
     step: int = 0
     forfeit: str | None = None
     error: str | None = None
+    outage: bool = False  # error is the server's failure, not the game's
 
 
 @dataclass
@@ -113,7 +117,7 @@ class Runner:
         self._policies: dict[str, ScriptedPolicy] = {}
         self._prompts: dict[tuple[str, str, str | None], PromptSet] = {}
         self._adapters: dict[str, str | None] = {}
-        self.stats = {"decisions": 0, "llm_requests": 0, "reasks": 0, "backend_calls": 0}
+        self.stats = {"decisions": 0, "llm_requests": 0, "reasks": 0, "backend_calls": 0, "failed_requests": 0}
 
     # ---- public -------------------------------------------------------------------------------------------
     def play(
@@ -159,7 +163,8 @@ class Runner:
     def _start(self, match: Match) -> _Game:
         env = make(match.env, **match.env_kwargs)
         truncate = self.backend.truncate if self.backend is not None else word_truncate
-        game = _Game(match=match, env=env, board=MessageBoard(env, truncate), rng=random.Random(match.seed))
+        board = MessageBoard(env, truncate, special_tokens(self.backend))
+        game = _Game(match=match, env=env, board=board, rng=random.Random(match.seed))
         missing = set(env.possible_agents) - set(match.seats)
         if missing:
             game.error = f"no agent for seats {sorted(missing)}"
@@ -184,6 +189,7 @@ class Runner:
             turns=g.turns,
             forfeit=g.forfeit,
             error=g.error,
+            outage=g.outage,
         )
 
     # ---- one round: every pending decision of every live game ---------------------------------------------
@@ -218,15 +224,27 @@ class Runner:
             raise BackendError("LLM agents need a backend: pass one to Runner(backend=...)")
         requests = [self._request(d) for d in decisions]
         self._generate(decisions, requests)
-        retry = [d for d in decisions if d.parsed is not None and d.parsed.turn is None and d.spec.reask]  # type: ignore[union-attr]
-        if retry:
-            self.stats["reasks"] += len(retry)
-            again = []
-            for d in retry:
+        failed = [d for d in decisions if d.attempts[-1].server_error is not None]
+        invalid = [
+            d
+            for d in decisions
+            if d.attempts[-1].server_error is None and d.parsed.turn is None and d.spec.reask  # type: ignore[union-attr]
+        ]
+        if failed or invalid:
+            self.stats["reasks"] += len(invalid)
+            again = [self._request(d, d.messages) for d in failed]  # the same question again: it was never answered
+            for d in invalid:
                 assert d.prompts is not None and d.parsed is not None
-                msgs = d.prompts.reask(d.messages, d.attempts[-1].response, error=d.parsed.error, **d.context)
+                said = strip_tokens(d.attempts[-1].response, d.game.board.special)  # shown back to the model
+                msgs = d.prompts.reask(d.messages, said, error=d.parsed.error, **d.context)
                 again.append(self._request(d, msgs))
-            self._generate(retry, again)
+            self._generate(failed + invalid, again)
+        for d in decisions:
+            # No legal answer and the server failed the last try: an outage, not a move (see the module docstring).
+            if d.parsed is not None and d.parsed.turn is None and d.attempts[-1].server_error is not None:
+                g = d.game
+                g.outage = True
+                g.error = f"server outage at step {g.step} ({d.seat}): {d.attempts[-1].server_error}"
 
     def _request(self, d: _Decision, messages: list[dict[str, str]] | None = None) -> GenerationRequest:
         spec = d.spec
@@ -278,6 +296,12 @@ class Runner:
         self.stats["backend_calls"] += 1
         self.stats["llm_requests"] += len(requests)
         for d, req, gen in zip(decisions, requests, gens, strict=True):
+            if gen.error is not None:
+                self.stats["failed_requests"] += 1
+                d.parsed = ParseResult(error="no answer from the server")
+                failed = Attempt(messages=req.messages, response="", error=d.parsed.error, server_error=gen.error)
+                d.attempts.append(failed)
+                continue
             others = d.context["others"]
             d.parsed = parse_turn(gen.text, d.obs.legal_actions, others)
             d.attempts.append(

@@ -1,31 +1,63 @@
 """Messages between teammates, under each game's :class:`~llmmarl.envs.base.MessageRules`.
 
-A message is sanitised (control tokens stripped, one line, quotes neutralised, cut to the token budget), then
-delivered into each recipient's inbox, which its next prompt shows as a teammate's quoted words. Flattening to
-one line matters: a message must not be able to forge an ``ACTION:`` line or a fake system instruction in the
-recipient's prompt.
+A message is sanitised (control tokens stripped, one line, quotes neutralised, cut to the token budget and to
+:data:`CHARS_PER_TOKEN` characters per token), then delivered into each recipient's inbox, which its next prompt
+shows as a teammate's quoted words. Flattening to one line matters: a message must not be able to forge an
+``ACTION:`` line or a fake system instruction in the recipient's prompt. Control tokens are both the chat tokens
+every template uses (``<|im_start|>``, ``[INST]``...) and the backend tokenizer's own ``all_special_tokens``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from llmmarl.agents.turn import strip_control
 from llmmarl.envs.base import TextEnv
 
+# Without a local tokenizer the token budget counts whitespace-separated words, so one 20,000-character "word"
+# would pass; this many characters per budgeted token bounds the text either way (real tokens average ~4).
+CHARS_PER_TOKEN = 8
 
-def sanitise_message(text: str, max_tokens: int, truncate: Callable[[str, int], str]) -> str:
-    text = " ".join(strip_control(text).split())
-    return truncate(text.replace('"', "'"), max_tokens).strip()
+
+def special_tokens(backend: Any) -> list[str]:
+    """The special tokens of ``backend``'s tokenizer (``all_special_tokens``), if it has a local one; else []."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    tokens = getattr(tokenizer, "all_special_tokens", None) or []
+    return [t for t in tokens if isinstance(t, str) and t.strip()]
+
+
+def strip_tokens(text: str, special: Sequence[str] = ()) -> str:
+    """``text`` without the chat control tokens we know of, nor the tokenizer's ``special`` tokens.
+
+    Model text shown back to a model (a message, the answer quoted in a re-ask) must not contain them: chat
+    templates paste text in literally and tokenizers turn the strings back into the real control tokens.
+    """
+    for token in sorted(special, key=len, reverse=True):  # longest first: "<|im_end|>" before "<|im"
+        text = text.replace(token, " ")
+    return strip_control(text)
+
+
+def sanitise_message(
+    text: str, max_tokens: int, truncate: Callable[[str, int], str], special: Sequence[str] = ()
+) -> str:
+    """One line of plain words: control and ``special`` tokens removed, quotes neutralised, within the budget."""
+    text = " ".join(strip_tokens(text, special).split()).replace('"', "'")
+    max_chars = max_tokens * CHARS_PER_TOKEN
+    if len(text) > max_chars:
+        cut = text[:max_chars]
+        text = cut.rsplit(" ", 1)[0] if " " in cut else cut  # end on a word boundary when there is one
+    return truncate(text, max_tokens).strip()
 
 
 class MessageBoard:
     """Delivers one game's messages. ``post`` returns the text as delivered, or None with ``dropped`` counted."""
 
-    def __init__(self, env: TextEnv, truncate: Callable[[str, int], str]) -> None:
+    def __init__(self, env: TextEnv, truncate: Callable[[str, int], str], special: Sequence[str] = ()) -> None:
         self.env = env
         self.truncate = truncate
+        self.special = list(special)
         self._inbox: dict[str, list[str]] = defaultdict(list)
         self.sent = 0
         self.dropped: dict[str, int] = defaultdict(int)  # reason -> count
@@ -47,7 +79,7 @@ class MessageBoard:
         if not recipients:
             self._drop("no teammates")
             return None
-        clean = sanitise_message(text, rules.max_tokens, self.truncate)
+        clean = sanitise_message(text, rules.max_tokens, self.truncate, self.special)
         if not clean:
             self._drop("empty")
             return None

@@ -8,10 +8,11 @@ adapters, in-process) and :mod:`llmmarl.backends.openai` (any OpenAI-compatible 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ChatMessage = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
@@ -42,6 +43,22 @@ class Generation(BaseModel):
         "(the quantity trainers compare against); empty if the server did not return them."
     )
     finish_reason: Literal["stop", "length"] = Field(description="stop: an end token; length: max_new_tokens.")
+    error: str | None = Field(
+        None,
+        description="Set when the server gave no usable answer (an outage or a malformed response, not the "
+        "model's choice): why. ``text`` is then empty and the decision is not the model's.",
+    )
+
+    # Model text goes into prompts, teammates' inboxes, JSONL, SQLite, terminals and HTML: make it safe once, here.
+    @field_validator("text")
+    @classmethod
+    def _safe(cls, text: str) -> str:
+        return safe_text(text)
+
+    @classmethod
+    def failed(cls, reason: str) -> Generation:
+        """The stand-in for a request the server did not answer."""
+        return cls(text="", prompt_ids=[], completion_ids=[], logprobs=[], finish_reason="stop", error=reason)
 
 
 @runtime_checkable
@@ -64,6 +81,30 @@ class Backend(Protocol):
 
 class BackendError(RuntimeError):
     """A backend could not answer (server down, unknown adapter...). The message says how to fix it."""
+
+
+# Terminal escape sequences (CSI "ESC [ ... final", OSC "ESC ] ... BEL|ESC \\", two-byte ESC x), then the C0/C1
+# control characters left over (NUL included; tab and newline are kept), then UTF-16 surrogates: in a Python str
+# a surrogate is always a lone one (a valid pair decodes to one code point), and it cannot be encoded as UTF-8,
+# so it would break the next request's body, ``model_dump_json`` and SQLite.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[@-Z\\-_]?"  # the other two-byte escapes, or a lone ESC
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # the one-byte (C1) CSI
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` without terminal escapes, control characters (NUL...) or lone surrogates (each becomes U+FFFD).
+
+    Carriage returns go too: ``\\r`` lets text overwrite a terminal line. Tabs and newlines stay.
+    """
+    text = _ESCAPES.sub("", text)
+    text = _CONTROLS.sub("", text)
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def check_adapters(backend: Backend, requests: Sequence[GenerationRequest]) -> None:

@@ -15,8 +15,17 @@ vLLM's logprobs are its ``raw_logprobs`` (untempered), but with a grammar they a
 mask, i.e. renormalised over the allowed tokens (forced tokens get 0.0); :class:`TransformersBackend` records
 them before the mask. Compare the two only on unconstrained turns.
 
-Transient failures (connection drops, 408/409/429/5xx) are retried with exponential backoff by the ``openai``
-client itself (``max_retries``); what is left becomes one :class:`BackendError` saying how to fix it.
+Failures, and what each becomes (the README's "Reliability" section has the whole list):
+
+* transient ones (connection drops, 408/409/429/5xx) are retried with exponential backoff by the ``openai``
+  client itself (``max_retries``; a server's ``retry-after`` is honoured);
+* what is left, and every malformed 200 response (a body that is not JSON, whatever its content type; no
+  ``choices``; missing fields or wrong types), a response over ``max_response_bytes``, or one not complete by
+  its deadline, fails *that request only*: :meth:`OpenAIBackend.generate` returns :meth:`Generation.failed`
+  with the reason, and the rest of the batch is unaffected;
+* a refused key or a model the server does not serve raises :class:`BackendError` at once (no game can be
+  played), and so does a server that failed ``max_failures_in_a_row`` requests in a row (16 by default: with
+  every request already retried, that is a server that is down or broken, not a blip).
 """
 
 from __future__ import annotations
@@ -29,14 +38,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters, word_truncate
+from llmmarl.backends.guard import GuardedTransport, ResponseRejected
 
 API_KEY_ENV = "LLMMARL_API_KEY"
 _NO_KEY = "EMPTY"  # the openai client insists on some key; servers started without --api-key ignore it
@@ -58,8 +69,12 @@ class OpenAIBackend:
         api_key: bearer key; default ``$LLMMARL_API_KEY``, then ``$OPENAI_API_KEY``, else none.
         model: the base model's served name; default: the served model that is not a LoRA adapter (on vLLM), else
             the first one listed.
-        timeout: seconds one request may take, retries not counted.
+        timeout: seconds one request may take in all, retries and a slowly trickling body included (enforced by
+            :class:`~llmmarl.backends.guard.GuardedTransport`: httpx's own timeouts are per network read).
         max_retries: retries of transient errors, with exponential backoff (0.5 s doubling to 8 s, jittered).
+        max_failures_in_a_row: requests failing one after another (each after its retries) before the server is
+            given up on with a :class:`BackendError`.
+        max_response_bytes: a response larger than this fails its request.
         concurrency: requests in flight at once; a batch of up to this many goes out together.
         tokenizer: local tokenizer folder for :meth:`truncate`; default: the base model's folder when the server
             reports one that exists on this machine (a local ``llmmarl serve``), else whitespace words.
@@ -77,19 +92,30 @@ class OpenAIBackend:
         concurrency: int = 64,
         tokenizer: str | Path | None = None,
         seed: int | None = None,
+        max_failures_in_a_row: int = 16,
+        max_response_bytes: int = 8 * 2**20,
     ) -> None:
         self.base_url = _normalise_url(base_url)
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY") or _NO_KEY
         self.timeout = timeout
         self.concurrency = concurrency
         self.seed = seed
+        self.max_failures_in_a_row = max_failures_in_a_row
+        self.max_response_bytes = max_response_bytes
+        self._failures_in_a_row = 0
+        self._last_failure = ""
+        self._transport = GuardedTransport()
         self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=timeout, max_retries=max_retries
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=openai.DefaultHttpxClient(transport=self._transport),
         )
         self._lock = threading.Lock()
         self._calls = 0
         self._tokenizer_path = tokenizer
-        self.stats: dict[str, int] = {"requests": 0, "batches": 0, "generated_tokens": 0}
+        self.stats: dict[str, int] = {"requests": 0, "batches": 0, "generated_tokens": 0, "failed_requests": 0}
         self._served: dict[str, dict[str, Any]] = {}  # served model id -> its models-list entry
         self.refresh()
         self.is_vllm = any(m.get("owned_by") == "vllm" for m in self._served.values()) or self._answers_version()
@@ -208,6 +234,11 @@ class OpenAIBackend:
 
     # ---- generation -------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Answer every request. A request the server failed comes back as :meth:`Generation.failed`.
+
+        Only configuration errors (a refused key, a model the server does not serve) and a server that failed
+        :attr:`max_failures_in_a_row` requests in a row raise :class:`BackendError`.
+        """
         if any(r.adapter is not None and r.adapter not in self._served for r in requests):
             self.refresh()  # maybe loaded since we last looked
         check_adapters(self, requests)
@@ -215,23 +246,74 @@ class OpenAIBackend:
             self._calls += 1
             call = self._calls
         futures = [self._pool.submit(self._one, r, self._seed(call, i)) for i, r in enumerate(requests)]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in futures if f in done and f.exception() is not None]
-        if failed:
-            for f in futures:
+        # Each request ends by its own deadline; this one is the backstop (requests queued behind a full pool
+        # start late, and retry back-offs are not cut short).
+        waves = -(-len(futures) // self.concurrency)
+        _, late = wait(futures, timeout=waves * self.timeout + 30.0)
+        out: list[Generation] = []
+        for f in futures:
+            if f in late:
                 f.cancel()
-            raise failed[0].exception()  # type: ignore[misc]
-        out = [f.result() for f in futures]
+                reason = f"no answer within the batch's deadline ({waves * self.timeout + 30:.0f} s)"
+                out.append(Generation.failed(reason))
+            else:
+                out.append(f.result())  # raises only the BackendErrors that end the run
         self.stats["requests"] += len(out)
         self.stats["batches"] += 1
         self.stats["generated_tokens"] += sum(len(g.completion_ids) for g in out)
+        self._count_failures(out)
         return out
+
+    def _count_failures(self, out: Sequence[Generation]) -> None:
+        for g in out:
+            if g.error is None:
+                self._failures_in_a_row = 0
+                continue
+            self.stats["failed_requests"] += 1
+            self._failures_in_a_row += 1
+            self._last_failure = g.error
+        if self._failures_in_a_row >= self.max_failures_in_a_row:
+            raise BackendError(
+                f"{self.base_url} failed {self._failures_in_a_row} requests in a row, each after "
+                f"{self._client.max_retries} retries (the last: {self._last_failure}); finished games are kept: "
+                "check the server, then run again"
+            )
 
     def _seed(self, call: int, index: int) -> int | None:
         return None if self.seed is None else (self.seed * 1_000_003 + call * 10_007 + index) % 2**31
 
     def _one(self, req: GenerationRequest, seed: int | None) -> Generation:
+        """One request, never raising for what the server does wrong: that becomes :meth:`Generation.failed`."""
         model = req.adapter or self.model
+        kwargs, extra = self._arguments(req, model, seed)
+        with self._transport.limits(self.timeout, self.max_response_bytes):
+            for attempt in range(5):
+                try:
+                    raw = self._client.chat.completions.with_raw_response.create(**kwargs, extra_body=extra or None)
+                    return _generation(raw.http_response, req.max_new_tokens)
+                except (_Malformed, ResponseRejected) as e:
+                    return Generation.failed(f"malformed response: {e}" if isinstance(e, _Malformed) else str(e))
+                except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                    raise self._error(e, model) from None
+                except openai.NotFoundError as e:
+                    # An adapter being replaced (unload + load) is missing for a moment: look again, briefly.
+                    if req.adapter is None or attempt == 4:
+                        raise self._error(e, model) from None
+                    time.sleep(0.25 * 2**attempt)
+                except openai.BadRequestError as e:
+                    if not self.is_vllm and self._logprobs and "logprob" in str(e).lower():
+                        self._logprobs = False  # this server does not do logprobs: stop asking
+                        kwargs.pop("logprobs", None)
+                        continue
+                    return Generation.failed(str(self._error(e, model)))
+                except openai.APIError as e:
+                    return Generation.failed(str(self._error(e, model)))
+                except Exception as e:  # whatever else a broken server provokes fails this request only
+                    return Generation.failed(f"{type(e).__name__}: {str(e)[:200]}")
+        return Generation.failed(f"{model!r} kept disappearing while being reloaded")
+
+    def _arguments(self, req: GenerationRequest, model: str, seed: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The chat-completion arguments for ``req``, and the extra body fields only vLLM understands."""
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": req.messages,
@@ -248,39 +330,7 @@ class OpenAIBackend:
             extra["return_token_ids"] = True
             if req.grammar:
                 extra["structured_outputs"] = {"grammar": req.grammar}
-        for attempt in range(5):
-            try:
-                resp = self._client.chat.completions.create(**kwargs, extra_body=extra or None)
-                return self._generation(resp)
-            except openai.NotFoundError as e:
-                # An adapter being replaced (unload + load) is missing for a moment: look again, briefly.
-                if req.adapter is None or attempt == 4:
-                    raise self._error(e, model) from None
-                time.sleep(0.25 * 2**attempt)
-            except openai.BadRequestError as e:
-                if not self.is_vllm and self._logprobs and "logprob" in str(e).lower():
-                    self._logprobs = False  # this server does not do logprobs: stop asking
-                    kwargs.pop("logprobs", None)
-                    continue
-                raise self._error(e, model) from None
-            except openai.APIError as e:
-                raise self._error(e, model) from None
-        raise AssertionError("unreachable")
-
-    def _generation(self, resp: Any) -> Generation:
-        choice = resp.choices[0]
-        extra = choice.model_extra or {}
-        completion_ids = [int(t) for t in extra.get("token_ids") or []]
-        prompt_ids = [int(t) for t in (resp.model_extra or {}).get("prompt_token_ids") or []]
-        content = choice.logprobs.content if choice.logprobs is not None else None
-        logprobs = [float(t.logprob) for t in content] if content else []
-        return Generation(
-            text=choice.message.content or "",
-            prompt_ids=prompt_ids,
-            completion_ids=completion_ids,
-            logprobs=logprobs,
-            finish_reason="length" if choice.finish_reason == "length" else "stop",
-        )
+        return kwargs, extra
 
     # ---- errors -----------------------------------------------------------------------------------------------
     def _error(self, e: openai.APIError, model: str | None = None) -> BackendError:
@@ -315,6 +365,70 @@ class OpenAIBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- reading a reply ---------------------------------------------------------------------------------------------
+# What we read of a chat completion, strictly typed: anything else in a 200 response is a malformed reply, which
+# fails its request (with the reason) instead of raising from deep inside the openai client.
+_CHARS_PER_TOKEN = 64  # a reply longer than this many characters per requested token is cut (and marked "length")
+
+
+class _Malformed(ValueError):
+    """A 200 response that is not a usable chat completion."""
+
+
+class _TokenLogprob(BaseModel):
+    logprob: float
+
+
+class _Logprobs(BaseModel):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(BaseModel):
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    message: _Message
+    finish_reason: str | None = None
+    logprobs: _Logprobs | None = None
+    token_ids: list[int] | None = None  # vLLM's return_token_ids
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    choices: list[_Choice] = Field(min_length=1)
+    prompt_token_ids: list[int] | None = None  # vLLM's return_token_ids
+
+
+def _generation(response: Any, max_new_tokens: int) -> Generation:
+    """The :class:`Generation` in an HTTP 200 response, or :class:`_Malformed` saying what is wrong with it."""
+    content_type = response.headers.get("content-type", "?")
+    body: bytes = response.content
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _Malformed(f"the body is not JSON (content-type {content_type}): {body[:80]!r}") from None
+    try:
+        reply = _Reply.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise _Malformed(f"{where}: {first['msg']} ({e.error_count()} problem(s))") from None
+    choice = reply.choices[0]
+    text = choice.message.content or ""
+    cut = len(text) > max_new_tokens * _CHARS_PER_TOKEN
+    return Generation(
+        text=text[: max_new_tokens * _CHARS_PER_TOKEN],
+        prompt_ids=reply.prompt_token_ids or [],
+        completion_ids=choice.token_ids or [],
+        logprobs=[t.logprob for t in (choice.logprobs.content or [])] if choice.logprobs else [],
+        finish_reason="length" if cut or choice.finish_reason == "length" else "stop",
+    )
 
 
 def _unreachable(url: str, e: BaseException) -> str:

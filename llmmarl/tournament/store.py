@@ -7,7 +7,9 @@ Tables (one row per...)::
     results       finished game: game_id is the PRIMARY KEY, so a game is recorded at most once
     seat_results  seat of a finished game: participant, team, payoff, outcome, LLM turn and invalid counts
 
-Resuming is set difference: the games of a round without a result row. Each game is written in its own
+Resuming is set difference: the games of a round without a result row, or whose result is an outage (a game
+the server's failure stopped, ``EpisodeRecord.outage``): such a game is played again, and its new result
+replaces the outage row. Each game is written in its own
 transaction the moment it ends, and WAL with ``synchronous=NORMAL`` keeps every committed transaction through a
 killed process (only a power cut may lose the last few). A result arriving twice (a replayed game) is refused
 by ``INSERT ... ON CONFLICT DO NOTHING`` on the primary key and reported as not recorded.
@@ -73,6 +75,10 @@ CREATE TABLE IF NOT EXISTS seat_results (
 );
 CREATE INDEX IF NOT EXISTS games_by_round ON games (tournament, round);
 """
+
+
+# A stored result that is an outage (SQL over the results row ``r``): the game is to be played again.
+_OUTAGE = "COALESCE(json_extract(r.episode, '$.outage'), 0) = 1"
 
 
 class StoreError(RuntimeError):
@@ -209,7 +215,8 @@ class TournamentStore:
     def games(self, tournament: str, round: int | None = None) -> list[StoredGame]:
         """Scheduled games in schedule order, each marked ``done`` once its result is stored."""
         sql, args = _filtered(
-            "SELECT g.*, r.game_id IS NOT NULL AS done FROM games g LEFT JOIN results r ON r.game_id = g.id",
+            f"SELECT g.*, r.game_id IS NOT NULL AND NOT {_OUTAGE} AS done FROM games g "
+            "LEFT JOIN results r ON r.game_id = g.id",
             tournament=tournament,
             round=round,
         )
@@ -230,17 +237,24 @@ class TournamentStore:
         ]
 
     def missing(self, tournament: str, round: int | None = None) -> list[StoredGame]:
+        """Games to play: no result yet, or only an outage (see the module docstring)."""
         return [g for g in self.games(tournament, round) if not g.done]
 
     # ---- results ----------------------------------------------------------------------------------------------
     def record(self, episode: EpisodeRecord) -> bool:
-        """Store a finished game in one transaction. False if that game already had a result (nothing written)."""
+        """Store a finished game in one transaction. False if that game already had a result (nothing written).
+
+        An outage result is not a result: a later episode of the same game replaces it.
+        """
         row = self.conn.execute("SELECT seats, seed FROM games WHERE id = ?", (episode.game_id,)).fetchone()
         if row is None:
             raise StoreError(f"episode for game id {episode.game_id}, which this store never scheduled")
         if json.loads(row["seats"]) != episode.seats or row["seed"] != episode.seed:
             raise StoreError(f"episode {episode.game_id} has other seats or seed than its scheduled game")
         with self._transaction() as c:
+            outage = f"SELECT game_id FROM results r WHERE r.game_id = ? AND {_OUTAGE}"
+            c.execute(f"DELETE FROM seat_results WHERE game_id IN ({outage})", (episode.game_id,))
+            c.execute(f"DELETE FROM results WHERE game_id IN ({outage})", (episode.game_id,))
             cur = c.execute(
                 "INSERT INTO results (game_id, finished, error, forfeit, episode) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (game_id) DO NOTHING",
@@ -299,9 +313,10 @@ class TournamentStore:
         return EpisodeRecord.model_validate_json(row["episode"])
 
     def counts(self, tournament: str) -> tuple[int, int, int]:
-        """(scheduled, finished, finished with an error)."""
+        """(scheduled, finished, finished with an error); outages count as neither (they are played again)."""
         row = self.conn.execute(
-            "SELECT COUNT(*) AS n, COUNT(r.game_id) AS done, COUNT(r.error) AS errors "
+            f"SELECT COUNT(*) AS n, COUNT(r.game_id) - COALESCE(SUM({_OUTAGE}), 0) AS done, "
+            f"COUNT(r.error) - COALESCE(SUM({_OUTAGE}), 0) AS errors "
             "FROM games g LEFT JOIN results r ON r.game_id = g.id WHERE g.tournament = ?",
             (tournament,),
         ).fetchone()
