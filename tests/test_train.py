@@ -625,3 +625,43 @@ def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monk
         assert torch.allclose(old1, now1, atol=1e-5)
         # Second step: the reference is still the rollout policy, which the first step has moved away from.
         assert not torch.allclose(old2, now2, atol=1e-4)
+
+
+def test_training_games_an_outage_stopped_are_played_again(tmp_path: Path) -> None:
+    """A server that fails requests breaks games, not the update: they are replayed; a lasting outage stops the run."""
+    from llmmarl.backends.base import BackendError, Generation
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    cfg = _cfg(
+        learners=[{"name": "ann", "lora": {"r": 4}}],
+        setting="fixed_opponents",
+        opponents=["random"],
+        games_per_update=2,
+        group_size=2,
+        steps=1,
+        max_new_tokens=16,
+        eval_games=0,
+        output_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    real = trainer.backend.generate
+    failing = {"calls": 2}  # the first two backend calls fail every request, as a server outage would
+
+    def flaky(requests):  # type: ignore[no-untyped-def]
+        if failing["calls"] > 0:
+            failing["calls"] -= 1
+            return [Generation.failed("HTTP 503 from the server") for _ in requests]
+        return real(requests)
+
+    trainer.backend.generate = flaky  # type: ignore[method-assign]
+    episodes, _ = trainer.rollout()
+    # Both games of the group (ann moves first) meet the outage at their first decision: the request is sent once
+    # more and fails again, so both games stop, and are played again from the start after the server is back.
+    assert trainer.outage_replays == 2
+    assert len(episodes) == 2 and not any(ep.outage or ep.error for ep in episodes)
+    assert [ep.game_id for ep in episodes] == [0, 1]  # in the order the update's group expects
+
+    failing["calls"] = 10**6  # the server stays down
+    with pytest.raises(BackendError, match=r"still stopped by server outages after 2 replays.*--resume"):
+        trainer.rollout()

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.backends.base import BackendError
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.envs import make
 from llmmarl.models import portable_name
@@ -44,6 +45,7 @@ from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_gr
 from llmmarl.train.rollout import TERMS, TurnSample
 
 _SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
+OUTAGE_REPLAYS = 2  # times a training game stopped by a server outage is played again before the run stops
 # Settings a checkpoint must share with the config that resumes it: the games, the model and what is trained.
 _RESUME_KEYS = ("env", "env_kwargs", "model", "setting", "algorithm")
 
@@ -255,6 +257,7 @@ class MultiAgentTrainer(ABC):
         self.step = 0
         self.train_seconds = 0.0  # wall-clock of the updates so far, across resumes (the time budget's clock)
         self.longest_update_s = 0.0
+        self.outage_replays = 0  # training games played again because the server failed them
         self.eval_results: dict[str, dict[str, dict[str, float]]] = {}
         self.progress = progress
 
@@ -334,11 +337,32 @@ class MultiAgentTrainer(ABC):
             cfg, self.env, self.step, specs, self.opponents, self.league, self._snapshot_spec
         )
         self.model.eval()  # PEFT's mixed-adapter generation refuses training mode
-        episodes = Runner(self.backend, concurrency=cfg.concurrency, progress=False).play(
-            group_matches(cfg, groups, seeds)
-        )
+        episodes = self._play_replaying_outages(group_matches(cfg, groups, seeds))
         self._record_league(groups, episodes)
         return episodes, time.perf_counter() - t0
+
+    def _play_replaying_outages(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
+        """Play ``matches``; games an outage stopped are played again (same seed), up to ``OUTAGE_REPLAYS`` times.
+
+        A game the server broke is no sample of the policy: training on what was left of it, or on a smaller group
+        than the baseline expects, would bias the update. If the outage persists the run stops with one clear error
+        (the last checkpoint resumes it).
+        """
+        runner = Runner(self.backend, concurrency=self.cfg.concurrency, progress=False)
+        done = {ep.game_id: ep for ep in runner.play(matches)}
+        for _ in range(OUTAGE_REPLAYS):
+            broken = [m for m in matches if done[m.game_id].outage]
+            if not broken:
+                break
+            self.outage_replays += len(broken)
+            done.update({ep.game_id: ep for ep in runner.play(broken)})
+        still = [ep for ep in done.values() if ep.outage]
+        if still:
+            raise BackendError(
+                f"{len(still)} training games were still stopped by server outages after {OUTAGE_REPLAYS} replays "
+                f"(first: {still[0].error}); fix the server, then resume from the last checkpoint with --resume"
+            )
+        return [done[m.game_id] for m in matches]
 
     def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
         """After every learner stepped: forget stale cached prefixes, count the update, append its metrics."""
