@@ -159,10 +159,14 @@ def _print_broken(episodes: list[EpisodeRecord]) -> None:
         console.print(f"[red]{len(errors)} game(s) ended with an error; first: {errors[0].error}[/]")
 
 
+SET_HELP = "KEY=VALUE: change one config key (dotted for nested ones: ppo.critic=centralised); repeatable."
+
+
 @app.command()
 def tournament(
     config: Annotated[Path, typer.Argument(help="Tournament config (YAML), e.g. configs/tournament_tictactoe.yaml.")],
     html: Annotated[Path | None, typer.Option(help="HTML report (default: the config's `report`, or db.html).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """Run or resume a tournament; print its summary and write the HTML report."""
     from llmmarl.tournament import TournamentConfig, run_tournament
@@ -170,7 +174,7 @@ def tournament(
     from llmmarl.tournament.store import StoreError, TournamentStore
 
     try:
-        cfg = TournamentConfig.from_yaml(config)
+        cfg = TournamentConfig.from_yaml(config, set_ or ())
     except CONFIG_ERRORS as e:
         typer.echo(describe_config_error(config, e), err=True)
         raise typer.Exit(2) from None
@@ -361,12 +365,13 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue the run in the config's output_dir from its newest checkpoint.")
     ] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
 ) -> None:
     """Train one LoRA adapter per learner with multi-agent GRPO or PPO (the config's algorithm)."""
     from llmmarl.train import TrainConfig
 
     try:
-        cfg = TrainConfig.from_yaml(config)
+        cfg = TrainConfig.from_yaml(config, set_ or ())
     except CONFIG_ERRORS as e:
         typer.echo(describe_config_error(config, e), err=True)
         raise typer.Exit(2) from None

@@ -322,6 +322,30 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "multiple of group_size" in result.output
 
 
+def test_command_line_overrides_change_one_key_each(tmp_path: Path) -> None:
+    from llmmarl.cli import app
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "train_tictactoe_ppo.yaml"
+    base = TrainConfig.from_yaml(path)
+    cfg = TrainConfig.from_yaml(
+        path, ["seed=7", "ppo.critic=centralised", "opponents=[random, minimax]", "learning_rate=2e-4"]
+    )
+    assert (cfg.seed, cfg.ppo.critic, cfg.learning_rate) == (7, "centralised", 2e-4)
+    assert [s.name for s in cfg.opponent_specs()] == ["random", "minimax"]
+    assert cfg.ppo.model_copy(update={"critic": base.ppo.critic}) == base.ppo  # the rest of the block is kept
+    assert cfg.model_copy(update={"seed": base.seed, "ppo": base.ppo, "opponents": base.opponents,
+                                  "learning_rate": base.learning_rate}) == base  # fmt: skip
+    # Each mistake is one line naming what is wrong, no traceback.
+    for override, message in (
+        ("seed", "use KEY=VALUE"),
+        ("seed=[1", "not valid YAML"),
+        ("seed=abc", "seed: Input should be a valid integer"),
+        ("algorithm.x=1", "algorithm is 'ppo', not a mapping"),
+    ):
+        result = CliRunner().invoke(app, ["train", str(path), "--set", override])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, override
+
+
 # ---- end to end on the tiny model ----------------------------------------------------------------------------
 def _lora(model: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters() if f".{name}." in k and "lora_" in k}

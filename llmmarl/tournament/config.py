@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.config_overrides import apply_overrides
 from llmmarl.models import DEFAULT_MODEL
 
 
@@ -192,12 +194,13 @@ class TournamentConfig(BaseModel):
         return self
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TournamentConfig:
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TournamentConfig:
+        """The config in ``path``, with ``--set KEY=VALUE`` ``overrides`` (dotted keys) applied."""
         with Path(path).open(encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of options at the top level")
-        return cls.model_validate(data)
+        return cls.model_validate(apply_overrides(data, overrides))
 
     # ---- derived ------------------------------------------------------------------------------------------
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
 
 Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
@@ -329,11 +331,12 @@ class TrainConfig(_Strict):
 
     # ---- loading ---------------------------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), **fields: Any) -> TrainConfig:
+        """The config in ``path``, with ``--set KEY=VALUE`` ``overrides`` (dotted keys) and then ``fields`` applied."""
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of config keys at the top level")
-        return cls.model_validate({**data, **overrides})
+        return cls.model_validate({**apply_overrides(data, overrides), **fields})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
