@@ -39,6 +39,7 @@ returns by default and what a policy-gradient ratio needs.
 from __future__ import annotations
 
 import inspect
+import shutil
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
@@ -174,6 +175,12 @@ class TransformersBackend:
         prefix_cache_size: prefixes kept across calls (LRU). Each costs ``2 * layers * kv_heads * head_dim``
             values per token (SmolLM2-135M in float32: 46 KB per token, ~20 MB for a 430-token prompt);
             0 keeps none (prefixes are still shared within a batch).
+        colocate: as a trainer's :class:`~llmmarl.backends.base.RolloutEngine`, offer this model for training in
+            place (the default: one copy of the weights). ``False`` makes the trainer keep its own copy and ship
+            each update's adapters through folders, as a separate engine (a vLLM server) needs.
+
+    ``device`` and ``dtype`` default to :mod:`llmmarl.backends.device`'s choice: CUDA in bfloat16 when a GPU is
+    visible, else the CPU in float32.
     """
 
     def __init__(
@@ -186,6 +193,7 @@ class TransformersBackend:
         seed: int = 0,
         prefix_cache: bool = True,
         prefix_cache_size: int = 16,
+        colocate: bool = True,
     ) -> None:
         self.model_name = model
         path = resolve_model(model)
@@ -202,6 +210,8 @@ class TransformersBackend:
         self.seed = seed
         self.prefix_cache = prefix_cache
         self.prefix_cache_size = prefix_cache_size
+        self.colocate = colocate
+        self._sync_dir: Path | None = None  # where refresh_adapters writes adapter versions of a separate learner
         # (adapter, prefix tokens) -> per-layer keys/values of the prefix at batch size 1; most recently used last.
         self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], _KV] = OrderedDict()
         # What the weights were when the cache was filled: (storage, version) of every parameter, and a copy of the
@@ -231,8 +241,10 @@ class TransformersBackend:
         cfg = getattr(self.model, "peft_config", None)
         return sorted(cfg) if cfg else []
 
-    def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load (or replace) a PEFT LoRA adapter folder under ``name``; drops the prefixes cached for ``name``."""
+    def load_adapter(self, name: str, path: str | Path, version: int | None = None) -> None:
+        """Load (or replace) a PEFT LoRA adapter folder under ``name``; drops the prefixes cached for ``name``.
+
+        ``version`` is not needed here (the weights are read from ``path`` now and nothing caches by folder)."""
         from peft import PeftModel
 
         if not (Path(path) / "adapter_config.json").exists():
@@ -245,6 +257,52 @@ class TransformersBackend:
         else:
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
         self.model.eval()
+
+    def unload_adapter(self, name: str) -> None:
+        """Delete adapter ``name`` from the model (a league snapshot that left the pool, say); unknown: ignored."""
+        if name in self.adapters:
+            self.clear_prefix_cache(name)
+            self.model.delete_adapter(name)
+
+    # ---- the rollout-engine side (see llmmarl.backends.base.RolloutEngine) ------------------------------------
+    def learner_model(self) -> Any | None:
+        """This backend's model, for a trainer to train in place; None with ``colocate=False``."""
+        return self.model if self.colocate else None
+
+    def use_model(self, model: Any) -> None:
+        """Generate with ``model`` (the trainer's PEFT-wrapped version of :meth:`learner_model`) from now on."""
+        self.model = model
+        self.clear_prefix_cache()
+
+    def refresh_adapters(self, model: Any, names: Sequence[str], version: int) -> None:
+        """Serve ``model``'s current weights for ``names``.
+
+        When ``model`` is this backend's own (colocated training), the weights already are the served ones: only
+        the prefixes cached under the old weights go (all of them: the base may be trained too). Otherwise each
+        adapter is saved to a folder of its own for this ``version`` and loaded, as a separate engine would do.
+        """
+        if model is self.model:
+            self.clear_prefix_cache()
+            return
+        import tempfile
+
+        if self._sync_dir is None:
+            self._sync_dir = Path(tempfile.mkdtemp(prefix="llmmarl-adapters-"))
+        for name in names:
+            folder = self._sync_dir / f"{name}-v{version}"
+            model.save_pretrained(str(folder), selected_adapters=[name])
+            # PEFT writes an adapter not named "default" to a subfolder of its own name.
+            self.load_adapter(name, folder / name if name != "default" else folder, version)
+            for old in self._sync_dir.glob(f"{name}-v*"):
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generate-call counter that seeds each call's sampling: a resumed run continues the same sequence."""
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._calls = int(state["calls"])
 
     # ---- prefix cache ---------------------------------------------------------------------------------------
     def clear_prefix_cache(self, adapter: str | None = None) -> None:

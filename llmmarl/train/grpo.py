@@ -10,8 +10,9 @@ An update is::
     for name, trainer in trainers.items():            # steps_per_update optimizer steps per learner (default 1)
         trainer.update(samples[name])
 
-The backend that plays the games and the trainers share one model object, so the games are always played by
-the current adapters, and every learner is trained on-policy from the same games.
+The rollout engine plays the games with the current adapters (an in-process engine shares the trainers' model
+object; a separate one gets each update's adapters through ``refresh_adapters``), so every learner is trained
+on-policy from the same games.
 
 How our advantages reach TRL (checked against trl 1.16.0's ``grpo_trainer.py``): ``training_step`` ->
 ``_prepare_inputs`` -> ``_generate_and_score_completions`` -> ``_generate`` -> our ``rollout_func``, which serves
@@ -42,8 +43,8 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
+from llmmarl.backends.base import RolloutEngine
 from llmmarl.backends.device import triton_status
-from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.loop import (  # re-exported: scripts import them from here
@@ -303,20 +304,21 @@ class MultiAgentGRPO(MultiAgentTrainer):
 
     Args:
         cfg: the run (``algorithm: grpo``).
-        backend: reuse a loaded backend (its model gets the learners' adapters); default: load ``cfg.model``.
+        backend: the rollout engine (see :class:`~llmmarl.train.loop.MultiAgentTrainer`); default: built for
+            ``cfg.model``.
         progress: show a progress bar with per-agent monitors.
     """
 
     algorithm: ClassVar[str] = "grpo"
 
-    def __init__(self, cfg: TrainConfig, backend: TransformersBackend | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
         super().__init__(cfg, backend, progress)
         self.trainers = {
             lr.name: AgentGRPOTrainer(
                 self.model,
                 lr.name,
-                grpo_args(cfg, lr.name, self.backend.device, self.model.dtype),
-                self.backend.tokenizer,
+                grpo_args(cfg, lr.name, self.device, self.model.dtype),
+                self.tokenizer,
                 cfg.beta,
             )
             for lr in cfg.learners
