@@ -15,6 +15,7 @@ from rich.table import Table
 from llmmarl.agents.scripted import scripted_policies
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
 from llmmarl.backends.base import Backend, BackendError
+from llmmarl.backends.factory import BackendSpec, build_backend
 from llmmarl.config_errors import CONFIG_ERRORS, describe_config_error
 from llmmarl.envs import UnknownEnvError, list_envs, make
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
@@ -104,21 +105,20 @@ def play(
     probe.close()
     backend: Backend | None = None
     if endpoint and any(isinstance(s, LLMAgentSpec) for s in specs):
-        from llmmarl.backends.openai import OpenAIBackend
-
-        try:  # --model names the served base model; the default lets the server's own base be found
-            backend = OpenAIBackend(
-                endpoint, api_key, model=None if model == DEFAULT_MODEL else model, seed=seed, timeout=timeout
-            )
+        # --model names the served base model; the default lets the server's own base be found
+        served = None if model == DEFAULT_MODEL else model
+        spec = BackendSpec(
+            kind="openai", base_url=endpoint, api_key=api_key, served_model=served, seed=seed, timeout=timeout
+        )
+        try:
+            backend = build_backend(spec)
         except BackendError as e:
             console.print(f"[red]{e}[/]")
             raise typer.Exit(1) from None
     elif any(isinstance(s, LLMAgentSpec) for s in specs):
-        from llmmarl.backends.transformers import TransformersBackend
-
         with console.status(f"loading model {model!r}"):
             try:
-                backend = TransformersBackend(model, max_batch_size=max_batch_size, seed=seed)
+                backend = build_backend(BackendSpec(model=model, max_batch_size=max_batch_size, seed=seed))
             except (ModelNotAvailableError, OSError, BackendError) as e:
                 console.print(f"[red]cannot load model {model!r}:[/] {e}")
                 raise typer.Exit(1) from None

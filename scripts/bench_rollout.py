@@ -52,8 +52,8 @@ def raw_generate(backend: TransformersBackend, episodes: list, args: argparse.Na
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
         out = backend.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(backend.device),
+            attention_mask=mask.to(backend.device),
             max_new_tokens=args.max_new_tokens,
             do_sample=True,
             temperature=1.0,

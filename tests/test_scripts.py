@@ -57,3 +57,39 @@ def test_evaluating_a_run_that_does_not_exist_is_a_clear_error(tmp_path):
     proc = smoke("train_tictactoe_selfplay.py", tmp_path / "none", "--eval-only", ok=False)
     assert proc.returncode != 0
     assert "no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_check_says_how_to_run_without_a_gpu(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: scripts/gpu_check.sh runs for real")
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and "pass --cpu" in proc.stdout
+
+
+def test_gpu_check_synthetic_tokenizer_has_the_real_shape(tmp_path: Path) -> None:
+    """Without the real model's files, the check trains a tokenizer of SmolLM2's size and special tokens."""
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    gpu_check._synthetic_tokenizer(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == gpu_check.SMOLLM2_135M["vocab_size"]
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Legal actions: 1, 2"}], add_generation_prompt=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert ids[0] == 1 and "Legal actions: 1, 2" in tok.decode(ids)
+    assert tok.decode([49151]).startswith("<r")  # a padding entry: it decodes like any token

@@ -1,16 +1,47 @@
-"""The backend contract: generate for a batch of chat requests, each naming its adapter.
+"""The backend contracts: :class:`Backend` answers chat requests; :class:`RolloutEngine` also serves training.
 
-Every consumer (runner, trainers, tournaments) talks to models only through :class:`Backend`. A backend turns
-chat messages into text *and* returns the token ids and per-token logprobs of what it generated, because
-training needs them. Implementations: :mod:`llmmarl.backends.transformers` (one base model, many PEFT LoRA
-adapters, in-process) and :mod:`llmmarl.backends.openai` (any OpenAI-compatible endpoint, e.g. our vLLM server).
+Every consumer (runner, trainers, tournaments) talks to models only through these. A backend turns chat messages
+into text *and* returns the token ids and per-token logprobs of what it generated, because training needs them.
+Implementations: :mod:`llmmarl.backends.transformers` (one base model, many PEFT LoRA adapters, in-process) and
+:mod:`llmmarl.backends.openai` (any OpenAI-compatible endpoint, e.g. our vLLM server). One function,
+:func:`llmmarl.backends.factory.build_backend`, builds them for the CLI, tournaments and training.
+
+The rollout engine of a trainer
+-------------------------------
+A trainer (:mod:`llmmarl.train.loop`) holds two things: its *learner model* (a torch model with one LoRA adapter per
+learner, which its optimizers step) and a :class:`RolloutEngine` that plays the games. It never reads an engine's
+fields; the whole conversation is::
+
+    engine = build_backend(BackendSpec(model=cfg.model, ...))   # or any RolloutEngine the caller passes
+    base = engine.learner_model()            # in-process engine: its own model, trained in place; else None and
+                                             # the trainer loads its own copy of the base model
+    model = add LoRA adapters to base        # one per learner (+ PPO's critics)
+    engine.use_model(model) if base is not None else engine.refresh_adapters(model, learners, version=0)
+    for update in 1, 2, ...:
+        games = Runner(engine).play(...)     # engine.generate: text, token ids, logprobs per answer
+        ...optimizer steps on model...
+        engine.refresh_adapters(model, learners, version=update)   # the next games see the new weights
+    engine.load_adapter(name, folder) / engine.unload_adapter(name)  # frozen opponents, league snapshots
+    checkpoint: engine.state_dict(); resume: engine.load_state_dict(state)
+
+Two kinds of engine fit:
+
+* **In-process, colocated** (:class:`~llmmarl.backends.transformers.TransformersBackend`): the learner model *is*
+  the engine's model; ``learner_model()`` returns it, adapters the trainer adds are served at once, and
+  ``refresh_adapters`` only drops what was cached under the old weights (the prefix cache).
+* **Separate** (e.g. a vLLM server): ``learner_model()`` is None. ``refresh_adapters`` saves each named adapter of
+  the trainer's model to a new folder and hot-loads it under a new id for that ``version`` (reusing an id or a
+  folder would keep serving the old weights from the engine's caches), so that requests naming ``name`` reach the
+  newest version; the engine unloads stale versions. Its logprobs come from the engine, as every backend's do.
+  ``TransformersBackend(colocate=False)`` behaves this way in-process, which tests the path on a CPU.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -76,6 +107,55 @@ class Backend(Protocol):
     @property
     def adapters(self) -> list[str]:
         """Names of the adapters requests may name."""
+        ...
+
+
+@runtime_checkable
+class RolloutEngine(Backend, Protocol):
+    """A :class:`Backend` that a trainer can play its rollouts with (see the module docs for the sequence of calls)."""
+
+    @property
+    def tokenizer(self) -> Any:
+        """The base model's Hugging Face tokenizer: trainers build inputs with it (same ids the engine generates)."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where the engine computes: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (a server engine: its own device)."""
+        ...
+
+    def learner_model(self) -> Any | None:
+        """The engine's own torch model when a trainer may train it in place (in-process engine), else None."""
+        ...
+
+    def use_model(self, model: Any) -> None:
+        """Generate with ``model`` from now on: the trainer's PEFT-wrapped version of :meth:`learner_model`."""
+        ...
+
+    def load_adapter(self, name: str, path: str | Path, version: int | None = None) -> None:
+        """Serve the PEFT adapter folder ``path`` under ``name`` (replacing what ``name`` served).
+
+        ``version`` tells versions of one adapter apart (an engine that caches by folder or id needs it); None = a
+        fixed adapter (frozen opponent, league snapshot)."""
+        ...
+
+    def unload_adapter(self, name: str) -> None:
+        """Stop serving ``name`` and free what it holds; unknown names are ignored."""
+        ...
+
+    def refresh_adapters(self, model: Any, names: Sequence[str], version: int) -> None:
+        """After an update: requests naming any of ``names`` are answered with ``model``'s current adapter weights.
+
+        ``version`` increases with every call (the trainer's update count); an engine that reloads adapters uses
+        it to give each new version a folder and an id of its own."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep for a resumed run to continue as the killed one would (e.g. seeding counters)."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
         ...
 
 

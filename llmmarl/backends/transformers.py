@@ -39,6 +39,8 @@ returns by default and what a policy-gradient ratio needs.
 from __future__ import annotations
 
 import inspect
+import shutil
+import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +51,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Logi
 from transformers.cache_utils import DynamicLayer
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters
+from llmmarl.backends.device import resolve_device, resolve_dtype, triton_status
 from llmmarl.models import resolve_model
 
 BASE = "__base__"  # PEFT's name for "no adapter" in mixed-adapter batches
@@ -75,42 +78,86 @@ class _LogprobRecorder(LogitsProcessor):
         return scores
 
     def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """All steps' log-probs, (B, T), on the logits' device; ``last_tokens`` (B,) must be on that device too."""
         if self._last is not None:
             self.steps.append(self._last.gather(1, last_tokens[:, None]).squeeze(1))
             self._last = None
-        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(last_tokens.shape[0], 0)
+        return torch.stack(self.steps, dim=1) if self.steps else last_tokens.new_zeros(last_tokens.shape[0], 0).float()
 
 
 class _GrammarProcessor(LogitsProcessor):
     """Masks each row's logits to what its xgrammar grammar allows; rows without a grammar are untouched.
 
     xgrammar's own ``contrib.hf.LogitsProcessor`` needs a grammar for every row; our batches mix constrained
-    and free requests, hence this small variant.
+    and free requests, hence this small variant. The matchers fill the bitmask on the CPU (xgrammar's
+    ``fill_next_token_bitmask`` only writes CPU tensors); each step copies it to the logits' device, where
+    ``apply`` masks the logits (see :class:`_BitmaskApply`).
     """
 
-    def __init__(self, grammars: Sequence[Any | None], vocab_size: int) -> None:
+    def __init__(self, grammars: Sequence[Any | None], vocab_size: int, apply: _BitmaskApply) -> None:
         import xgrammar as xgr
 
-        self._xgr = xgr
         self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
         self.rows = [i for i, m in enumerate(self.matchers) if m is not None]
-        self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
+        self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)  # (B, ceil(V / 32)) int32, CPU
         self.vocab_size = vocab_size
+        self.apply = apply
         self._started = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self._started:
+            last = input_ids[:, -1].tolist()  # one device-to-host copy per step, not one per row
             for i in self.rows:
                 m = self.matchers[i]
                 if m is not None and not m.is_terminated():
-                    m.accept_token(int(input_ids[i, -1]))
+                    m.accept_token(int(last[i]))
         self._started = True
         live = [i for i in self.rows if not self.matchers[i].is_terminated()]  # type: ignore[union-attr]
         for i in live:
             self.matchers[i].fill_next_token_bitmask(self.bitmask, i)  # type: ignore[union-attr]
         if live:
-            self._xgr.apply_token_bitmask_inplace(scores, self.bitmask, vocab_size=self.vocab_size, indices=live)
+            self.apply(scores, self.bitmask, self.vocab_size, live)
         return scores
+
+
+class _BitmaskApply:
+    """Applies an xgrammar bitmask to logits on their device; picks xgrammar's kernel once per backend.
+
+    On the CPU: xgrammar's C++ kernel. On CUDA: its Triton kernel when Triton works here
+    (:func:`~llmmarl.backends.device.triton_status`; it needs a C compiler at run time), else xgrammar's plain-torch
+    version on the GPU, which is slower per step but needs nothing else. A fallback warns once with the reason
+    and is kept in :attr:`note`.
+    """
+
+    def __init__(self) -> None:
+        self.kernel: str | None = None  # "cpu", "triton" or "torch_native" once chosen
+        self.note = ""
+
+    def __call__(self, scores: torch.Tensor, bitmask: torch.Tensor, vocab_size: int, rows: list[int]) -> None:
+        import xgrammar as xgr
+
+        if scores.device.type == "cpu":
+            xgr.apply_token_bitmask_inplace(scores, bitmask, vocab_size=vocab_size, indices=rows, backend="cpu")
+            self.kernel = self.kernel or "cpu"
+            return
+        mask = bitmask.to(scores.device, non_blocking=True)
+        if self.kernel is None:
+            ok, reason = triton_status()
+            self.kernel = "triton" if ok else "torch_native"
+            if not ok:
+                self._fall_back(reason)
+        if self.kernel == "triton":
+            try:
+                xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, indices=rows, backend="triton")
+                return
+            except Exception as e:  # a Triton failure the probe did not catch: the torch kernel still works
+                self.kernel = "torch_native"
+                self._fall_back(f"{type(e).__name__}: {e}")
+        xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, indices=rows, backend="torch_native")
+
+    def _fall_back(self, reason: str) -> None:
+        self.note = f"grammar masks use xgrammar's plain-torch kernel: its Triton kernel does not run here ({reason})"
+        warnings.warn(self.note, RuntimeWarning, stacklevel=3)
 
 
 class TransformersBackend:
@@ -128,6 +175,12 @@ class TransformersBackend:
         prefix_cache_size: prefixes kept across calls (LRU). Each costs ``2 * layers * kv_heads * head_dim``
             values per token (SmolLM2-135M in float32: 46 KB per token, ~20 MB for a 430-token prompt);
             0 keeps none (prefixes are still shared within a batch).
+        colocate: as a trainer's :class:`~llmmarl.backends.base.RolloutEngine`, offer this model for training in
+            place (the default: one copy of the weights). ``False`` makes the trainer keep its own copy and ship
+            each update's adapters through folders, as a separate engine (a vLLM server) needs.
+
+    ``device`` and ``dtype`` default to :mod:`llmmarl.backends.device`'s choice: CUDA in bfloat16 when a GPU is
+    visible, else the CPU in float32.
     """
 
     def __init__(
@@ -140,11 +193,12 @@ class TransformersBackend:
         seed: int = 0,
         prefix_cache: bool = True,
         prefix_cache_size: int = 16,
+        colocate: bool = True,
     ) -> None:
         self.model_name = model
         path = resolve_model(model)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = _pick_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so new tokens line up
         if self.tokenizer.pad_token_id is None:
@@ -156,6 +210,8 @@ class TransformersBackend:
         self.seed = seed
         self.prefix_cache = prefix_cache
         self.prefix_cache_size = prefix_cache_size
+        self.colocate = colocate
+        self._sync_dir: Path | None = None  # where refresh_adapters writes adapter versions of a separate learner
         # (adapter, prefix tokens) -> per-layer keys/values of the prefix at batch size 1; most recently used last.
         self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], _KV] = OrderedDict()
         # What the weights were when the cache was filled: (storage, version) of every parameter, and a copy of the
@@ -174,6 +230,7 @@ class TransformersBackend:
         self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._calls = 0
         self._grammar_compiler: Any = None
+        self._bitmask_apply = _BitmaskApply()
         self.stats: dict[str, int] = defaultdict(int)
         for name, adapter_path in (adapters or {}).items():
             self.load_adapter(name, adapter_path)
@@ -184,8 +241,10 @@ class TransformersBackend:
         cfg = getattr(self.model, "peft_config", None)
         return sorted(cfg) if cfg else []
 
-    def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load (or replace) a PEFT LoRA adapter folder under ``name``; drops the prefixes cached for ``name``."""
+    def load_adapter(self, name: str, path: str | Path, version: int | None = None) -> None:
+        """Load (or replace) a PEFT LoRA adapter folder under ``name``; drops the prefixes cached for ``name``.
+
+        ``version`` is not needed here (the weights are read from ``path`` now and nothing caches by folder)."""
         from peft import PeftModel
 
         if not (Path(path) / "adapter_config.json").exists():
@@ -198,6 +257,52 @@ class TransformersBackend:
         else:
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
         self.model.eval()
+
+    def unload_adapter(self, name: str) -> None:
+        """Delete adapter ``name`` from the model (a league snapshot that left the pool, say); unknown: ignored."""
+        if name in self.adapters:
+            self.clear_prefix_cache(name)
+            self.model.delete_adapter(name)
+
+    # ---- the rollout-engine side (see llmmarl.backends.base.RolloutEngine) ------------------------------------
+    def learner_model(self) -> Any | None:
+        """This backend's model, for a trainer to train in place; None with ``colocate=False``."""
+        return self.model if self.colocate else None
+
+    def use_model(self, model: Any) -> None:
+        """Generate with ``model`` (the trainer's PEFT-wrapped version of :meth:`learner_model`) from now on."""
+        self.model = model
+        self.clear_prefix_cache()
+
+    def refresh_adapters(self, model: Any, names: Sequence[str], version: int) -> None:
+        """Serve ``model``'s current weights for ``names``.
+
+        When ``model`` is this backend's own (colocated training), the weights already are the served ones: only
+        the prefixes cached under the old weights go (all of them: the base may be trained too). Otherwise each
+        adapter is saved to a folder of its own for this ``version`` and loaded, as a separate engine would do.
+        """
+        if model is self.model:
+            self.clear_prefix_cache()
+            return
+        import tempfile
+
+        if self._sync_dir is None:
+            self._sync_dir = Path(tempfile.mkdtemp(prefix="llmmarl-adapters-"))
+        for name in names:
+            folder = self._sync_dir / f"{name}-v{version}"
+            model.save_pretrained(str(folder), selected_adapters=[name])
+            # PEFT writes an adapter not named "default" to a subfolder of its own name.
+            self.load_adapter(name, folder / name if name != "default" else folder, version)
+            for old in self._sync_dir.glob(f"{name}-v*"):
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generate-call counter that seeds each call's sampling: a resumed run continues the same sequence."""
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._calls = int(state["calls"])
 
     # ---- prefix cache ---------------------------------------------------------------------------------------
     def clear_prefix_cache(self, adapter: str | None = None) -> None:
@@ -227,7 +332,8 @@ class TransformersBackend:
         same = (
             layout == self._weights
             and len(watched) == len(self._watched)
-            and all(torch.equal(p, q) for p, q in zip(watched, self._watched, strict=True))
+            and all(p.shape == q.shape for p, q in zip(watched, self._watched, strict=True))
+            and not _any_differ(watched, self._watched)
         )
         if not same:
             self._prefixes.clear()
@@ -341,7 +447,7 @@ class TransformersBackend:
         processors: list[LogitsProcessor] = [recorder]
         if any(r.grammar for r in reqs):
             grammars = [self._compile(r.grammar) if r.grammar else None for r in reqs]
-            processors.append(_GrammarProcessor(grammars, self.model.config.vocab_size))
+            processors.append(_GrammarProcessor(grammars, self.model.config.vocab_size, self._bitmask_apply))
         first = reqs[0]
         kwargs: dict[str, Any] = {
             "max_new_tokens": first.max_new_tokens,
@@ -370,8 +476,9 @@ class TransformersBackend:
             seqs = self.model.generate(
                 input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
             )
-        new = seqs[:, width:].cpu()  # (B, T)
+        new = seqs[:, width:]  # (B, T), on the model's device like the recorded log-probs
         logprobs = recorder.finish(new[:, -1]).cpu() if new.shape[1] else torch.zeros(len(reqs), 0)
+        new = new.cpu()
         eos = self.tokenizer.eos_token_id
         out: list[Generation] = []
         for row, p in enumerate(prompts):
@@ -402,18 +509,16 @@ def _common_prefix_len(seqs: Sequence[Any]) -> int:
     return min(len(lo), len(hi))
 
 
+def _any_differ(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> bool:
+    """Whether any pair of same-shaped tensors differs; one host sync in all (torch.equal waits once per pair)."""
+    if not xs:
+        return False
+    return bool(torch.stack([(x != y).any() for x, y in zip(xs, ys, strict=True)]).any())
+
+
 def _version(p: torch.Tensor) -> int:
     """Autograd's in-place modification counter of a tensor (-1 for inference tensors, which have none)."""
     try:
         return int(p._version)
     except RuntimeError:
         return -1
-
-
-def _pick_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return getattr(torch, dtype)
-    except AttributeError:
-        raise BackendError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None

@@ -5,7 +5,8 @@ several LoRA adapters against a model behind an OpenAI-compatible endpoint, so :
 every LLM participant a *route* (its request ``adapter`` name, :func:`route`) and forwards each request to the
 backend that serves it, rewriting the adapter to the name that backend knows. All local participants of one base
 model share one :class:`~llmmarl.backends.transformers.TransformersBackend` (adapters loaded under participant
-names), so their turns still share one batched ``generate`` call per runner round.
+names), so their turns still share one batched ``generate`` call per runner round. Backends are built by
+:func:`~llmmarl.backends.factory.build_backend`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.backends import factory
 from llmmarl.backends.base import Backend, BackendError, Generation, GenerationRequest
 from llmmarl.tournament.config import LocalLLMParticipant, OpenAIParticipant, TournamentConfig
 
@@ -100,9 +102,7 @@ def build_backend(config: TournamentConfig, names: set[str]) -> RoutingBackend |
 
 
 def _local_backend(config: TournamentConfig, model: str, participants: list[LocalLLMParticipant]) -> Backend:
-    from llmmarl.backends.transformers import TransformersBackend  # torch loads only when a local model plays
-
-    adapters = {}
+    adapters: dict[str, str | Path] = {}
     for p in participants:
         if p.adapter is None:
             continue
@@ -112,25 +112,18 @@ def _local_backend(config: TournamentConfig, model: str, participants: list[Loca
                 f"adapter folders; for an adapter served by vLLM use `kind: openai` with `model: {p.adapter}`."
             )
         adapters[p.name] = p.adapter
-    return TransformersBackend(
-        model,
+    spec = factory.BackendSpec(
+        model=model,
         adapters=adapters,
         max_batch_size=config.max_batch_size,
         dtype=config.dtype,
         device=config.device,
         seed=config.seed,
     )
+    return factory.build_backend(spec)
 
 
 def _openai_backend(base_url: str, key_env: str | None, names: list[str], seed: int) -> Backend:
-    try:
-        from llmmarl.backends.openai import OpenAIBackend  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as e:
-        raise BackendError(
-            f"participants {names} play through an OpenAI-compatible endpoint, which needs "
-            f"llmmarl.backends.openai.OpenAIBackend; it cannot be imported in this install ({e}). "
-            f"Update llmmarl, or remove those participants."
-        ) from None
     api_key = None
     if key_env is not None:
         api_key = os.environ.get(key_env)
@@ -139,5 +132,10 @@ def _openai_backend(base_url: str, key_env: str | None, names: list[str], seed: 
                 f"participants {names}: the API key variable ${key_env} is not set; export it, or set "
                 f"`api_key_env: null` for a server without keys (a local vLLM)."
             )
-    backend: Backend = OpenAIBackend(base_url=base_url, api_key=api_key, seed=seed)
-    return backend
+    try:
+        return factory.build_backend(factory.BackendSpec(kind="openai", base_url=base_url, api_key=api_key, seed=seed))
+    except ImportError as e:  # the openai package missing from this install
+        raise BackendError(
+            f"participants {names} play through an OpenAI-compatible endpoint, which needs the openai package; "
+            f"it cannot be imported in this install ({e}). Install it, or remove those participants."
+        ) from None

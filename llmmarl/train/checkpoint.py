@@ -71,13 +71,20 @@ def load_adapter_weights(model: Any, name: str, folder: Path) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    # A checkpoint written on another machine may have other GPUs (or none): restore the CUDA RNGs only when they match.
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def save_checkpoint(
@@ -134,11 +141,13 @@ def load_checkpoint(path: Path, model: Any, trainers: Mapping[str, OptimizerHold
     for name, trainer in trainers.items():
         load_adapter_weights(model, name, path / "adapters" / name)
         # Our own file, written by save_checkpoint: it holds plain Python objects besides tensors.
-        saved = torch.load(path / "optim" / f"{name}.pt", weights_only=False)
+        # Loaded on the CPU: load_state_dict moves the optimizer state to its parameters' device, so a checkpoint
+        # written on a GPU resumes on a CPU and the other way round.
+        saved = torch.load(path / "optim" / f"{name}.pt", weights_only=False, map_location="cpu")
         trainer.optimizer.load_state_dict(saved["optimizer"])
         trainer.lr_scheduler.load_state_dict(saved["scheduler"])
         trainer.state.global_step = saved["global_step"]
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    _set_rng_state(torch.load(path / "rng.pt", weights_only=False, map_location="cpu"))
     return json.loads((path / "state.json").read_text())
 
 
@@ -146,7 +155,8 @@ def load_extra(path: Path) -> dict[str, Any]:
     """The ``extra`` a checkpoint was saved with ({} if none)."""
     file = Path(path) / "extra.pt"
     # Our own file, written by save_checkpoint.
-    return dict(torch.load(file, weights_only=False)) if file.exists() else {}
+    # On the CPU: the caller's load_state_dict copies each tensor to its module's device.
+    return dict(torch.load(file, weights_only=False, map_location="cpu")) if file.exists() else {}
 
 
 def write_manifest(folder: Path, adapters: list[dict[str, Any]], run: Mapping[str, Any]) -> Path:

@@ -10,8 +10,9 @@ An update is::
     for name, trainer in trainers.items():            # steps_per_update optimizer steps per learner (default 1)
         trainer.update(samples[name])
 
-The backend that plays the games and the trainers share one model object, so the games are always played by
-the current adapters, and every learner is trained on-policy from the same games.
+The rollout engine plays the games with the current adapters (an in-process engine shares the trainers' model
+object; a separate one gets each update's adapters through ``refresh_adapters``), so every learner is trained
+on-policy from the same games.
 
 How our advantages reach TRL (checked against trl 1.16.0's ``grpo_trainer.py``): ``training_step`` ->
 ``_prepare_inputs`` -> ``_generate_and_score_completions`` -> ``_generate`` -> our ``rollout_func``, which serves
@@ -42,7 +43,8 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
-from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.backends.base import RolloutEngine
+from llmmarl.backends.device import triton_status
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.loop import (  # re-exported: scripts import them from here
@@ -147,8 +149,12 @@ class AgentGRPOTrainer(GRPOTrainer):
         Off GPU, TRL's fused LM head projects *every* position through the vocabulary (its compact path is
         Triton-only); our completions (~64 tokens) follow ~300-token prompts, so that is ~5x the LM-head work,
         and its CPU fallback is slow besides. Here only the completion positions get logits. Text-only models.
+        On a GPU where Triton cannot run (it needs a C compiler at run time), TRL's kernels would fail: this path,
+        in plain torch, serves there too.
         """
-        if self.accelerator.device.type != "cpu" or compute_aux_loss or any(v is not None for v in multimodal.values()):
+        on_cpu = self.accelerator.device.type == "cpu"
+        plain = not on_cpu and not triton_status()[0]
+        if (not on_cpu and not plain) or compute_aux_loss or any(v is not None for v in multimodal.values()):
             return super()._get_per_token_logps_and_entropies(
                 model,
                 input_ids,
@@ -164,9 +170,12 @@ class AgentGRPOTrainer(GRPOTrainer):
         logits = logits[:, :-1, :].float()  # (B, K, V)
         index = input_ids[:, -logits_to_keep:]  # (B, K)
         # Entropy is a monitor here (no entropy bonus by default), so it needs no gradient.
-        logps, entropy = selective_log_softmax_and_entropy(
-            logits, index, entropy_requires_grad=False, temperature=self.temperature
-        )
+        if plain:
+            logps, entropy = _logps_and_entropy(logits, index, self.temperature)
+        else:
+            logps, entropy = selective_log_softmax_and_entropy(
+                logits, index, entropy_requires_grad=False, temperature=self.temperature
+            )
         return logps, (entropy if compute_entropy else None), None
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -235,6 +244,18 @@ class AgentGRPOTrainer(GRPOTrainer):
         }
 
 
+def _logps_and_entropy(
+    logits: torch.Tensor, index: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain-torch log-probs of ``index`` (B, K) under ``logits / temperature`` (B, K, V), and entropies without grad;
+    what TRL's ``selective_log_softmax_and_entropy`` computes, without its Triton kernel."""
+    logp_all = torch.log_softmax(logits / temperature, dim=-1)
+    logps = logp_all.gather(-1, index[..., None]).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logps, entropy
+
+
 def _micro_batches(samples: Sequence[TurnSample], size: int) -> list[list[TurnSample]]:
     """``samples`` in about equal micro-batches of at most ``size``; similar lengths together (less padding;
     order is irrelevant to a summed gradient)."""
@@ -243,12 +264,18 @@ def _micro_batches(samples: Sequence[TurnSample], size: int) -> list[list[TurnSa
 
 
 # ---- TRL settings ------------------------------------------------------------------------------------------------
-def grpo_args(cfg: TrainConfig, learner: str, device: str) -> GRPOConfig:
-    """TRL settings of one learner's trainer. Batch-shape settings are placeholders: update() batches."""
+def grpo_args(cfg: TrainConfig, learner: str, device: str, dtype: torch.dtype = torch.float32) -> GRPOConfig:
+    """TRL settings of one learner's trainer. Batch-shape settings are placeholders: update() batches.
+
+    ``device`` and ``dtype`` are the learner model's (:mod:`llmmarl.backends.device` chose them): bf16 autocast
+    on CUDA when the model is bf16 (its LoRA weights stay float32, PEFT upcasts them), never on the CPU, where
+    TRL's default ``bf16=True`` fails.
+    """
+    on_cpu = device == "cpu"
     return GRPOConfig(
         output_dir=str(Path(cfg.output_dir) / "trainers" / learner),
-        use_cpu=device == "cpu",
-        bf16=False,  # TRL's default bf16 fails on CPU; the backend picks the dtype
+        use_cpu=on_cpu,
+        bf16=not on_cpu and dtype == torch.bfloat16,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
         max_grad_norm=cfg.max_grad_norm,
@@ -277,17 +304,22 @@ class MultiAgentGRPO(MultiAgentTrainer):
 
     Args:
         cfg: the run (``algorithm: grpo``).
-        backend: reuse a loaded backend (its model gets the learners' adapters); default: load ``cfg.model``.
+        backend: the rollout engine (see :class:`~llmmarl.train.loop.MultiAgentTrainer`); default: built for
+            ``cfg.model``.
         progress: show a progress bar with per-agent monitors.
     """
 
     algorithm: ClassVar[str] = "grpo"
 
-    def __init__(self, cfg: TrainConfig, backend: TransformersBackend | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
         super().__init__(cfg, backend, progress)
         self.trainers = {
             lr.name: AgentGRPOTrainer(
-                self.model, lr.name, grpo_args(cfg, lr.name, self.backend.device), self.backend.tokenizer, cfg.beta
+                self.model,
+                lr.name,
+                grpo_args(cfg, lr.name, self.device, self.model.dtype),
+                self.tokenizer,
+                cfg.beta,
             )
             for lr in cfg.learners
         }

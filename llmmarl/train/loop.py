@@ -24,8 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
-from llmmarl.backends.base import BackendError
-from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.backends.base import Backend, BackendError, RolloutEngine
+from llmmarl.backends.device import model_device, resolve_device, resolve_dtype
+from llmmarl.backends.factory import BackendSpec, build_engine
 from llmmarl.envs import make
 from llmmarl.models import portable_name
 from llmmarl.records import AgentSummary, EpisodeRecord, summarise
@@ -67,11 +68,9 @@ def lora_config(settings: LoraSettings) -> Any:
     )
 
 
-def attach_adapters(
-    backend: TransformersBackend, cfg: TrainConfig, extra: Sequence[tuple[str, LoraSettings]] = ()
-) -> Any:
-    """Give the backend's model one LoRA adapter per learner (fresh, or loaded from ``init_adapter``), then
-    the fresh ``extra`` adapters (name, shape)."""
+def attach_adapters(model: Any, cfg: TrainConfig, extra: Sequence[tuple[str, LoraSettings]] = ()) -> Any:
+    """Give ``model`` one LoRA adapter per learner (fresh, or loaded from ``init_adapter``), then the fresh
+    ``extra`` adapters (name, shape); returns the PEFT model."""
     from peft import PeftModel, get_peft_model
 
     def add(model: Any, name: str, settings: LoraSettings) -> Any:
@@ -80,7 +79,6 @@ def attach_adapters(
             return model
         return get_peft_model(model, lora_config(settings), adapter_name=name)
 
-    model = backend.model
     with torch.random.fork_rng():  # seeded adapter init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         for lr in cfg.learners:
@@ -92,8 +90,19 @@ def attach_adapters(
                 model = PeftModel.from_pretrained(model, lr.init_adapter, adapter_name=lr.name, is_trainable=True)
         for name, settings in extra:
             model = add(model, name, settings)
-    backend.model = model
     return model
+
+
+def load_base_model(name: str, device: str | None) -> Any:
+    """The trainer's own copy of base model ``name`` (for an engine that does not share its model), placed and
+    typed as a backend would place it (:mod:`llmmarl.backends.device`)."""
+    from transformers import AutoModelForCausalLM
+
+    from llmmarl.models import resolve_model
+
+    where = resolve_device(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=resolve_dtype("auto", where))
+    return model.to(where)
 
 
 def adapter_parameters(model: Any, name: str) -> list[torch.nn.Parameter]:
@@ -103,7 +112,7 @@ def adapter_parameters(model: Any, name: str) -> list[torch.nn.Parameter]:
 
 # ---- playing games for evaluation ---------------------------------------------------------------------------
 def play_lineups(
-    backend: TransformersBackend,
+    backend: Backend,
     env: str,
     env_kwargs: dict[str, Any],
     lineups: dict[str, list[dict[str, AgentSpec]]],
@@ -227,15 +236,19 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
 class MultiAgentTrainer(ABC):
     """Trains every learner of a :class:`TrainConfig` from shared rollouts; checkpoints, resumes, exports.
 
+    The trainer talks to its rollout engine only through :class:`~llmmarl.backends.base.RolloutEngine` (the
+    sequence of calls is in that module's docs) and trains its own handle on the learner model, ``self.model``:
+    the engine's model when the engine offers it (in-process), else a copy of the base model loaded here.
+
     Args:
         cfg: the run.
-        backend: reuse a loaded backend (its model gets the learners' adapters); default: load ``cfg.model``.
+        backend: the rollout engine; default: :func:`~llmmarl.backends.factory.build_engine` for ``cfg.model``.
         progress: show a progress bar with per-agent monitors.
     """
 
     algorithm: ClassVar[str]
 
-    def __init__(self, cfg: TrainConfig, backend: TransformersBackend | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
         if cfg.algorithm != self.algorithm:
             raise ValueError(f"{type(self).__name__} runs algorithm: {self.algorithm}, the config has {cfg.algorithm}")
         self.cfg = cfg
@@ -244,11 +257,19 @@ class MultiAgentTrainer(ABC):
         cfg.check_env(self.env)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.backend = backend or TransformersBackend(
-            cfg.model, max_batch_size=cfg.max_batch_size, device=cfg.device, seed=cfg.seed
+        self.backend: RolloutEngine = backend or build_engine(
+            BackendSpec(model=cfg.model, max_batch_size=cfg.max_batch_size, device=cfg.device, seed=cfg.seed)
         )
-        self.model = attach_adapters(self.backend, cfg, self.extra_adapters())
+        shared = self.backend.learner_model()
+        base = shared if shared is not None else load_base_model(cfg.model, cfg.device)
+        self.model = attach_adapters(base, cfg, self.extra_adapters())
+        self.device = str(model_device(self.model))  # where the learner model trains (the engine may be elsewhere)
+        self.tokenizer = self.backend.tokenizer
         self.learners = [lr.name for lr in cfg.learners]
+        if shared is not None:
+            self.backend.use_model(self.model)  # the engine serves the adapters just added
+        else:
+            self.backend.refresh_adapters(self.model, self.learners, version=0)
         self.learner_specs = [self._spec(lr.name, lr.name, cfg.temperature) for lr in cfg.learners]
         self.opponents = [self._decoding(s, cfg.temperature) for s in cfg.opponent_specs()]
         self.league = (
@@ -365,8 +386,8 @@ class MultiAgentTrainer(ABC):
         return [done[m.game_id] for m in matches]
 
     def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
-        """After every learner stepped: forget stale cached prefixes, count the update, append its metrics."""
-        self.backend.clear_prefix_cache()  # cached keys/values were computed with the adapters before this step
+        """After every learner stepped: the engine serves the new weights; count the update, append its metrics."""
+        self.backend.refresh_adapters(self.model, self.learners, version=self.step + 1)
         self.step += 1
         self._append_metrics({"step": self.step, "learners": logs})
 
@@ -402,8 +423,7 @@ class MultiAgentTrainer(ABC):
             )
             save_adapter(self.model, name, Path(snap.path))
             for old in self.league.add(snap):
-                if old.name in self.model.peft_config:
-                    self.model.delete_adapter(old.name)
+                self.backend.unload_adapter(old.name)  # loaded by the runner when the snapshot played
                 shutil.rmtree(old.path, ignore_errors=True)
 
     # ---- evaluation --------------------------------------------------------------------------------------------
@@ -480,7 +500,7 @@ class MultiAgentTrainer(ABC):
         return {
             "config": self.cfg.model_dump(mode="json"),
             "league": self.league.model_dump() if self.league else None,
-            "backend_calls": self.backend._calls,  # the backend seeds each generate call from this counter
+            "engine": self.backend.state_dict(),  # e.g. the counter each generate call's seed derives from
             "eval": self.eval_results,
             "train_seconds": self.train_seconds,
             "longest_update_s": self.longest_update_s,
@@ -519,7 +539,8 @@ class MultiAgentTrainer(ABC):
         state = load_checkpoint(found[-1], self.model, self.optimizers())
         self.load_extra_state(load_extra(found[-1]))
         self.step = state["step"]
-        self.backend._calls = state["backend_calls"]
+        # Checkpoints from before the engine interface kept the transformers backend's call counter on its own.
+        self.backend.load_state_dict(state.get("engine") or {"calls": state["backend_calls"]})
         self.eval_results = state.get("eval") or {}
         self.train_seconds = state.get("train_seconds", 0.0)
         self.longest_update_s = state.get("longest_update_s", 0.0)

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord, TurnRecord
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
@@ -140,16 +140,16 @@ class MultiAgentPPO(MultiAgentTrainer):
 
     Args:
         cfg: the run.
-        backend: reuse a loaded backend (its model gets the actors' and critics' adapters); default: load
+        backend: the rollout engine (see :class:`~llmmarl.train.loop.MultiAgentTrainer`); default: built for
             ``cfg.model``.
         progress: show a progress bar with per-agent monitors.
     """
 
     algorithm: ClassVar[str] = "ppo"
 
-    def __init__(self, cfg: TrainConfig, backend: TransformersBackend | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
         super().__init__(cfg, backend, progress)
-        device = self.backend.device
+        device = self.device
         hidden = self.model.config.get_text_config(decoder=True).hidden_size
         self.heads = {name: ValueHead(hidden, seed=cfg.seed + i).to(device) for i, name in enumerate(self.learners)}
         self.actors = {name: _Optim(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners}
@@ -225,7 +225,7 @@ class MultiAgentPPO(MultiAgentTrainer):
     ) -> list[PPOSample]:
         """The critic's inputs and values, then GAE per trajectory and per-learner advantage normalisation."""
         cfg = self.cfg
-        tokenizer = self.backend.tokenizer
+        tokenizer = self.tokenizer
         batch = []
         for s in samples:
             turn, episode = turns[(s.game_id, s.step, s.seat)]
@@ -280,8 +280,8 @@ class MultiAgentPPO(MultiAgentTrainer):
         self.model.train(train)
 
     def _values(self, name: str, micro: Sequence[PPOSample]) -> torch.Tensor:
-        pad = self.backend.tokenizer.pad_token_id
-        return critic_values(self.model, self.heads[name], [x.critic_ids for x in micro], pad, self.backend.device)
+        pad = self.tokenizer.pad_token_id
+        return critic_values(self.model, self.heads[name], [x.critic_ids for x in micro], pad, self.device)
 
     def _token_logprobs(
         self, micro: Sequence[PPOSample], entropy: bool
@@ -294,7 +294,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         rows = [x.sample.prompt_ids + x.sample.completion_ids for x in micro]
         lengths = [len(x.sample.completion_ids) for x in micro]
         width, k = max(len(r) for r in rows), max(lengths)
-        pad = self.backend.tokenizer.pad_token_id
+        pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), k))
@@ -302,7 +302,7 @@ class MultiAgentPPO(MultiAgentTrainer):
             input_ids[i, width - len(row) :] = torch.tensor(row)
             attention[i, width - len(row) :] = 1
             mask[i, k - n :] = 1.0
-        device = self.backend.device
+        device = self.device
         input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(
