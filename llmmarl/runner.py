@@ -8,6 +8,18 @@ call; if that fails too, the decision is an *outage*, not a move: the game stops
 its ``error`` saying why, and counts nowhere (ratings, training), so tournaments play it again on resume.
 Finished games are written at once, so a killed run loses only games in flight.
 
+Two schedules (``mode``):
+
+* ``rounds``: every pending decision of every live game goes into one backend call, and every game waits for the
+  slowest answer of the round. Best for the in-process transformers backend, whose batched ``generate`` is where
+  its speed comes from (a batch of 32 costs ~3x one sequence on a CPU).
+* ``stream``: each game moves on as soon as its own answer is back: one thread per live game plays it round by
+  round, and the backend keeps at most ``concurrency`` requests in flight. Best for a continuous-batching engine
+  (vLLM behind :class:`~llmmarl.backends.openai.OpenAIBackend`), which admits new requests between decode steps, so
+  a game whose answer is short no longer waits for the longest answer of its round.
+
+``auto`` picks ``stream`` for backends that say they take concurrent calls (``concurrent_calls = True``).
+
 The runner owns no model: training, tournaments and ``llmmarl play`` all drive it with a backend and a list of
 :class:`Match` es, and get :class:`~llmmarl.records.EpisodeRecord` s back.
 """
@@ -15,12 +27,14 @@ The runner owns no model: training, tournaments and ``llmmarl play`` all drive i
 from __future__ import annotations
 
 import random
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
@@ -99,6 +113,7 @@ class Runner:
         max_steps: a game still running after this many steps is ended and recorded with an error.
         out: JSONL file that receives each finished game's :class:`EpisodeRecord`.
         progress: show a progress bar.
+        mode: ``rounds``, ``stream`` or ``auto`` (see the module docstring).
     """
 
     def __init__(
@@ -108,8 +123,13 @@ class Runner:
         max_steps: int = 500,
         out: str | Path | None = None,
         progress: bool = True,
+        mode: Literal["auto", "rounds", "stream"] = "auto",
     ) -> None:
         self.backend = backend
+        if mode == "auto":
+            mode = "stream" if getattr(backend, "concurrent_calls", False) else "rounds"
+        self.mode = mode
+        self._lock = threading.Lock()  # stats and adapter loading, shared by the game threads of stream mode
         self.concurrency = concurrency
         self.max_steps = max_steps
         self.out = out
@@ -130,8 +150,29 @@ class Runner:
         queue = deque(matches)
         writer = JsonlWriter(self.out) if self.out else None
         bar = tqdm(total=len(queue), desc=desc, unit="game", disable=not self.progress, dynamic_ncols=True)
-        live: list[_Game] = []
         episodes: list[EpisodeRecord] = []
+
+        def done(ep: EpisodeRecord) -> None:
+            episodes.append(ep)
+            if writer:
+                writer.write(ep)
+            if on_episode:
+                on_episode(ep)
+            bar.update(1)
+
+        try:
+            if self.mode == "stream":
+                self._play_streaming(queue, done, bar)
+            else:
+                self._play_rounds(queue, done, bar)
+        finally:
+            bar.close()
+            if writer:
+                writer.close()
+        return episodes
+
+    def _play_rounds(self, queue: deque[Match], done: Callable[[EpisodeRecord], None], bar: Any) -> None:
+        live: list[_Game] = []
         try:
             while queue or live:
                 while queue and len(live) < self.concurrency:
@@ -142,22 +183,45 @@ class Runner:
                     if g.error is None and not g.env.done:
                         still.append(g)
                         continue
-                    ep = self._finish(g)
-                    episodes.append(ep)
-                    if writer:
-                        writer.write(ep)
-                    if on_episode:
-                        on_episode(ep)
-                    bar.update(1)
+                    done(self._finish(g))
                 live = still
                 bar.set_postfix(decisions=self.stats["decisions"], reasks=self.stats["reasks"], refresh=False)
         finally:
-            bar.close()
-            if writer:
-                writer.close()
             for g in live:
                 g.env.close()
-        return episodes
+
+    def _play_streaming(self, queue: deque[Match], done: Callable[[EpisodeRecord], None], bar: Any) -> None:
+        """One thread per live game (at most ``concurrency``); episodes are handed over in the calling thread."""
+        stop = threading.Event()  # set on Ctrl-C or an error: game threads end at their next round
+
+        def play_one(match: Match) -> EpisodeRecord | None:
+            g = self._start(match)
+            try:
+                while g.error is None and not g.env.done:
+                    if stop.is_set():
+                        g.env.close()
+                        return None
+                    self._round([g])
+            except BaseException:
+                g.env.close()
+                raise
+            return self._finish(g)  # closes the env
+
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llmmarl-game")
+        running: set[Future[EpisodeRecord | None]] = set()
+        try:
+            while queue or running:
+                while queue and len(running) < self.concurrency:
+                    running.add(pool.submit(play_one, queue.popleft()))
+                finished, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    ep = fut.result()  # a BackendError that ends the run is raised here, in the caller's thread
+                    if ep is not None:
+                        done(ep)
+                bar.set_postfix(decisions=self.stats["decisions"], reasks=self.stats["reasks"], refresh=False)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- game lifecycle -----------------------------------------------------------------------------------
     def _start(self, match: Match) -> _Game:
@@ -215,7 +279,7 @@ class Runner:
             by_game.setdefault(id(d.game), []).append(d)
         for ds in by_game.values():
             self._apply(ds[0].game, ds)
-        self.stats["decisions"] += len(decisions)
+        self._count("decisions", len(decisions))
 
     def _decide_llm(self, decisions: list[_Decision]) -> None:
         if not decisions:
@@ -231,7 +295,7 @@ class Runner:
             if d.attempts[-1].server_error is None and d.parsed.turn is None and d.spec.reask  # type: ignore[union-attr]
         ]
         if failed or invalid:
-            self.stats["reasks"] += len(invalid)
+            self._count("reasks", len(invalid))
             again = [self._request(d, d.messages) for d in failed]  # the same question again: it was never answered
             for d in invalid:
                 assert d.prompts is not None and d.parsed is not None
@@ -293,11 +357,11 @@ class Runner:
     def _generate(self, decisions: list[_Decision], requests: list[GenerationRequest]) -> None:
         assert self.backend is not None
         gens = self.backend.generate(requests)
-        self.stats["backend_calls"] += 1
-        self.stats["llm_requests"] += len(requests)
+        self._count("backend_calls", 1)
+        self._count("llm_requests", len(requests))
         for d, req, gen in zip(decisions, requests, gens, strict=True):
             if gen.error is not None:
-                self.stats["failed_requests"] += 1
+                self._count("failed_requests", 1)
                 d.parsed = ParseResult(error="no answer from the server")
                 failed = Attempt(messages=req.messages, response="", error=d.parsed.error, server_error=gen.error)
                 d.attempts.append(failed)
@@ -407,6 +471,10 @@ class Runner:
             for predictor_rec, label in g.open_predictions.pop(seat, {}).values():
                 predictor_rec.prediction_hits[seat] = match_action(label, [rec.action]) is not None
 
+    def _count(self, key: str, n: int) -> None:
+        with self._lock:
+            self.stats[key] += n
+
     # ---- caches ------------------------------------------------------------------------------------------------
     def _prompt_set(self, game: str, seat: str, template: str | None) -> PromptSet:
         key = (game, seat, template)
@@ -416,6 +484,10 @@ class Runner:
 
     def _adapter(self, spec: LLMAgentSpec) -> str | None:
         """The backend adapter name for an agent: its folder loaded under the agent's name, or a served name."""
+        with self._lock:  # game threads of stream mode must not load one adapter twice
+            return self._adapter_locked(spec)
+
+    def _adapter_locked(self, spec: LLMAgentSpec) -> str | None:
         if spec.name in self._adapters:
             return self._adapters[spec.name]
         name: str | None = None

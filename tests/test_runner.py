@@ -307,3 +307,46 @@ def test_the_progress_bar_is_labelled_and_counts_finished_games(capsys):
     assert "random vs minimax" in err and "3/3" in err
     Runner(None, progress=False).play(matches[:1], desc="silent")
     assert "silent" not in capsys.readouterr().err
+
+
+# ---- schedules: lockstep rounds, or each game moving on by itself ----------------------------------------------
+def test_stream_mode_plays_the_same_scripted_games_as_rounds() -> None:
+    agents = [ScriptedAgentSpec(name="a", policy="random"), ScriptedAgentSpec(name="b", policy="random")]
+    matches = [
+        Match(game_id=i, env="tictactoe_v3", seats=s, seed=100 + i)
+        for i, s in enumerate(seatings(make("tictactoe_v3"), agents, 12))
+    ]
+    rounds = Runner(concurrency=4, progress=False, mode="rounds").play(matches)
+    stream = Runner(concurrency=4, progress=False, mode="stream").play(matches)
+    key = lambda ep: ep.game_id  # noqa: E731 - stream mode hands games over as they finish, in any order
+    assert [ep.model_dump() for ep in sorted(stream, key=key)] == [ep.model_dump() for ep in sorted(rounds, key=key)]
+
+
+def test_stream_mode_does_not_hold_games_behind_a_slow_answer() -> None:
+    """One answer takes 5 s. In rounds every game waits for it; streamed, the other games finish meanwhile."""
+    import time
+
+    from hostile_server import HostileServer
+
+    from llmmarl.backends.openai import OpenAIBackend
+
+    llm, rand = LLMAgentSpec(name="llm", max_new_tokens=16), ScriptedAgentSpec(name="random", policy="random")
+    matches = [
+        Match(game_id=i, env="tictactoe_v3", seats={"player_1": llm, "player_2": rand}, seed=i) for i in range(4)
+    ]
+    for mode in ("rounds", "stream"):
+        with (
+            HostileServer(["slow", *["ok"] * 200], slow_s=5.0) as srv,
+            OpenAIBackend(srv.url, timeout=60.0, max_retries=0) as backend,
+        ):
+            runner = Runner(backend, concurrency=4, progress=False, mode=mode)  # type: ignore[arg-type]
+            t0, arrived = time.monotonic(), []
+
+            def seen(ep: object, t0: float = t0, arrived: list[float] = arrived) -> None:
+                arrived.append(time.monotonic() - t0)
+
+            episodes = runner.play(matches, on_episode=seen)
+        assert len(episodes) == 4 and not any(ep.error for ep in episodes)
+        before_slow_answer = sum(t < 5.0 for t in arrived)  # no game that waited for the slow answer is among these
+        assert before_slow_answer == (0 if mode == "rounds" else 3), (mode, arrived)
+    assert Runner(backend).mode == "stream" and Runner(None).mode == "rounds"  # what "auto" picks

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -81,6 +81,10 @@ class OpenAIBackend:
         seed: when set, request *i* of call *c* is sampled with a seed derived from (seed, c, i) on servers that
             honour ``seed`` (vLLM does), so reruns reproduce.
     """
+
+    # generate() may be called from many threads at once; the shared pool bounds the requests in flight. The runner
+    # then streams games (each moves on when its own answer is back) instead of playing them in lockstep rounds.
+    concurrent_calls: ClassVar[bool] = True
 
     def __init__(
         self,
