@@ -24,7 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.backends.base import Backend
 from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.backends.vllm_engine import VLLMEngine
 from llmmarl.envs import make
 from llmmarl.models import portable_name
 from llmmarl.records import AgentSummary, EpisodeRecord, summarise
@@ -39,6 +41,7 @@ from llmmarl.train.checkpoint import (
     write_manifest,
 )
 from llmmarl.train.config import LoraSettings, TrainConfig
+from llmmarl.train.engine import build_engine, publish_learners
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
 from llmmarl.train.rollout import TERMS, TurnSample
@@ -257,6 +260,8 @@ class MultiAgentTrainer(ABC):
         self.longest_update_s = 0.0
         self.eval_results: dict[str, dict[str, dict[str, float]]] = {}
         self.progress = progress
+        self.engine: VLLMEngine | None = None  # rollout_backend: vllm; started by the first rollout
+        self.engine_calls = 0  # the engine's generate calls so far (its sampling seeds), across resumes
 
     # ---- what an algorithm supplies ----------------------------------------------------------------------------
     @abstractmethod
@@ -318,6 +323,12 @@ class MultiAgentTrainer(ABC):
         return self._spec(snap.name, snap.path, self.cfg.temperature)
 
     @property
+    def corrects(self) -> bool:
+        """Whether this update's samples get the importance correction: they come from the vLLM engine and were not
+        grammar-constrained (vLLM's log-probs are then after the mask, ours before: not comparable)."""
+        return self.cfg.rollout_backend == "vllm" and not (self.cfg.constrained or self.in_warmup)
+
+    @property
     def in_warmup(self) -> bool:
         """Whether the current update is one of the format warm-up updates (GRPO only)."""
         return self.step < self.cfg.warmup_updates
@@ -334,17 +345,51 @@ class MultiAgentTrainer(ABC):
             cfg, self.env, self.step, specs, self.opponents, self.league, self._snapshot_spec
         )
         self.model.eval()  # PEFT's mixed-adapter generation refuses training mode
-        episodes = Runner(self.backend, concurrency=cfg.concurrency, progress=False).play(
+        episodes = Runner(self.rollout_backend(), concurrency=cfg.concurrency, progress=False).play(
             group_matches(cfg, groups, seeds)
         )
         self._record_league(groups, episodes)
         return episodes, time.perf_counter() - t0
 
-    def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
-        """After every learner stepped: forget stale cached prefixes, count the update, append its metrics."""
+    def rollout_backend(self) -> Backend:
+        """What plays the training games: the trainer's own backend, or the vLLM engine (started on first use, with
+        every learner's current adapter published)."""
+        if self.cfg.rollout_backend == "transformers":
+            return self.backend
+        if self.engine is None:
+            engine = build_engine(self.cfg, self.backend.tokenizer)
+            engine.calls = self.engine_calls
+            self.engine = engine.start()
+            publish_learners(self.engine, self.model, self.learners, self.step)
+        return self.engine
+
+    def sync(self) -> float:
+        """After an update: the rollout engine gets the new adapters. Returns the seconds taken."""
+        t0 = time.perf_counter()
         self.backend.clear_prefix_cache()  # cached keys/values were computed with the adapters before this step
+        if self.engine is not None:
+            publish_learners(self.engine, self.model, self.learners, self.step)
+        return time.perf_counter() - t0
+
+    def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
+        """After every learner stepped: count the update, sync the engine, append its metrics with the time taken
+        by the rollout, the learners and the sync."""
         self.step += 1
-        self._append_metrics({"step": self.step, "learners": logs})
+        sync_s = self.sync()
+        first = next(iter(logs.values()), {})
+        times = {
+            "rollout_s": first.get("time/rollout_s", 0.0),
+            "learner_s": sum(m.get("time/update_s", 0.0) for m in logs.values()),
+            "sync_s": sync_s,
+        }
+        self._append_metrics({"step": self.step, "learners": logs, "time": times, "engine": self.cfg.rollout_backend})
+
+    def close(self) -> None:
+        """Stop the rollout engine, if one runs (its watchdog would also end it when this process exits)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine_calls = self.engine.calls
+            self.engine = None
 
     def game_metrics(self, episodes: Sequence[EpisodeRecord]) -> dict[str, dict[str, float]]:
         """Each learner's ``game/...`` monitors over an update's games."""
@@ -380,6 +425,8 @@ class MultiAgentTrainer(ABC):
             for old in self.league.add(snap):
                 if old.name in self.model.peft_config:
                     self.model.delete_adapter(old.name)
+                if self.engine is not None:
+                    self.engine.unload_adapter(old.name)
                 shutil.rmtree(old.path, ignore_errors=True)
 
     # ---- evaluation --------------------------------------------------------------------------------------------
@@ -457,6 +504,7 @@ class MultiAgentTrainer(ABC):
             "config": self.cfg.model_dump(mode="json"),
             "league": self.league.model_dump() if self.league else None,
             "backend_calls": self.backend._calls,  # the backend seeds each generate call from this counter
+            "engine_calls": self.engine.client._calls if self.engine and self.engine.client else self.engine_calls,
             "eval": self.eval_results,
             "train_seconds": self.train_seconds,
             "longest_update_s": self.longest_update_s,
@@ -496,6 +544,7 @@ class MultiAgentTrainer(ABC):
         self.load_extra_state(load_extra(found[-1]))
         self.step = state["step"]
         self.backend._calls = state["backend_calls"]
+        self.engine_calls = state.get("engine_calls", 0)
         self.eval_results = state.get("eval") or {}
         self.train_seconds = state.get("train_seconds", 0.0)
         self.longest_update_s = state.get("longest_update_s", 0.0)
@@ -592,5 +641,8 @@ def run(trainer_class: type[Trainer], cfg: TrainConfig, resume: bool = False, pr
     trainer = trainer_class(cfg, progress=progress)
     if resume and trainer.resume() and progress:
         print(f"resumed {cfg.output_dir} at update {trainer.step}")
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
     return trainer
