@@ -233,6 +233,8 @@ class VLLMEngine:
         """Start-up guard: the engine's prompt ids are our chat template's, and each token has a log-probability."""
         request = GenerationRequest(messages=[dict(m) for m in messages], max_new_tokens=4, temperature=1.0)
         [gen] = self._client().generate([request])
+        if gen.error is not None:
+            raise BackendError(f"the vLLM engine did not answer its start-up check: {gen.error}")
         ours = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
         ours = [int(t) for t in (ours["input_ids"] if isinstance(ours, Mapping) else ours)]
         if gen.prompt_ids != ours:
