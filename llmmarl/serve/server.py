@@ -42,6 +42,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmmarl.models import resolve_model
+from llmmarl.serve import watchdog
 
 PYTHON_ENV = "LLMMARL_VLLM_PYTHON"
 VENV_NAME = ".venv-vllm"
@@ -106,6 +107,11 @@ class ServeConfig(BaseModel):
     extra_args: list[str] = Field(default_factory=list, description="More vLLM command-line arguments, verbatim.")
     log_file: Path | None = Field(None, description="Where the server log goes (default: a temporary file).")
     startup_timeout: float = Field(600.0, gt=0, description="Seconds to wait for /v1/models to answer.")
+    watch_parent: bool = Field(
+        False,
+        description="Run the server under a watchdog that ends it when this process dies, even by SIGKILL "
+        "(see llmmarl.serve.watchdog); for servers a program starts for itself, e.g. training's rollout engine.",
+    )
 
     @field_validator("adapters")
     @classmethod
@@ -288,6 +294,8 @@ class VLLMServer:
             raise ServeError(f"something already answers at {self.url}: stop it or pick another --port")
         self.info = probe_python(self.python)
         cmd, extra_env = build_command(self.config, self.python, self.device)
+        if self.config.watch_parent:
+            cmd = [sys.executable, watchdog.__file__, str(os.getpid()), "--", *cmd]
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}  # only the key we were given

@@ -177,6 +177,38 @@ class PPOSettings(_Strict):
     )
 
 
+class VLLMSettings(_Strict):
+    """The vLLM rollout engine (``rollout_backend: vllm``): a server of the base model with every adapter hot-loaded.
+
+    See :mod:`llmmarl.backends.vllm_engine` for why a server, and :mod:`llmmarl.train.importance` for the
+    correction of the engine-trainer mismatch.
+    """
+
+    python: str | None = Field(
+        None, description="Interpreter with vLLM installed (default: $LLMMARL_VLLM_PYTHON, then .venv-vllm)."
+    )
+    kv_cache_gib: float = Field(1.0, gt=0.0, description="KV cache of the server in GiB (fixed, not a share of RAM).")
+    max_model_len: int = Field(4096, ge=64, description="Longest prompt + answer in tokens the server accepts.")
+    startup_timeout: float = Field(600.0, gt=0.0, description="Seconds to wait for the server to answer.")
+    importance: Literal["token_truncate", "token_mask", "none"] = Field(
+        "token_truncate",
+        description="Correction of the engine-trainer mismatch, per answer token, w = pi_learner / pi_engine: "
+        "token_truncate multiplies each token's loss by min(w, importance_cap) (TRL's token_truncate); token_mask "
+        "drops tokens with w > importance_cap; none trains as if the engine were the learner.",
+    )
+    importance_cap: float = Field(2.0, gt=1.0, description="Cap of the importance weight (see importance).")
+    max_loras: int | None = Field(
+        None,
+        ge=1,
+        description="Adapters in one engine batch; default learners + frozen LLM opponents + league pool + 1 "
+        "(the swap: a new version loads before the old one is unloaded).",
+    )
+    max_cpu_loras: int | None = Field(
+        None, ge=1, description="Adapters the engine keeps in CPU memory; default twice max_loras."
+    )
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments, verbatim.")
+
+
 class TrainConfig(_Strict):
     """Multi-agent training (GRPO or PPO): one LoRA adapter per learner, all updated from the same games each step."""
 
@@ -328,6 +360,13 @@ class TrainConfig(_Strict):
         "busy with other work, 1 avoids OpenMP spin-waiting, which can make small ops 10-20x slower. None = "
         "torch's default.",
     )
+
+    rollout_backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="What plays the training games: transformers (in-process, the trainer's own model; fastest "
+        "on CPU) or vllm (a vLLM server that hot-loads each learner's adapter after every update; see vllm).",
+    )
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="Used by rollout_backend: vllm.")
 
     # ---- loading ---------------------------------------------------------------------------------------------
     @classmethod

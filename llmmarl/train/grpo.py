@@ -47,6 +47,7 @@ from llmmarl.backends.base import RolloutEngine
 from llmmarl.backends.device import triton_status
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import TrainConfig
+from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
 from llmmarl.train.loop import (  # re-exported: scripts import them from here
     MultiAgentTrainer,
     attach_adapters,
@@ -108,6 +109,10 @@ class AgentGRPOTrainer(GRPOTrainer):
         self.adapter = adapter
         self.batch: list[TurnSample] = []
         self.old_logps: torch.Tensor | None = None  # rollout-policy log-probs of self.batch (multi-step updates)
+        # Correction for samples from another engine (see llmmarl.train.importance); set per update by the loop.
+        self.importance: Mode = "none"
+        self.importance_cap = 2.0
+        self.monitor: MismatchMonitor | None = None
         # TRL requires a dataset; ours never reaches its dataloader (update() passes the rows itself).
         placeholder = Dataset.from_dict({"prompt": [[{"role": "user", "content": ""}]]})
         super().__init__(
@@ -186,15 +191,47 @@ class AgentGRPOTrainer(GRPOTrainer):
         output["advantages"] = ours  # (B,): this process's rows, in rollout order (TRL shuffles after this)
         if self.old_logps is not None:  # a later step of a multi-step update: TRL clips the ratio against these
             output["old_per_token_logps"] = self.old_logps
+        if self.monitor is not None:
+            self._add_importance(output)
         # TRL's share of zero-spread groups is always 1 with groups of one row: a misleading monitor, dropped.
         model: Any = self.model
         self._metrics["train" if model.training else "eval"].pop("frac_reward_zero_std", None)
         return output
 
+    def _add_importance(self, output: dict[str, Any]) -> None:
+        """Weights of the engine's samples, (B, T), from the learner's log-probs before this step: the old ones of a
+        multi-step update, else one no-grad pass (TRL's own vLLM correction does the same)."""
+        assert self.monitor is not None
+        engine = output["sampling_per_token_logps"]  # (B, T): the engine's, at the sampling temperature
+        mask = output["completion_mask"]
+        learner = output.get("old_per_token_logps")
+        if learner is None:
+            with torch.no_grad():
+                ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+                attn = torch.cat([output["prompt_mask"], mask], dim=1)
+                learner, _, _ = self._get_per_token_logps_and_entropies(self.model, ids, attn, mask.size(1))
+        self.monitor.add(learner, engine, mask)
+        if self.importance != "none":
+            output["importance_sampling_ratio"] = importance_weights(
+                learner, engine, mask, self.importance, self.importance_cap
+            )
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        if "importance_sampling_ratio" not in inputs:
+            return super()._compute_loss(model, inputs)
+        # TRL multiplies each token's loss by inputs["importance_sampling_ratio"] only under these two flags, which
+        # elsewhere would also make it sync weights to its own vLLM client: set them for the loss alone.
+        self.use_vllm = self.vllm_importance_sampling_correction = True
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self.use_vllm = self.vllm_importance_sampling_correction = False
+
     def _rollout_logps(self, chunk: Sequence[TurnSample]) -> torch.Tensor:
         """Per-token log-probs of ``chunk``'s completions under the current adapter, laid out as TRL lays out
         the same chunk in its loss (so that they line up with its ``per_token_logps``)."""
         self.batch, self.old_logps = list(chunk), None
+        monitor, self.monitor = self.monitor, None  # a scoring pass: no weights, no monitors
         # TRL's scoring also logs (reward means, tokens seen): the training pass logs these rows, not this one.
         seen, logged = self.state.num_input_tokens_seen, copy.deepcopy(self._metrics)
         with torch.no_grad():
@@ -203,9 +240,12 @@ class AgentGRPOTrainer(GRPOTrainer):
             ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
             mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
             logps, _, _ = self._get_per_token_logps_and_entropies(self.model, ids, mask, out["completion_ids"].size(1))
+        self.monitor = monitor
         return logps
 
-    def update(self, samples: Sequence[TurnSample], micro_batch_size: int, steps: int = 1) -> dict[str, float]:
+    def update(
+        self, samples: Sequence[TurnSample], micro_batch_size: int, steps: int = 1, importance: bool = False
+    ) -> dict[str, float]:
         """``steps`` optimizer steps of this adapter on ``samples``: as many mini-batches, each in micro-batches
         whose gradients add up.
 
@@ -213,11 +253,15 @@ class AgentGRPOTrainer(GRPOTrainer):
         mini-batches and later steps are off-policy by the earlier ones, so the rollout policy's log-probs are
         computed first (one no-grad pass) and TRL's loss clips the ratio against them, as TRL does for its own
         ``steps_per_generation``: more learning per (expensive) rollout for a bounded change of policy.
+
+        ``importance``: the samples come from another engine; reweight their tokens (see
+        :mod:`llmmarl.train.importance`) and return the ``is/...`` monitors.
         """
         model: Any = self.model
         optimizer: Any = self.optimizer
         scheduler: Any = self.lr_scheduler
         model.set_adapter(self.adapter)  # train this adapter; the others get requires_grad=False
+        self.monitor = MismatchMonitor(self.importance_cap) if importance else None  # monitored even with "none"
         rows = list(samples)
         if steps > 1:  # mini-batches mix games and seats; the rollout lists them game by game
             random.Random(f"{self.state.global_step}/minibatches").shuffle(rows)
@@ -236,11 +280,14 @@ class AgentGRPOTrainer(GRPOTrainer):
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         self.batch, self.old_logps = [], None
+        monitors = self.monitor.metrics() if self.monitor is not None else {}
+        self.monitor = None
         self.state.global_step += 1  # one per update, whatever the steps: the update count is the run's clock
         return {
             "loss": loss / len(plans),
             "grad_norm": sum(grad_norms) / len(plans),
             "learning_rate": float(scheduler.get_last_lr()[0]),
+            **monitors,
         }
 
 
@@ -324,6 +371,8 @@ class MultiAgentGRPO(MultiAgentTrainer):
             for lr in cfg.learners
         }
         self.role_baselines: dict[str, float] = {}
+        for trainer in self.trainers.values():
+            trainer.importance, trainer.importance_cap = cfg.vllm.importance, cfg.vllm.importance_cap
 
     def optimizers(self) -> Mapping[str, OptimizerHolder]:
         return self.trainers
@@ -366,7 +415,7 @@ class MultiAgentGRPO(MultiAgentTrainer):
             metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
             metrics["warmup"] = float(warmup)
             if batch:  # none if every game broke, or the learner never reached an LLM turn
-                metrics.update(trainer.update(batch, cfg.micro_batch_size, cfg.steps_per_update))
+                metrics.update(trainer.update(batch, cfg.micro_batch_size, cfg.steps_per_update, self.corrects))
             else:
                 trainer.state.global_step += 1  # keep every adapter's step count equal to the update count
             metrics["time/update_s"] = time.perf_counter() - t1

@@ -27,6 +27,7 @@ from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, BackendError, RolloutEngine
 from llmmarl.backends.device import model_device, resolve_device, resolve_dtype
 from llmmarl.backends.factory import BackendSpec, build_engine
+from llmmarl.backends.vllm_engine import VLLMEngine
 from llmmarl.envs import make
 from llmmarl.models import portable_name
 from llmmarl.records import AgentSummary, EpisodeRecord, summarise
@@ -41,6 +42,8 @@ from llmmarl.train.checkpoint import (
     write_manifest,
 )
 from llmmarl.train.config import LoraSettings, TrainConfig
+from llmmarl.train.engine import build_engine as build_vllm_engine
+from llmmarl.train.engine import publish_learners
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
 from llmmarl.train.rollout import TERMS, TurnSample
@@ -281,6 +284,8 @@ class MultiAgentTrainer(ABC):
         self.outage_replays = 0  # training games played again because the server failed them
         self.eval_results: dict[str, dict[str, dict[str, float]]] = {}
         self.progress = progress
+        self.engine: VLLMEngine | None = None  # rollout_backend: vllm; started by the first rollout
+        self.engine_calls = 0  # the engine's generate calls so far (its sampling seeds), across resumes
 
     # ---- what an algorithm supplies ----------------------------------------------------------------------------
     @abstractmethod
@@ -342,6 +347,12 @@ class MultiAgentTrainer(ABC):
         return self._spec(snap.name, snap.path, self.cfg.temperature)
 
     @property
+    def corrects(self) -> bool:
+        """Whether this update's samples get the importance correction: they come from the vLLM engine and were not
+        grammar-constrained (vLLM's log-probs are then after the mask, ours before: not comparable)."""
+        return self.cfg.rollout_backend == "vllm" and not (self.cfg.constrained or self.in_warmup)
+
+    @property
     def in_warmup(self) -> bool:
         """Whether the current update is one of the format warm-up updates (GRPO only)."""
         return self.step < self.cfg.warmup_updates
@@ -362,6 +373,18 @@ class MultiAgentTrainer(ABC):
         self._record_league(groups, episodes)
         return episodes, time.perf_counter() - t0
 
+    def rollout_backend(self) -> Backend:
+        """What plays the training games: the trainer's own engine, or the vLLM engine (started on first use, with
+        every learner's current adapter published)."""
+        if self.cfg.rollout_backend == "transformers":
+            return self.backend
+        if self.engine is None:
+            engine = build_vllm_engine(self.cfg, self.tokenizer)
+            engine.calls = self.engine_calls
+            self.engine = engine.start()
+            publish_learners(self.engine, self.model, self.learners, self.step)
+        return self.engine
+
     def _play_replaying_outages(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
         """Play ``matches``; games an outage stopped are played again (same seed), up to ``OUTAGE_REPLAYS`` times.
 
@@ -369,7 +392,7 @@ class MultiAgentTrainer(ABC):
         than the baseline expects, would bias the update. If the outage persists the run stops with one clear error
         (the last checkpoint resumes it).
         """
-        runner = Runner(self.backend, concurrency=self.cfg.concurrency, progress=False)
+        runner = Runner(self.rollout_backend(), concurrency=self.cfg.concurrency, progress=False)
         done = {ep.game_id: ep for ep in runner.play(matches)}
         for _ in range(OUTAGE_REPLAYS):
             broken = [m for m in matches if done[m.game_id].outage]
@@ -385,11 +408,34 @@ class MultiAgentTrainer(ABC):
             )
         return [done[m.game_id] for m in matches]
 
+    def sync(self) -> float:
+        """After an update (``self.step`` already counts it): every engine serves the new adapters, as version
+        ``self.step``. Returns the seconds taken."""
+        t0 = time.perf_counter()
+        self.backend.refresh_adapters(self.model, self.learners, version=self.step)
+        if self.engine is not None:
+            publish_learners(self.engine, self.model, self.learners, self.step)
+        return time.perf_counter() - t0
+
     def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
-        """After every learner stepped: the engine serves the new weights; count the update, append its metrics."""
-        self.backend.refresh_adapters(self.model, self.learners, version=self.step + 1)
+        """After every learner stepped: count the update, sync the engines, append its metrics with the time taken
+        by the rollout, the learners and the sync."""
         self.step += 1
-        self._append_metrics({"step": self.step, "learners": logs})
+        sync_s = self.sync()
+        first = next(iter(logs.values()), {})
+        times = {
+            "rollout_s": first.get("time/rollout_s", 0.0),
+            "learner_s": sum(m.get("time/update_s", 0.0) for m in logs.values()),
+            "sync_s": sync_s,
+        }
+        self._append_metrics({"step": self.step, "learners": logs, "time": times, "engine": self.cfg.rollout_backend})
+
+    def close(self) -> None:
+        """Stop the rollout engine, if one runs (its watchdog would also end it when this process exits)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine_calls = self.engine.calls
+            self.engine = None
 
     def game_metrics(self, episodes: Sequence[EpisodeRecord]) -> dict[str, dict[str, float]]:
         """Each learner's ``game/...`` monitors over an update's games."""
@@ -424,6 +470,8 @@ class MultiAgentTrainer(ABC):
             save_adapter(self.model, name, Path(snap.path))
             for old in self.league.add(snap):
                 self.backend.unload_adapter(old.name)  # loaded by the runner when the snapshot played
+                if self.engine is not None:
+                    self.engine.unload_adapter(old.name)
                 shutil.rmtree(old.path, ignore_errors=True)
 
     # ---- evaluation --------------------------------------------------------------------------------------------
@@ -501,6 +549,7 @@ class MultiAgentTrainer(ABC):
             "config": self.cfg.model_dump(mode="json"),
             "league": self.league.model_dump() if self.league else None,
             "engine": self.backend.state_dict(),  # e.g. the counter each generate call's seed derives from
+            "engine_calls": self.engine.client._calls if self.engine and self.engine.client else self.engine_calls,
             "eval": self.eval_results,
             "train_seconds": self.train_seconds,
             "longest_update_s": self.longest_update_s,
@@ -541,6 +590,7 @@ class MultiAgentTrainer(ABC):
         self.step = state["step"]
         # Checkpoints from before the engine interface kept the transformers backend's call counter on its own.
         self.backend.load_state_dict(state.get("engine") or {"calls": state["backend_calls"]})
+        self.engine_calls = state.get("engine_calls", 0)
         self.eval_results = state.get("eval") or {}
         self.train_seconds = state.get("train_seconds", 0.0)
         self.longest_update_s = state.get("longest_update_s", 0.0)
@@ -637,5 +687,8 @@ def run(trainer_class: type[Trainer], cfg: TrainConfig, resume: bool = False, pr
     trainer = trainer_class(cfg, progress=progress)
     if resume and trainer.resume() and progress:
         print(f"resumed {cfg.output_dir} at update {trainer.step}")
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
     return trainer

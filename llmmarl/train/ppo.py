@@ -58,6 +58,7 @@ from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
+from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
 from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run, sample_metrics
 from llmmarl.train.rollout import TurnSample, episodes_to_samples, split, subsample
 
@@ -80,6 +81,7 @@ class PPOSample:
     advantage: float = 0.0
     old_logprobs: list[float] = field(default_factory=list)  # per answer token, before the update
     ref_logprobs: list[float] = field(default_factory=list)  # per answer token, adapters disabled (KL term only)
+    is_weights: list[float] = field(default_factory=list)  # per answer token: engine correction (empty = all 1)
 
 
 @dataclass
@@ -161,6 +163,7 @@ class MultiAgentPPO(MultiAgentTrainer):
             for name in self.learners
         }
         self.writers: dict[str, Any] = {}
+        self.monitor: MismatchMonitor | None = None  # this learner's engine mismatch during an update
         if "tensorboard" in cfg.report_to:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -208,8 +211,11 @@ class MultiAgentPPO(MultiAgentTrainer):
             metrics.update(self._advantage_metrics(batch))
             # After GAE: every answer's value fed its trajectory's GAE.
             batch = subsample(batch, cfg.max_samples_per_learner, rng)
+            self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects else None
             if batch:  # none if every game broke, or the learner never reached an LLM turn
                 metrics.update(self.optimise(name, batch, rng))
+            if self.monitor is not None:
+                metrics.update(self.monitor.metrics())
             for opt in (self.actors[name], self.critics[name]):
                 opt.state.global_step += 1  # every optimizer's count equals the update count
             metrics["time/update_s"] = time.perf_counter() - t1
@@ -326,6 +332,12 @@ class MultiAgentPPO(MultiAgentTrainer):
             logp, _, mask = self._token_logprobs(micro, entropy=False)
             for x, row, m in zip(micro, logp, mask, strict=True):
                 x.old_logprobs = row[m.bool()].tolist()
+            if self.monitor is not None:  # samples from the vLLM engine: weight by learner / engine probability
+                engine = right_aligned([x.sample.logprobs for x in micro], logp)
+                self.monitor.add(logp, engine, mask)
+                w = importance_weights(logp, engine, mask, self.cfg.vllm.importance, self.cfg.vllm.importance_cap)
+                for x, row, m in zip(micro, w, mask, strict=True):
+                    x.is_weights = row[m.bool()].tolist()
             if self.cfg.ppo.kl_coef > 0:
                 with self.model.disable_adapter():
                     ref, _, _ = self._token_logprobs(micro, entropy=False)
@@ -355,7 +367,8 @@ class MultiAgentPPO(MultiAgentTrainer):
             log_ratio = (logp - old) * mask
             ratio = log_ratio.exp()
             clipped = ratio.clamp(1.0 - ppo.clip_range, 1.0 + ppo.clip_range)
-            policy = _per_turn(-torch.min(ratio * adv, clipped * adv), mask)
+            weights = self._aligned([x.is_weights or [1.0] * len(x.old_logprobs) for x in micro], mask)
+            policy = _per_turn(-torch.min(ratio * adv, clipped * adv) * weights, mask)
             loss = policy - ppo.entropy_coef * _per_turn(ent, mask)
             if ppo.kl_coef > 0:
                 ref_gap = self._aligned([x.ref_logprobs for x in micro], mask) - logp
