@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any
+from typing import Any, Literal
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend
@@ -18,18 +18,26 @@ from llmmarl.envs import make
 from llmmarl.runner import Match, Runner, seatings
 
 
-def timed_games(backend: Backend, env: str, llm: LLMAgentSpec, games: int, concurrency: int) -> dict[str, Any]:
+def timed_games(
+    backend: Backend,
+    env: str,
+    llm: LLMAgentSpec,
+    games: int,
+    concurrency: int,
+    mode: Literal["auto", "rounds", "stream"] = "auto",
+) -> dict[str, Any]:
     """``games`` games of ``llm`` against a random player, ``concurrency`` at a time, seats alternating, seeds 0..N-1.
 
     Returns wall seconds, LLM decisions, generated tokens and backend batches (each per second too), the number of
     games that broke, and the episodes under ``"episodes"``. Token and batch counts are differences of the
-    backend's ``stats`` counters, which both backends keep, so earlier calls do not count.
+    backend's ``stats`` counters, which both backends keep, so earlier calls do not count. ``mode`` is the runner's
+    schedule (lockstep rounds, or streamed games).
     """
     rnd = ScriptedAgentSpec(name="random", policy="random")
     matches = [Match(game_id=i, env=env, seats=s, seed=i) for i, s in enumerate(seatings(make(env), [llm, rnd], games))]
     stats: dict[str, int] = backend.stats  # type: ignore[attr-defined]
     tokens, batches = stats["generated_tokens"], stats["batches"]
-    runner = Runner(backend, concurrency=concurrency, progress=False)
+    runner = Runner(backend, concurrency=concurrency, progress=False, mode=mode)
     start = time.perf_counter()
     episodes = runner.play(matches)
     seconds = time.perf_counter() - start
