@@ -31,7 +31,8 @@ LLM_GAME = textwrap.dedent(
             out = []
             for r in requests:
                 legal = re.search(r"(?:Legal actions:|exactly one of:) (.*)", r.messages[-1]["content"]).group(1)
-                out.append(Generation(text="ACTION: " + legal.split(", ")[0], prompt_ids=[], completion_ids=[1], logprobs=[0.0],
+                answer = "ACTION: " + legal.split(", ")[0]
+                out.append(Generation(text=answer, prompt_ids=[], completion_ids=[1], logprobs=[0.0],
                                       finish_reason="stop"))
             return out
         def truncate(self, text, n):
