@@ -377,6 +377,10 @@ class TrainConfig(_Strict):
             raise ValueError(f"{path}: expected a mapping of config keys at the top level")
         return cls.model_validate({**apply_overrides(data, overrides), **fields})
 
+    def to_yaml(self) -> str:
+        """The config as YAML that :meth:`from_yaml` reads back (a run's record, a test's config file)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
     # ---- derived -----------------------------------------------------------------------------------------
     @property
     def groups_per_update(self) -> int:
