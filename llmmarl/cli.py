@@ -177,19 +177,12 @@ def demo(
     adapter = adapter or DEMO_ADAPTER
     if not (adapter / "adapter_config.json").exists():
         raise typer.BadParameter(f"{adapter} is not a LoRA adapter folder", param_hint="--adapter")
-    with console.status(f"loading model {model!r}"):
-        from llmmarl.backends.transformers import TransformersBackend
-
-        try:
-            backend = TransformersBackend(model, seed=seed)
-        except (ModelNotAvailableError, OSError, BackendError) as e:
-            console.print(f"[red]cannot load model {model!r}:[/] {e}")
-            raise typer.Exit(1) from None
-        try:  # here rather than mid-game: an adapter trained on another base model fails with a clear message
-            backend.load_adapter(adapter.name, adapter)
-        except (RuntimeError, ValueError, OSError, BackendError) as e:
+    with console.status(f"loading model {model!r} and adapter {adapter}"):
+        try:  # the adapter loads here rather than mid-game: one made for another base model is a clear error
+            backend = build_backend(BackendSpec(model=model, adapters={adapter.name: adapter}, seed=seed))
+        except (ModelNotAvailableError, OSError, BackendError, RuntimeError, ValueError) as e:
             why = str(e).splitlines()[0]  # a shape mismatch lists every layer: the first line says enough
-            console.print(f"[red]cannot load adapter {adapter} on model {model!r}[/] (made for another model?): {why}")
+            console.print(f"[red]cannot load model {model!r} with adapter {adapter}[/] (made for another model?) {why}")
             raise typer.Exit(1) from None
     start = time.perf_counter()
     try:

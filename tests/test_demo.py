@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -80,6 +81,9 @@ def test_cli_demo_runs_and_refuses_a_folder_that_is_not_an_adapter(tiny_adapter,
     result = runner.invoke(app, ["demo", "--model", "tiny", "--games", "2", "--adapter", str(tiny_adapter)])
     assert result.exit_code == 0, result.output
     assert "tic-tac-toe vs random: 2 games each" in result.output and "toy over 400 games" in result.output
+    shipped = Path(__file__).resolve().parent.parent / "adapters" / "ttt-grpo"  # made for the default model
+    result = runner.invoke(app, ["demo", "--model", "tiny", "--adapter", str(shipped)])
+    assert result.exit_code == 1 and "cannot load model 'tiny' with adapter" in result.output
     result = runner.invoke(app, ["demo", "--model", "tiny", "--adapter", str(tmp_path)])
     text = re.sub(r"[\s│╭╮╰╯─]+", " ", result.output)  # typer's error box wraps long paths
     assert result.exit_code == 2 and "not a LoRA adapter folder" in text
