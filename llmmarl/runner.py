@@ -185,7 +185,8 @@ class Runner:
                         continue
                     done(self._finish(g))
                 live = still
-                bar.set_postfix(decisions=self.stats["decisions"], reasks=self.stats["reasks"], refresh=False)
+                # Redrawn every round: with all games in flight at once, no game may finish for minutes.
+                bar.set_postfix(decisions=self.stats["decisions"], reasks=self.stats["reasks"])
         finally:
             for g in live:
                 g.env.close()

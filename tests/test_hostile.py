@@ -1,4 +1,4 @@
-"""No answer from a model or a server crashes a run (see the README's "Reliability" section).
+"""No answer from a model or a server crashes a run (see docs/reliability.md).
 
 Everything here runs against :mod:`tests.hostile_server`, a real HTTP server on 127.0.0.1, through the real
 ``openai`` client, and kills real ``llmmarl`` processes.

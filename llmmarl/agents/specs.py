@@ -31,11 +31,6 @@ class LLMAgentSpec(BaseModel):
         "random", description="After a failed re-ask: play a random legal action, or forfeit the game."
     )
 
-    @property
-    def backend_adapter(self) -> str | None:
-        """Adapter name used in backend requests (the agent's name when it brings an adapter)."""
-        return self.name if self.adapter else None
-
 
 class ScriptedAgentSpec(BaseModel):
     kind: Literal["scripted"] = "scripted"

@@ -2,7 +2,7 @@
 
 :class:`AECTextEnv` wraps a turn-based AEC env, :class:`ParallelTextEnv` a simultaneous-move Parallel env. Both
 need Discrete action spaces. What the text looks like is a :class:`Renderer`'s job: the generic
-:class:`FallbackRenderer` makes *any* such env playable (array summary + numbered actions); curated renderers in
+base :class:`Renderer` makes *any* such env playable (array summary + numbered actions); curated renderers in
 ``llmmarl/envs/games/`` give the games where text matters a readable board and named moves.
 """
 
@@ -32,9 +32,6 @@ class Renderer:
 
     def action_label(self, env: PettingZooTextEnv, agent: str, action: int) -> str:
         return str(action)
-
-
-FallbackRenderer = Renderer
 
 
 def _strip_mask(raw: Any) -> Any:
@@ -86,7 +83,7 @@ class PettingZooTextEnv(TextEnv):
     ) -> None:
         self.name = name
         self.pz = factory()
-        self.renderer = renderer or FallbackRenderer()
+        self.renderer = renderer or Renderer()
         self.possible_agents = list(self.pz.possible_agents)
         self.teams = dict(teams) if teams else {a: a for a in self.possible_agents}
         self.description = self.renderer.description

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pettingzoo import AECEnv, ParallelEnv
@@ -30,7 +30,6 @@ class EnvSpec:
     summary: str
     kind: Kind
     source: str = "llmmarl"
-    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, EnvSpec] = {}

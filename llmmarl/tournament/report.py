@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from llmmarl.tournament.ratings import Rating, bradley_terry, cross_play_scores, openskill_ratings
-from llmmarl.tournament.results import GameResult, cross_play, duplicate_boards, head_to_head
+from llmmarl.tournament.results import GameResult, cross_play, duplicate_boards, head_to_head, tally
 from llmmarl.tournament.store import SeatStats, TournamentStore
 
 
@@ -127,16 +127,11 @@ def _section(
     rows = {p: ParticipantRow(participant=p) for p in participants}
     payoffs: dict[str, list[float]] = {p: [] for p in participants}
     for r in results:
-        points = r.points()
         for seat, p in r.seats.items():
             payoffs[p].append(r.returns[seat])
-            if not r.cooperative:
-                pts = points[seat]
-                row = rows[p]
-                row.wins += pts == 1.0
-                row.draws += pts == 0.5
-                row.losses += pts == 0.0
+    tallies = tally(results)
     for p, row in rows.items():
+        row.wins, row.draws, row.losses = tallies[p].wins, tallies[p].draws, tallies[p].losses
         row.games = len(payoffs[p])
         row.mean_payoff = float(np.mean(payoffs[p])) if payoffs[p] else None
         if (s := stats.get((game, p))) is not None:

@@ -2,16 +2,20 @@
 
 :class:`GameResult` is the slim form of an :class:`~llmmarl.records.EpisodeRecord` that the store returns and
 the schedule (Swiss standings), ratings and reports read: who sat where, the teams, the payoffs. Outcomes are
-derived from payoffs one way only, here, so standings, ratings and heatmaps never disagree about who won.
+derived from payoffs by the one rule of :func:`llmmarl.records.outcomes_from_returns`, so standings, ratings,
+heatmaps and ``llmmarl play`` never disagree about who won.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from llmmarl.records import OUTCOME_POINTS, Outcome, Tally, outcomes_from_returns
 
 
 class GameResult(BaseModel):
@@ -55,15 +59,23 @@ class GameResult(BaseModel):
             out.append((self.seats[s], self.seats[t], 1.0 if rs > rt else 0.5 if rs == rt else 0.0))
         return out
 
+    def outcomes(self) -> dict[str, Outcome]:
+        """Win/draw/loss per seat by the project's one rule (:func:`llmmarl.records.outcomes_from_returns`);
+        empty when the game broke."""
+        return outcomes_from_returns(self.returns, self.teams) if self.ok else {}
+
     def points(self) -> dict[str, float]:
-        """Standing points per seat: 1 for the best team (0.5 each if tied with another), 0 otherwise."""
-        if not self.ok:
-            return {}
-        teams = self.team_returns()
-        best = max(teams.values())
-        winners = [t for t, r in teams.items() if r == best]
-        share = 1.0 if len(winners) == 1 else 0.5
-        return {seat: share if self.teams[seat] in winners else 0.0 for seat in self.seats}
+        """Standing points per seat: 1 a win, 0.5 a draw, 0 a loss (a cooperative game: 1 when the team scored)."""
+        return {seat: OUTCOME_POINTS[o] for seat, o in self.outcomes().items()}
+
+
+def tally(results: Sequence[GameResult]) -> dict[str, Tally]:
+    """Wins/draws/losses of every participant over the finished games: the tally standings and reports print."""
+    out: dict[str, Tally] = defaultdict(Tally)
+    for r in results:
+        for seat, outcome in r.outcomes().items():
+            out[r.seats[seat]].add(outcome)
+    return out
 
 
 def duplicate_boards(results: Sequence[GameResult]) -> tuple[list[GameResult], int]:

@@ -23,7 +23,7 @@ from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.tournament.backends import build_backend, runner_specs
 from llmmarl.tournament.config import GameSpec, RoundRobin, Swiss, TournamentConfig
-from llmmarl.tournament.results import GameResult
+from llmmarl.tournament.results import GameResult, tally
 from llmmarl.tournament.schedule import ScheduledGame, round_robin, swiss_round
 from llmmarl.tournament.store import StoredGame, TournamentStore
 
@@ -257,25 +257,21 @@ def standings_table(
     table = Table(title=f"{title}: {len(results)} games", title_justify="left")
     for col in ("participant", "games", "W/D/L", "points", "mean payoff", "invalid"):
         table.add_column(col, justify="left" if col == "participant" else "right")
-    stats = {p: [0, 0, 0, 0, 0.0, 0.0] for p in participants}  # games, W, D, L, points, payoff sum
+    games = {p: 0 for p in participants}
+    payoff = {p: 0.0 for p in participants}
     for r in results:
-        points = r.points()
         for seat, p in r.seats.items():
-            s = stats[p]
-            s[0] += 1
-            s[4] += points.get(seat, 0.0)
-            s[5] += r.returns.get(seat, 0.0)
-            if not r.cooperative:
-                pts = points.get(seat, 0.0)
-                s[1 if pts == 1.0 else 2 if pts == 0.5 else 3] += 1
-    for p, (games, w, d, lost, pts, pay) in sorted(stats.items(), key=lambda kv: (-kv[1][4], kv[0])):
+            games[p] += 1
+            payoff[p] += r.returns.get(seat, 0.0)
+    tallies = tally(results)
+    for p in sorted(participants, key=lambda p: (-tallies[p].points, p)):
         rate = invalid.get(p)
         table.add_row(
             p,
-            str(games),
-            f"{w}/{d}/{lost}",
-            f"{pts:g}",
-            f"{pay / games:+.3f}" if games else "-",
+            str(games[p]),
+            str(tallies[p]),
+            f"{tallies[p].points:g}",
+            f"{payoff[p] / games[p]:+.3f}" if games[p] else "-",
             "-" if rate is None else f"{rate:.0%}",
         )
     return table

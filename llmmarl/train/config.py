@@ -22,7 +22,7 @@ from llmmarl.envs.base import TextEnv
 
 Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
 Credit = Literal["group", "role", "agent"]
-Algorithm = Literal["grpo", "ppo"]
+Algorithm = str  # a name registered with llmmarl.train.register_algorithm: grpo and ppo are built in
 
 # A PEFT adapter name is a torch ModuleDict key (no dots) and also a folder name under adapters/.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -378,6 +378,7 @@ class TrainConfig(_Strict):
         return cls.model_validate({**apply_overrides(data, overrides), **fields})
 
     def to_yaml(self) -> str:
+        """The config as YAML that :meth:`from_yaml` reads back (a run's record, a test's config file)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     # ---- derived -----------------------------------------------------------------------------------------
@@ -396,6 +397,15 @@ class TrainConfig(_Strict):
         return _parse_agents(self.eval_opponents, taken={lr.name for lr in self.learners})
 
     # ---- cross-checks ------------------------------------------------------------------------------------
+    @field_validator("algorithm")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from llmmarl.train import algorithms  # the registry lives with the trainers, not with the config
+
+        if name not in algorithms():
+            raise ValueError(f"unknown algorithm {name!r}; registered: {', '.join(algorithms())}")
+        return name
+
     @field_validator("opponents", "eval_opponents")
     @classmethod
     def _agents_parse(cls, v: list[str]) -> list[str]:
@@ -450,7 +460,7 @@ class TrainConfig(_Strict):
         return self
 
     def _check_algorithm(self, names: list[str]) -> None:
-        if self.algorithm == "grpo":
+        if self.algorithm != "ppo":
             if self.ppo != PPOSettings():  # a dumped config carries the defaults: those are fine
                 raise ValueError("ppo: settings are used by algorithm: ppo only: set algorithm: ppo or remove them")
             return

@@ -48,14 +48,7 @@ from llmmarl.backends.device import triton_status
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
-from llmmarl.train.loop import (  # re-exported: scripts import them from here
-    MultiAgentTrainer,
-    attach_adapters,
-    play_lineups,
-    run,
-    sample_metrics,
-    summary_metrics,
-)
+from llmmarl.train.loop import MultiAgentTrainer, run, sample_metrics
 from llmmarl.train.rollout import (
     TERMS,
     TurnSample,
@@ -69,10 +62,7 @@ from llmmarl.train.rollout import (
 __all__ = [
     "AgentGRPOTrainer",
     "MultiAgentGRPO",
-    "attach_adapters",
     "grpo_args",
-    "play_lineups",
-    "summary_metrics",
     "train",
 ]
 

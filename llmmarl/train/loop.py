@@ -30,7 +30,7 @@ from llmmarl.backends.factory import BackendSpec, build_engine
 from llmmarl.backends.vllm_engine import VLLMEngine
 from llmmarl.envs import make
 from llmmarl.models import portable_name
-from llmmarl.records import AgentSummary, EpisodeRecord, summarise
+from llmmarl.records import OUTCOME_POINTS, AgentSummary, EpisodeRecord, summarise
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import (
     OptimizerHolder,
@@ -48,7 +48,6 @@ from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
 from llmmarl.train.rollout import TERMS, TurnSample
 
-_SCORE = {"win": 1.0, "draw": 0.5, "loss": 0.0}
 OUTAGE_REPLAYS = 2  # times a training game stopped by a server outage is played again before the run stops
 # Settings a checkpoint must share with the config that resumes it: the games, the model and what is trained.
 _RESUME_KEYS = ("env", "env_kwargs", "model", "setting", "algorithm")
@@ -456,7 +455,7 @@ class MultiAgentTrainer(ABC):
                 continue
             for seat, player in ep.seats.items():
                 if player in learners:
-                    self.league.record(snap, _SCORE[ep.outcomes[seat]])
+                    self.league.record(snap, OUTCOME_POINTS[ep.outcomes[seat]])
 
     def _snapshot(self) -> None:
         assert self.league is not None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -42,21 +43,34 @@ def print_transcript(episode: EpisodeRecord, console: Console | None = None) -> 
         )
 
 
+def return_ci(mean: float, ci95: float) -> str:
+    """A mean return and the half-width of its 95% interval in 13 characters: ``+0.268 ±0.092``."""
+    return f"{mean:+.3f} ±{ci95:.3f}"
+
+
 def summary_table(summaries: Sequence[AgentSummary], title: str = "Summary") -> Table:
-    table = Table(title=title)
-    for col in ("agent", "games", "return (95% CI)", "W/D/L", "invalid", "fallback", "pred. acc.", "msgs", "tokens"):
-        table.add_column(col, justify="left" if col == "agent" else "right")
+    """Per-agent results that read at 80 columns: columns that say nothing in this run (no predictions, no
+    messages, no LLM turns) are left out, and cells are kept short instead of wrapping. ``inv/fb``: first
+    answers without a legal move / turns played by the fallback after the re-ask; ``±CI``: half-width of
+    the 95% interval."""
+    columns: dict[str, Callable[[AgentSummary], str]] = {
+        "agent": lambda s: s.player,
+        "games": lambda s: str(s.games),
+        "return ±CI": lambda s: return_ci(s.mean_return, s.ci95),
+        "W/D/L": lambda s: f"{s.wins}/{s.draws}/{s.losses}",
+    }
+    if any(s.tokens_generated for s in summaries):  # an LLM played
+        columns |= {
+            "inv/fb": lambda s: f"{s.invalid_rate:.0%}/{s.fallback_rate:.0%}",
+            "tokens": lambda s: str(s.tokens_generated),
+        }
+    if any(s.predictions_scored for s in summaries):
+        columns["pred."] = lambda s: f"{s.prediction_accuracy:.0%}" if s.prediction_accuracy is not None else "-"
+    if any(s.messages_sent for s in summaries):
+        columns["msgs"] = lambda s: str(s.messages_sent)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+    for col in columns:
+        table.add_column(col, justify="left" if col == "agent" else "right", no_wrap=True)
     for s in summaries:
-        acc = f"{s.prediction_accuracy:.0%} of {s.predictions_scored}" if s.prediction_accuracy is not None else "-"
-        table.add_row(
-            s.player,
-            str(s.games),
-            f"{s.mean_return:+.3f} ± {s.ci95:.3f}",
-            f"{s.wins}/{s.draws}/{s.losses}",
-            f"{s.invalid_rate:.1%}",
-            f"{s.fallback_rate:.1%}",
-            acc,
-            str(s.messages_sent),
-            str(s.tokens_generated),
-        )
+        table.add_row(*(cell(s) for cell in columns.values()))
     return table

@@ -1,0 +1,87 @@
+"""A new algorithm in one file: plain REINFORCE, registered as ``algorithm: toy_reinforce``.
+
+The shared loop (:class:`~llmmarl.train.loop.MultiAgentTrainer`) owns the rollout, evaluation, checkpoints and
+export; an algorithm says how one update turns a rollout into optimizer steps, and which optimizers a checkpoint
+saves. Each answer's log-probability is pushed up in proportion to its game's return (no baseline, no clipping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from llmmarl.train import register_algorithm
+from llmmarl.train.loop import MultiAgentTrainer
+from llmmarl.train.rollout import TurnSample, episodes_to_samples
+
+
+@dataclass
+class _Count:
+    global_step: int = 0
+
+
+@dataclass
+class Optimizer:
+    """What a checkpoint saves of one learner (see llmmarl.train.checkpoint.OptimizerHolder)."""
+
+    params: list[torch.nn.Parameter]
+    lr: float
+    optimizer: torch.optim.Optimizer = field(init=False)
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+    state: _Count = field(default_factory=_Count)
+
+    def __post_init__(self) -> None:
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+
+
+class ToyReinforce(MultiAgentTrainer):
+    algorithm = "toy_reinforce"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.optims = {
+            name: Optimizer([p for n, p in self.model.named_parameters() if f".{name}." in n], self.cfg.learning_rate)
+            for name in self.learners
+        }
+
+    def optimizers(self) -> Mapping[str, Optimizer]:
+        return self.optims
+
+    def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
+        return dict(metrics)  # metrics.jsonl only
+
+    def update(self) -> dict[str, dict[str, Any]]:
+        episodes, _ = self.rollout()
+        samples = episodes_to_samples(episodes, self.learners, self.cfg.rewards.as_dict(), self.env.forfeit_reward)
+        games = self.game_metrics(episodes)
+        logs = {}
+        for name in self.learners:
+            loss = self._step(name, samples[name])
+            logs[name] = self.log(name, {"loss": loss, "samples": len(samples[name]), **games.get(name, {})})
+        self.finish_update(logs)
+        return logs
+
+    def _step(self, name: str, samples: list[TurnSample]) -> float:
+        opt = self.optims[name]
+        self.model.set_adapter(name)  # PEFT: this adapter's weights are the trainable ones
+        self.model.train()
+        total = 0.0
+        for s in samples:
+            ids = torch.tensor([s.prompt_ids + s.completion_ids], device=self.model.device)
+            logits = self.model(input_ids=ids).logits[0, len(s.prompt_ids) - 1 : -1].float()
+            logp = logits.log_softmax(-1).gather(-1, ids[0, len(s.prompt_ids) :, None]).sum()
+            loss = -s.episode_return * logp / max(len(samples), 1)
+            loss.backward()
+            total += float(loss)
+        opt.optimizer.step()
+        opt.lr_scheduler.step()
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.state.global_step += 1
+        return total
+
+
+register_algorithm("toy_reinforce", lambda: ToyReinforce)
