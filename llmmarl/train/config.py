@@ -309,6 +309,13 @@ class TrainConfig(_Strict):
         "training lineup (opponents, or the team itself).",
     )
     eval_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature in evaluation games; 0 = greedy.")
+    eval_nash_conv: int = Field(
+        0,
+        ge=0,
+        description="kuhn_poker only: at each evaluation also read every learner's policy as played at the 12 "
+        "information states and log its NashConv (llmmarl.eval.exploitability). The value is the answers per state "
+        "when eval_temperature > 0 (greedy reads one); 0 = off.",
+    )
     report_to: list[str] = Field(
         default_factory=list,
         description="TRL/transformers loggers, e.g. [tensorboard] (needs `pip install tensorboard`). "
@@ -458,6 +465,8 @@ class TrainConfig(_Strict):
                 raise ValueError(f"setting: team, but the learners' pinned seats are on different teams: {teams}")
             if not any(len(env.teammates(s)) >= 1 for s in seats):
                 raise ValueError(f"setting: team needs a game with teams; {env.name} has none (use independent)")
+        if self.eval_nash_conv and env.name != "kuhn_poker":
+            raise ValueError(f"eval_nash_conv reads Kuhn poker policies; {env.name} is not kuhn_poker: set it to 0")
         if self.rewards.message and env.message_rules.mode == "off":
             raise ValueError(f"rewards.message is set but {env.name} does not allow messages: set it to 0")
 
