@@ -108,9 +108,25 @@ class RewardWeights(_Strict):
     message: float = Field(
         0.0, ge=0.0, description="Message cost: -1 per message delivered to teammates (talk is not free)."
     )
+    forecast: float = Field(
+        0.0,
+        ge=0.0,
+        description="Forecast skill in [0, 1] of the turn's FORECAST (1 - Brier/2, normalised squared error, or "
+        "exact match; 0 if absent or unreadable). Needs agents asked to forecast (LLMAgentSpec.forecast).",
+    )
+    plan: float = Field(
+        0.0, ge=0.0, description="Plan following: 1 if the seat's next action was this turn's PLAN's first step."
+    )
 
     def as_dict(self) -> dict[str, float]:
-        return {"game": self.game, "format": self.format, "prediction": self.prediction, "message": self.message}
+        return {
+            "game": self.game,
+            "format": self.format,
+            "prediction": self.prediction,
+            "message": self.message,
+            "forecast": self.forecast,
+            "plan": self.plan,
+        }
 
 
 class LeagueSettings(_Strict):
