@@ -60,6 +60,18 @@ class TurnRecord(BaseModel):
         default_factory=dict, description="For each predicted agent: was the prediction right (scored when it acted)."
     )
     reward: float = Field(0.0, description="Reward this seat received from this step.")
+    forecast_truth: str | None = Field(None, description="What the turn's FORECAST was checked against.")
+    forecast_score: float | None = Field(
+        None, description="The forecast's score in its kind (Brier, squared error, or 1/0 match); see scoring."
+    )
+    forecast_skill: float | None = Field(None, description="The score as skill in [0, 1], higher is better.")
+    forecast_error: str | None = Field(None, description="Why the FORECAST could not be read, if it could not.")
+    plan_followed: bool | None = Field(
+        None, description="Whether this seat's next action was the first step of this turn's PLAN (None: not scored)."
+    )
+    message_followed: bool | None = Field(
+        None, description="Whether this action was the one a teammate's message in the inbox named (None: none did)."
+    )
 
     @property
     def invalid(self) -> bool:
@@ -178,6 +190,11 @@ class AgentSummary(BaseModel):
     predictions_scored: int = 0
     messages_sent: int = 0
     tokens_generated: int = 0
+    forecast_skill: float | None = Field(None, description="Mean skill of scored forecasts (0..1, higher better).")
+    forecasts_scored: int = 0
+    plan_following: float | None = Field(None, description="Share of scored plans whose first step was played.")
+    plans_scored: int = 0
+    message_following: float | None = Field(None, description="Share of named-action messages the agent followed.")
 
 
 def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
@@ -185,6 +202,7 @@ def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
     returns: dict[str, list[float]] = defaultdict(list)
     tallies: dict[str, Tally] = defaultdict(Tally)
     acc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    skills: dict[str, list[float]] = defaultdict(list)
     for ep in episodes:
         if ep.error:
             continue
@@ -202,6 +220,14 @@ def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
             a["messages"] += t.message is not None
             a["scored"] += len(t.prediction_hits)
             a["hits"] += sum(t.prediction_hits.values())
+            if t.forecast_skill is not None:
+                skills[t.player].append(t.forecast_skill)
+            if t.plan_followed is not None:
+                a["plans"] += 1
+                a["plans_followed"] += t.plan_followed
+            if t.message_followed is not None:
+                a["named"] += 1
+                a["named_followed"] += t.message_followed
     out = []
     for player, rs in returns.items():
         a = acc[player]
@@ -225,6 +251,11 @@ def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
                 predictions_scored=a["scored"],
                 messages_sent=a["messages"],
                 tokens_generated=a["tokens"],
+                forecast_skill=sum(skills[player]) / len(skills[player]) if skills[player] else None,
+                forecasts_scored=len(skills[player]),
+                plan_following=a["plans_followed"] / a["plans"] if a["plans"] else None,
+                plans_scored=a["plans"],
+                message_following=a["named_followed"] / a["named"] if a["named"] else None,
             )
         )
     return sorted(out, key=lambda s: -s.mean_return)

@@ -48,6 +48,7 @@ from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word
 from llmmarl.envs import make
 from llmmarl.envs.base import Observation, TextEnv
 from llmmarl.records import Attempt, EpisodeRecord, JsonlWriter, TurnRecord, outcomes_from_returns
+from llmmarl.scoring import score_turns
 
 
 class Match(BaseModel):
@@ -242,8 +243,9 @@ class Runner:
 
     def _finish(self, g: _Game) -> EpisodeRecord:
         returns = g.env.returns() if g.error is None else {}
+        forecasts = {seat: g.env.forecast_spec(seat) for seat in g.env.possible_agents} if g.error is None else {}
         g.env.close()
-        return EpisodeRecord(
+        episode = EpisodeRecord(
             game_id=g.match.game_id,
             env=g.match.env,
             seed=g.match.seed,
@@ -256,6 +258,8 @@ class Runner:
             error=g.error,
             outage=g.outage,
         )
+        score_turns(episode, forecasts)
+        return episode
 
     # ---- one round: every pending decision of every live game ---------------------------------------------
     def _round(self, games: list[_Game]) -> None:
@@ -333,6 +337,8 @@ class Runner:
                 "observation": d.obs.text,
                 "legal": d.obs.legal_actions,
                 "inbox": d.inbox,
+                "forecast": env.forecast_spec(d.seat).question if spec.forecast else "",
+                "plan_actions": spec.plan_actions,
             }
             d.messages = messages = d.prompts.messages(**d.context)
         grammar = None
@@ -345,6 +351,7 @@ class Runner:
                 ctx["teammates"],
                 max_tokens=spec.max_new_tokens,
                 vocabularies={o: v for o in ctx["others"] if (v := env.action_vocabulary(o))},
+                forecast=env.forecast_spec(d.seat) if spec.forecast else None,
             )
         return GenerationRequest(
             messages=messages,
@@ -451,6 +458,8 @@ class Runner:
             action_id=action_id,
             fallback=fallback,
         )
+        if turn is not None and turn.forecast is not None:
+            record.forecast_truth = g.env.forecast_truth(d.seat)  # hidden-state forecasts: the truth now
         message, message_to = (turn.message, turn.message_to) if turn else (d.context.get("scripted_message"), None)
         if message:
             delivered = g.board.post(d.seat, message, message_to)

@@ -38,6 +38,9 @@ p.add_argument("--skip-base", action="store_true", help="do not evaluate the bas
 p.add_argument("--max-new-tokens", type=int, default=48)
 p.add_argument("--max-samples", type=int, default=32)
 p.add_argument("--eval-games", type=int, default=128)
+p.add_argument(
+    "--nash-conv", type=int, default=1, help="log NashConv at each evaluation (answers per state if sampled; 0 = off)"
+)
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--output-dir", default=None)
 p.add_argument("--seed", type=int, default=0)
@@ -76,6 +79,7 @@ cfg = TrainConfig(
     save_every=5,
     eval_every=20,
     eval_games=args.eval_games,  # against the training opponent, greedy
+    eval_nash_conv=args.nash_conv,  # the learner's exploitability, read at the 12 information states
     threads=args.threads,
     seed=args.seed,
 )

@@ -25,6 +25,8 @@ from llmmarl.train.critic import critic_input
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.rollout import TurnSample
 
+NO_NEW_TERMS = {"forecast": 0.0, "plan": 0.0}  # turn parts these tests do not use
+
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads() -> Iterator[None]:  # the end-to-end tests run with threads=1, which is process-wide
@@ -71,11 +73,12 @@ def _sample(step: int, usable: bool, terms: dict[str, float]) -> TurnSample:
 
 
 def test_turn_rewards_pay_the_game_at_the_end_and_per_turn_terms_on_the_way() -> None:
-    weights = {"game": 2.0, "format": 1.0, "prediction": 0.5, "message": 0.25}
+    weights = {"game": 2.0, "format": 1.0, "prediction": 0.5, "message": 0.25, "forecast": 0.0, "plan": 0.0}
     trajectory = [
-        _sample(0, True, {"game": 1.0, "format": 0.0, "prediction": 1.0, "message": -1.0}),
-        _sample(2, False, {"game": -1.0, "format": -0.75, "prediction": 0.0, "message": 0.0}),  # fell back
-        _sample(4, True, {"game": 1.0, "format": 0.0, "prediction": 0.0, "message": 0.0}),
+        _sample(0, True, {"game": 1.0, "format": 0.0, "prediction": 1.0, "message": -1.0} | NO_NEW_TERMS),
+        # fell back:
+        _sample(2, False, {"game": -1.0, "format": -0.75, "prediction": 0.0, "message": 0.0} | NO_NEW_TERMS),
+        _sample(4, True, {"game": 1.0, "format": 0.0, "prediction": 0.0, "message": 0.0} | NO_NEW_TERMS),
     ]
     rewards, dones = turn_rewards(trajectory, weights)
     # turn 0: 0.5 * 1 + 0.25 * -1; turn 2: unusable, so the forfeit reward now: 2 * -1 - 0.75; turn 4: 2 * 1.

@@ -41,7 +41,7 @@ def _restore_torch_threads() -> Iterator[None]:  # the end-to-end tests run with
 
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("train_*.yaml"))
-WEIGHTS = {"game": 1.0, "format": 1.0, "prediction": 0.5, "message": 0.25}
+WEIGHTS = {"game": 1.0, "format": 1.0, "prediction": 0.5, "message": 0.25, "forecast": 0.0, "plan": 0.0}
 
 
 # ---- reward terms and samples --------------------------------------------------------------------------------
@@ -117,11 +117,11 @@ def test_each_learner_gets_exactly_its_own_turns() -> None:
     assert {s.seat for s in a} == {"player_1"} and {s.seat for s in b} == {"player_2"}
     assert all(s.group == 1 for s in a + b)  # game 5 is in group 5 // 4
     # The usable answer earns the game's return; unusable ones the forfeit reward, whatever the fallback did.
-    assert a[1].terms == {"game": 1.0, "format": 0.0, "prediction": 1.0, "message": 0.0}
-    assert a[0].terms == {"game": -1.0, "format": -1.0, "prediction": 0.0, "message": 0.0}
+    assert a[1].terms == {"game": 1.0, "format": 0.0, "prediction": 1.0, "message": 0.0, "forecast": 0.0, "plan": 0.0}
+    assert a[0].terms == {"game": -1.0, "format": -1.0, "prediction": 0.0, "message": 0.0, "forecast": 0.0, "plan": 0.0}
     assert a[2].terms["format"] == -0.25 and a[2].terms["game"] == -1.0
     assert a[1].reward == pytest.approx(1.0 + 0.5 * 1.0)
-    assert b[0].terms == {"game": -1.0, "format": 0.0, "prediction": 0.0, "message": -1.0}
+    assert b[0].terms == {"game": -1.0, "format": 0.0, "prediction": 0.0, "message": -1.0, "forecast": 0.0, "plan": 0.0}
     assert b[0].reward == pytest.approx(-1.0 - 0.25)
     assert a[1].completion_ids == [10, 11, 12] and a[1].logprobs == [-0.5] * 3 and a[1].prompt_ids == [1, 2, 3]
     final = episodes_to_samples(_episodes(), ["a"], WEIGHTS, -1.0, train_on="final_attempt")["a"]

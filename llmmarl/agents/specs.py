@@ -26,6 +26,12 @@ class LLMAgentSpec(BaseModel):
     constrained: bool = Field(
         False, description="Constrain decoding with a grammar so the action is always a legal label."
     )
+    forecast: bool = Field(
+        False, description="Ask for a FORECAST line: what the game declares forecastable (scored; see scoring)."
+    )
+    plan_actions: bool = Field(
+        False, description="Ask for PLAN as the agent's own next actions, as labels ('4 then 8'), so it is checked."
+    )
     reask: bool = Field(True, description="Re-ask once, showing the error, when the answer has no legal action.")
     fallback: Literal["random", "forfeit"] = Field(
         "random", description="After a failed re-ask: play a random legal action, or forfeit the game."

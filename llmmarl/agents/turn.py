@@ -4,6 +4,7 @@ A turn is four things (the generative-RL agent: anticipate, plan, talk, act)::
 
     PLAN: take the centre, then block their diagonal
     PREDICT: player_2=3
+    FORECAST: win=0.6; draw=0.3; loss=0.1       (only when asked: what the game declares forecastable)
     MESSAGE: I'll cover the left side            (only in games that allow talk)
     ACTION: 5
 
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
-from llmmarl.envs.base import MessageRules
+from llmmarl.envs.base import ForecastSpec, MessageRules
 
 
 class Turn(BaseModel):
@@ -32,6 +33,7 @@ class Turn(BaseModel):
     predictions: dict[str, str] = Field(
         default_factory=dict, description="Predicted next action label of named other agents."
     )
+    forecast: str | None = Field(None, description="How the game will evolve, as asked (scored by the runner).")
     message: str | None = Field(None, description="Words to teammates, if the game allows talk.")
     message_to: str | None = Field(None, description="The teammate addressed (directed messages only).")
     action: str = Field(description="One legal action label, exactly as listed.")
@@ -43,7 +45,7 @@ class ParseResult(BaseModel):
 
 
 _TAG = re.compile(
-    r"^\s*[*#>\-]*\s*(plan|predict(?:ions?)?|message(?:\s+to\s+(\S+?))?|action)\s*\**\s*[:=]\s*(.*)$", re.I
+    r"^\s*[*#>\-]*\s*(plan|predict(?:ions?)?|forecast|message(?:\s+to\s+(\S+?))?|action)\s*\**\s*[:=]\s*(.*)$", re.I
 )
 _CONTROL = re.compile(r"<\|[^<>|]{0,40}\|>|</?s>|\[/?INST\]|<unk>|<pad>", re.I)
 _FENCE = re.compile(r"```[a-zA-Z]*")
@@ -152,9 +154,13 @@ def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> P
     if isinstance(message, str) and message.strip().lower() in ("", "none", "-", "n/a", "null"):
         message = None
     to = fields.get("message_to")
+    forecast = fields.get("forecast")
+    if isinstance(forecast, dict):  # JSON answers may give {"win": 0.6, ...}
+        forecast = "; ".join(f"{k}={v}" for k, v in forecast.items())
     turn = Turn(
         plan=str(fields.get("plan") or "").strip(),
         predictions=_parse_predictions(fields.get("predictions"), others),  # type: ignore[arg-type]
+        forecast=(str(forecast).strip() or None) if forecast is not None else None,
         message=str(message).strip() if message else None,
         message_to=str(to) if to else None,
         action=label,
@@ -170,6 +176,20 @@ _PLAN_CHARS = 160  # the longest plan or message the grammar allows when the tok
 _PRED_CHARS = 16  # the longest predicted action; labels are short in every game we ship
 
 
+_PROB = '("0" ("." [0-9] [0-9]?)? | "1" (".0" "0"?)?)'  # a probability, 0 to 1, two decimals at most
+
+
+def _forecast_rule(spec: ForecastSpec) -> tuple[str, int]:
+    """The grammar rule ``fcbody`` of a forecast and the most characters it can take."""
+    if spec.target == "outcome":
+        parts = [f"{_ebnf_literal(('; ' if i else '') + label + '=')} prob" for i, label in enumerate(spec.labels)]
+        chars = sum(len(label) + 3 + 4 for label in spec.labels)
+        return f"fcbody ::= {' '.join(parts)}\nprob ::= {_PROB}", chars
+    if spec.target == "payoff":
+        return 'fcbody ::= ("-" | "+")? [0-9] [0-9]? ("." [0-9] [0-9]?)?', 6
+    return f"fcbody ::= {' | '.join(_ebnf_literal(label) for label in spec.labels)}", max(map(len, spec.labels))
+
+
 def turn_grammar(
     legal: Sequence[str],
     others: Sequence[str],
@@ -177,19 +197,21 @@ def turn_grammar(
     teammates: Sequence[str] = (),
     max_tokens: int | None = None,
     vocabularies: Mapping[str, Sequence[str]] | None = None,
+    forecast: ForecastSpec | None = None,
 ) -> str:
     """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
 
     Constrained decoding with it makes the action *always* one of ``legal``; plan and message stay free text
     with a length cap (a message is one word of the rules' closed vocabulary if it has one), predictions name only
-    known agents, each at most once. A prediction of an agent listed
+    known agents, each at most once. With ``forecast`` a FORECAST line in that forecast's shape follows the
+    predictions (probabilities in [0, 1] per outcome, a signed number, or one label). A prediction of an agent listed
     in ``vocabularies`` is one of that agent's action labels (so it can be scored: a free-text guess such as
     "pick the goal" never matches an action); of any other agent it is short free text.
 
     ``max_tokens`` sizes the grammar so that a complete turn always fits in the answer budget: under a grammar
     a model may spell text one character per token, so every character is counted as a token. What does not
     fit is given up in this order: the free text shrinks (plan and message share what is left), then the
-    message line goes, then the predictions; the ``PLAN:`` and ``ACTION:`` lines always stay.
+    message line goes, then the forecast, then the predictions; the ``PLAN:`` and ``ACTION:`` lines always stay.
     """
     action = " | ".join(_ebnf_literal(label) for label in legal)
     talk = rules.mode != "off" and not (rules.mode == "directed" and not teammates)
@@ -201,14 +223,19 @@ def turn_grammar(
     words = rules.vocabulary or ()
     msg_cost = (len("MESSAGE to : ") + to_width if rules.mode == "directed" else len("MESSAGE: ")) + 1
     msg_cost += max(map(len, words), default=0)  # a closed vocabulary's longest word; free text is budgeted below
+    fc_rule, fc_chars = _forecast_rule(forecast) if forecast is not None else ("", 0)
+    fc_cost = len("FORECAST: ") + fc_chars + 1 if forecast is not None else 0
     plan_chars = msg_chars = _PLAN_CHARS
     if max_tokens is not None:
         fixed = len("PLAN: ") + 1 + act_cost
-        free = max_tokens - fixed - pred_cost - (msg_cost if talk else 0)
-        dropped, needed = [], fixed + pred_cost + (msg_cost if talk else 0) + 8
+        free = max_tokens - fixed - pred_cost - fc_cost - (msg_cost if talk else 0)
+        dropped, needed = [], fixed + pred_cost + fc_cost + (msg_cost if talk else 0) + 8
         if free < 8 and talk:  # too little room for a useful message: drop it before the predictions
             talk, free = False, free + msg_cost
             dropped.append("MESSAGE")
+        if free < 8 and forecast is not None:
+            forecast, free = None, free + fc_cost
+            dropped.append("FORECAST")
         if free < 8 and others:
             others, free = (), free + pred_cost
             dropped.append("PREDICT")
@@ -225,7 +252,7 @@ def turn_grammar(
     lines = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
     if others:
         more = f' ("; " pred){{0,{len(others) - 1}}}' if len(others) > 1 else ""  # each other agent at most once
-        lines.append(f'predict ::= "PREDICT: " pred{more} "\\n" msg')
+        lines.append(f'predict ::= "PREDICT: " pred{more} "\\n" fc')
         free_pred = [o for o in others if o not in vocab]
         alternatives = [
             f"{_ebnf_literal(o + '=')} ({' | '.join(_ebnf_literal(label) for label in vocab[o])})" for o in vocab
@@ -235,7 +262,10 @@ def turn_grammar(
             alternatives.append(f'({who}) "=" [^;\\n]{{1,{_PRED_CHARS}}}')
         lines.append(f"pred ::= {' | '.join(f'({a})' for a in alternatives)}")
     else:
-        lines.append("predict ::= msg")
+        lines.append("predict ::= fc")
+    lines.append('fc ::= "FORECAST: " fcbody "\\n" msg' if forecast is not None else "fc ::= msg")
+    if forecast is not None:
+        lines.append(fc_rule)
     if not talk:
         lines.append("msg ::= act")
     else:

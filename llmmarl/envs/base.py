@@ -85,6 +85,40 @@ class MessageRules(BaseModel):
         return self
 
 
+ForecastTarget = Literal["outcome", "payoff", "ends_within", "opponent_card"]
+
+
+class ForecastSpec(BaseModel):
+    """What a game lets an agent forecast about how it will evolve, and how the forecast is checked.
+
+    * ``outcome``: probabilities of the seat's final outcome (``labels``: win/draw/loss), scored by the Brier score.
+    * ``payoff``: the seat's expected final return, scored by the squared error.
+    * ``ends_within``: whether and how the game ends within ``horizon`` steps from this one (``labels``: the
+      outcomes plus ``"continues"``), scored by exact match.
+    * ``opponent_card``: the opponent's hidden card (``labels``: the card names), scored by exact match against
+      the simulator's true state when the forecast is made (every turn, not only at showdowns).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    target: ForecastTarget = Field(description="What is forecast (see the class doc).")
+    labels: tuple[str, ...] = Field(default=(), description="The possible answers (outcome, ends_within, cards).")
+    horizon: int = Field(default=0, ge=0, description="ends_within: steps ahead, counting the forecasting step.")
+    scale: float = Field(default=1.0, gt=0.0, description="payoff: the largest possible |return|, to normalise.")
+
+    @property
+    def question(self) -> str:
+        """The one line a prompt asks."""
+        if self.target == "outcome":
+            shape = "; ".join(f"{label}=<probability>" for label in self.labels)
+            return f"{shape} (your final result; the probabilities sum to 1)"
+        if self.target == "payoff":
+            return f"<your expected final payoff, a number from {-self.scale:g} to {self.scale:g}>"
+        if self.target == "ends_within":
+            return f"<one of: {', '.join(self.labels)}> (how the game stands {self.horizon} moves from now)"
+        return f"<one of: {', '.join(self.labels)}> (the card your opponent holds)"
+
+
 class TextEnv(ABC):
     """A multi-agent game as text. Subclasses set the attributes below in ``__init__``."""
 
@@ -101,6 +135,8 @@ class TextEnv(ABC):
     message_rules: MessageRules = MessageRules()
     #: Reward given to an agent that forfeits (the "forfeit" fallback for illegal output).
     forfeit_reward: float = -1.0
+    #: What agents may forecast (FORECAST line); None: the final outcome (see :meth:`forecast_spec`).
+    forecast: ForecastSpec | None = None
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> None:
@@ -164,6 +200,19 @@ class TextEnv(ABC):
         Grammar-constrained predictions of ``agent``'s next action choose from these. Labels must not depend on
         the game's state (a state-dependent label would make a prediction unscorable). Default: unknown.
         """
+        return None
+
+    def forecast_spec(self, agent: str) -> ForecastSpec:
+        """What ``agent`` may forecast: :attr:`forecast`, else outcome probabilities (win/loss when the game has no
+        rival team, as :func:`~llmmarl.records.outcomes_from_returns` scores it; else win/draw/loss)."""
+        if self.forecast is not None:
+            return self.forecast
+        rivals = any(self.teams[a] != self.teams[agent] for a in self.possible_agents)
+        return ForecastSpec(target="outcome", labels=("win", "draw", "loss") if rivals else ("win", "loss"))
+
+    def forecast_truth(self, agent: str) -> str | None:
+        """For forecasts checked against the hidden state now (``opponent_card``): the true answer for ``agent``
+        at this moment, read from the simulator. None for forecasts scored at the end of the game (the default)."""
         return None
 
     def teammates(self, agent: str) -> list[str]:

@@ -108,9 +108,25 @@ class RewardWeights(_Strict):
     message: float = Field(
         0.0, ge=0.0, description="Message cost: -1 per message delivered to teammates (talk is not free)."
     )
+    forecast: float = Field(
+        0.0,
+        ge=0.0,
+        description="Forecast skill in [0, 1] of the turn's FORECAST (1 - Brier/2, normalised squared error, or "
+        "exact match; 0 if absent or unreadable). Needs agents asked to forecast (LLMAgentSpec.forecast).",
+    )
+    plan: float = Field(
+        0.0, ge=0.0, description="Plan following: 1 if the seat's next action was this turn's PLAN's first step."
+    )
 
     def as_dict(self) -> dict[str, float]:
-        return {"game": self.game, "format": self.format, "prediction": self.prediction, "message": self.message}
+        return {
+            "game": self.game,
+            "format": self.format,
+            "prediction": self.prediction,
+            "message": self.message,
+            "forecast": self.forecast,
+            "plan": self.plan,
+        }
 
 
 class LeagueSettings(_Strict):
@@ -341,6 +357,13 @@ class TrainConfig(_Strict):
         "training lineup (opponents, or the team itself).",
     )
     eval_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature in evaluation games; 0 = greedy.")
+    eval_nash_conv: int = Field(
+        0,
+        ge=0,
+        description="kuhn_poker only: at each evaluation also read every learner's policy as played at the 12 "
+        "information states and log its NashConv (llmmarl.eval.exploitability). The value is the answers per state "
+        "when eval_temperature > 0 (greedy reads one); 0 = off.",
+    )
     report_to: list[str] = Field(
         default_factory=list,
         description="TRL/transformers loggers, e.g. [tensorboard] (needs `pip install tensorboard`). "
@@ -507,6 +530,8 @@ class TrainConfig(_Strict):
                 raise ValueError(f"setting: team, but the learners' pinned seats are on different teams: {teams}")
             if not any(len(env.teammates(s)) >= 1 for s in seats):
                 raise ValueError(f"setting: team needs a game with teams; {env.name} has none (use independent)")
+        if self.eval_nash_conv and env.name != "kuhn_poker":
+            raise ValueError(f"eval_nash_conv reads Kuhn poker policies; {env.name} is not kuhn_poker: set it to 0")
         if self.rewards.message and env.message_rules.mode == "off":
             raise ValueError(f"rewards.message is set but {env.name} does not allow messages: set it to 0")
 

@@ -508,12 +508,23 @@ class MultiAgentTrainer(ABC):
             self._append_metrics({"step": self.step, "eval_with": {"env_overrides": env_overrides, "eval": results}})
             return results
         self.eval_results = results
+        nash = self.nash_conv() if cfg.eval_nash_conv else {}
         for name in self.learners:
-            self.log(
-                name, {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
-            )
-        self._append_metrics({"step": self.step, "eval": results})
+            logged = {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
+            self.log(name, logged | {f"eval/{k}": v for k, v in nash.get(name, {}).items()})
+        self._append_metrics({"step": self.step, "eval": results} | ({"nash_conv": nash} if nash else {}))
         return results
+
+    def nash_conv(self) -> dict[str, dict[str, float]]:
+        """Each learner's Kuhn poker NashConv, its policy read as evaluation decodes it (see ``eval_nash_conv``)."""
+        from llmmarl.eval.exploitability import agent_nash_conv
+
+        self.model.eval()
+        out = {}
+        for name in self.learners:
+            r = agent_nash_conv(self.eval_spec(name, name), self.backend, self.cfg.eval_nash_conv, self.cfg.seed)
+            out[name] = {"nash_conv": r.nash_conv, "nash_conv_lo": r.ci95[0], "nash_conv_hi": r.ci95[1]}
+        return out
 
     def compare(
         self, learner: str, stand_ins: Sequence[LLMAgentSpec], games: int | None = None

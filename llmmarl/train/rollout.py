@@ -11,6 +11,8 @@ Reward of a sample (one answer of one turn), before weighting (see :class:`~llmm
     format      0 if usable, else -1 + 0.5 [had an ACTION line] + 0.25 [ended by itself]
     prediction  share of the turn's predictions of others that came true (0 if none were scored)
     message     -1 if the turn delivered a message to teammates
+    forecast    skill in [0, 1] of the turn's FORECAST against what happened (see llmmarl.scoring.forecast)
+    plan        1 if the seat's next action was the first step of the turn's PLAN (see llmmarl.scoring.plans)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Literal, TypeVar
 from llmmarl.backends.base import ChatMessage
 from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
 
-TERMS = ("game", "format", "prediction", "message")
+TERMS = ("game", "format", "prediction", "message", "forecast", "plan")
 _NO_ACTION = "no ACTION line"  # prefix of the parser's error when the answer has no ACTION line at all
 
 
@@ -69,6 +71,8 @@ def reward_terms(episode: EpisodeRecord, turn: TurnRecord, attempt: int, forfeit
         "format": format_term(a),
         "prediction": sum(hits.values()) / len(hits) if counted and hits else 0.0,
         "message": -1.0 if counted and turn.message is not None else 0.0,
+        "forecast": (turn.forecast_skill or 0.0) if counted else 0.0,
+        "plan": 1.0 if counted and turn.plan_followed else 0.0,
     }
 
 

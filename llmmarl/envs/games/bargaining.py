@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pyspiel
+
+from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
 from llmmarl.envs.registry import register
 
@@ -74,9 +77,12 @@ class BargainingRenderer(OpenSpielRenderer):
 def make_bargaining(max_turns: int = 10, discount: float = 1.0, prob_end: float = 0.0) -> OpenSpielTextEnv:
     """Bargaining with OpenSpiel's built-in instances (``max_turns`` offers at most; optional discount)."""
     renderer = BargainingRenderer(max_turns, discount, prob_end)
-    return OpenSpielTextEnv(
+    env = OpenSpielTextEnv(
         "bargaining", name="bargaining", renderer=renderer, max_turns=max_turns, discount=discount, prob_end=prob_end
     )
+    # The value of the deal reached; OpenSpiel bounds it (10 with its built-in instances).
+    env.forecast = ForecastSpec(target="payoff", scale=pyspiel.load_game("bargaining").max_utility())
+    return env
 
 
 register(

@@ -10,6 +10,7 @@ import numpy as np
 # DeprecationWarning on import. Same env (v3 of this installed version).
 from pettingzoo.classic.connect_four import connect_four
 
+from llmmarl.envs.games.tictactoe import ENDS_WITHIN_2
 from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
 from llmmarl.envs.registry import register
 
@@ -45,7 +46,9 @@ class ConnectFourRenderer(Renderer):
 
 
 def make_connect_four() -> AECTextEnv:
-    return AECTextEnv("connect_four_v3", connect_four.env, ConnectFourRenderer())
+    env = AECTextEnv("connect_four_v3", connect_four.env, ConnectFourRenderer())
+    env.forecast = ENDS_WITHIN_2  # how the game stands after this move and the reply
+    return env
 
 
 register("connect_four_v3", make_connect_four, "Connect Four, 2 players, zero-sum.", "competitive", source="pettingzoo")

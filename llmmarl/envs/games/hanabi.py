@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from llmmarl.envs.base import MessageRules
+from llmmarl.envs.base import ForecastSpec, MessageRules
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
 from llmmarl.envs.registry import register
 
@@ -76,7 +76,7 @@ def make_hanabi(
         **params,
     )
     text = describe_hanabi(players, colors, ranks, hand_size, max_life_tokens, max_information_tokens)
-    return OpenSpielTextEnv(
+    env = OpenSpielTextEnv(
         "hanabi",
         name="hanabi_v5",
         renderer=HanabiRenderer(players, text),
@@ -84,6 +84,8 @@ def make_hanabi(
         message_rules=MessageRules(mode="off"),  # free talk could name a teammate's cards
         **config,
     )
+    env.forecast = ForecastSpec(target="payoff", scale=float(colors * ranks))  # the team's final score
+    return env
 
 
 register(

@@ -7,6 +7,7 @@ bet yet, action 0 is "check" and 1 is "bet"; facing a bet, 0 is "fold" and 1 is 
 
 from __future__ import annotations
 
+from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
 from llmmarl.envs.registry import register
 
@@ -59,8 +60,21 @@ class KuhnPokerRenderer(OpenSpielRenderer):
         return ["check", "bet", "fold", "call"]
 
 
+class KuhnPokerEnv(OpenSpielTextEnv):
+    """Kuhn poker whose agents forecast the opponent's card, checked against the dealt card."""
+
+    forecast = ForecastSpec(target="opponent_card", labels=CARD_NAMES[:3])
+
+    def forecast_truth(self, agent: str) -> str | None:
+        # The simulator's true state (never shown to the seat): the chance moves that dealt each player's card.
+        dealt = self.state.history()[: self.game.num_players()]
+        if len(dealt) < 2:
+            return None
+        return CARD_NAMES[dealt[1 - self.player(agent)]]
+
+
 def make_kuhn_poker() -> OpenSpielTextEnv:
-    return OpenSpielTextEnv("kuhn_poker", name="kuhn_poker", renderer=KuhnPokerRenderer())
+    return KuhnPokerEnv("kuhn_poker", name="kuhn_poker", renderer=KuhnPokerRenderer())
 
 
 register(

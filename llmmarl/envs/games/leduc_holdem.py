@@ -10,6 +10,7 @@ import numpy as np
 # DeprecationWarning on import. Same env (v4 of this installed version).
 from pettingzoo.classic.rlcard_envs import leduc_holdem
 
+from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
 from llmmarl.envs.registry import register
 
@@ -75,7 +76,10 @@ class LeducHoldemRenderer(Renderer):
 
 
 def make_leduc_holdem() -> AECTextEnv:
-    return AECTextEnv("leduc_holdem_v4", leduc_holdem.env, LeducHoldemRenderer())
+    env = AECTextEnv("leduc_holdem_v4", leduc_holdem.env, LeducHoldemRenderer())
+    # A chip game: forecast the expected payoff, in big blinds as rlcard pays (at most 13 chips = 6.5 blinds).
+    env.forecast = ForecastSpec(target="payoff", scale=6.5)
+    return env
 
 
 register(

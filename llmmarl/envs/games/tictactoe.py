@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from pettingzoo.classic import tictactoe_v3
 
+from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
 from llmmarl.envs.registry import register
 
@@ -34,8 +35,14 @@ class TicTacToeRenderer(Renderer):
         return str(action + 1)
 
 
+#: Forecast: how the game stands two moves from now (after this move and the reply): ended, and how, or not.
+ENDS_WITHIN_2 = ForecastSpec(target="ends_within", labels=("win", "draw", "loss", "continues"), horizon=2)
+
+
 def make_tictactoe() -> AECTextEnv:
-    return AECTextEnv("tictactoe_v3", tictactoe_v3.env, TicTacToeRenderer())
+    env = AECTextEnv("tictactoe_v3", tictactoe_v3.env, TicTacToeRenderer())
+    env.forecast = ENDS_WITHIN_2
+    return env
 
 
 register("tictactoe_v3", make_tictactoe, "Tic-tac-toe, 2 players, zero-sum.", "competitive", source="pettingzoo")
