@@ -109,6 +109,8 @@ def outcomes_from_returns(returns: Mapping[str, float], teams: Mapping[str, str]
     With rivals, the best team wins, teams tied for best draw and the others lose. A fully cooperative game (one
     team, no rival) is won when the shared return is above 0 and lost otherwise: there is no draw against nobody.
     """
+    if not returns:  # an unfinished or broken game has no outcome
+        return {}
     by_team: dict[str, list[float]] = defaultdict(list)
     for seat, r in returns.items():
         by_team[teams[seat]].append(r)
