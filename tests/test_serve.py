@@ -249,6 +249,30 @@ def test_games_through_the_runner(backend: OpenAIBackend) -> None:
 
 
 @pytest.mark.vllm
+def test_a_tournament_of_every_adapter_on_one_engine(server: VLLMServer, tmp_path: Path, monkeypatch) -> None:
+    """The base model and the three adapters of one server play a round robin: one backend, games streamed."""
+    from llmmarl.tournament import TournamentConfig, run_tournament
+    from llmmarl.tournament import backends as tournament_backends
+
+    monkeypatch.setenv("LLMMARL_TEST_KEY", KEY)
+    served = {"base": server.config.base_name, "alice": "alice", "bob": "bob", "carol": "carol"}
+    participants = [
+        {"kind": "openai", "name": name, "base_url": server.url, "model": model, "api_key_env": "LLMMARL_TEST_KEY",
+         "constrained": True, "temperature": 0.7, "max_new_tokens": 48}
+        for name, model in served.items()
+    ]  # fmt: skip
+    cfg = TournamentConfig.model_validate(
+        {"name": "one-engine", "games": ["tictactoe_v3"], "participants": participants, "seed": 0,
+         "schedule": {"format": "round_robin", "games_per_pairing": 1}, "db": str(tmp_path / "t.sqlite")}
+    )  # fmt: skip
+    routing = tournament_backends.build_backend(cfg, set(served))
+    assert routing is not None and routing.concurrent_calls  # the runner streams games through it
+    assert len({id(b) for b, _ in routing.routes.values()}) == 1  # every participant on one engine
+    summary = run_tournament(cfg, progress=False)
+    assert summary.finished == summary.scheduled == 12 and summary.errors == 0  # 6 pairs, both seat orders
+
+
+@pytest.mark.vllm
 def test_hot_reload_serves_the_new_version(server: VLLMServer, backend: OpenAIBackend, adapters) -> None:
     from llmmarl.serve import hot_reload
 

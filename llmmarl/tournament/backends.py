@@ -55,6 +55,12 @@ class RoutingBackend:
     def adapters(self) -> list[str]:
         return sorted(self.routes)
 
+    @property
+    def concurrent_calls(self) -> bool:
+        """Whether every backend behind it takes concurrent calls: then the runner streams games (see
+        :mod:`llmmarl.runner`), as it would through that backend alone."""
+        return all(getattr(backend, "concurrent_calls", False) for backend, _ in self.routes.values())
+
     def truncate(self, text: str, max_tokens: int) -> str:
         # Message budgets are counted with the first backend's tokenizer; all routes of one game share it.
         backend = next(iter(self.routes.values()))[0]
