@@ -26,6 +26,7 @@ The runner owns no model: training, tournaments and ``llmmarl play`` all drive i
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import traceback
@@ -59,6 +60,17 @@ class Match(BaseModel):
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     seats: dict[str, AgentSpec] = Field(description="Seat (env agent name) -> agent spec.")
     seed: int
+
+
+def request_seed(match: Match, step: int, seat: str, attempt: int) -> int:
+    """The sampling seed of one LLM answer: a hash of the game (seed and id), turn, seat and attempt (0, re-ask 1).
+
+    Seeding each request, not each backend call, makes a game's moves independent of which games share its
+    batches, of concurrency and of how many workers play the schedule. The game id is part of it because games of
+    one training group share their seed (the same deal) and must still draw different answers.
+    """
+    key = f"{match.seed}|{match.game_id}|{step}|{seat}|{attempt}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 2**31
 
 
 def seatings(env: TextEnv, agents: Sequence[AgentSpec], games: int, rotate: bool = True) -> list[dict[str, AgentSpec]]:
@@ -360,6 +372,7 @@ class Runner:
             temperature=spec.temperature,
             top_p=spec.top_p,
             grammar=grammar,
+            seed=request_seed(d.game.match, d.game.step, d.seat, len(d.attempts)),
         )
 
     def _generate(self, decisions: list[_Decision], requests: list[GenerationRequest]) -> None:

@@ -61,6 +61,13 @@ class GenerationRequest(BaseModel):
     grammar: str | None = Field(
         None, description="EBNF grammar (xgrammar/vLLM syntax) the output must follow; None = unconstrained."
     )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        lt=2**31,
+        description="Sampling seed of this request alone, so its draw does not depend on the batch it shares "
+        "(the runner derives it from the game's seed, turn, seat and attempt); None = the backend's own seeding.",
+    )
 
 
 class Generation(BaseModel):

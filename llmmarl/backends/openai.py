@@ -79,7 +79,7 @@ class OpenAIBackend:
         tokenizer: local tokenizer folder for :meth:`truncate`; default: the base model's folder when the server
             reports one that exists on this machine (a local ``llmmarl serve``), else whitespace words.
         seed: when set, request *i* of call *c* is sampled with a seed derived from (seed, c, i) on servers that
-            honour ``seed`` (vLLM does), so reruns reproduce.
+            honour ``seed`` (vLLM does), so reruns reproduce. A request's own ``seed`` (set by the runner) wins.
     """
 
     # generate() may be called from many threads at once; the shared pool bounds the requests in flight. The runner
@@ -249,7 +249,10 @@ class OpenAIBackend:
         with self._lock:
             self._calls += 1
             call = self._calls
-        futures = [self._pool.submit(self._one, r, self._seed(call, i)) for i, r in enumerate(requests)]
+        futures = [
+            self._pool.submit(self._one, r, r.seed if r.seed is not None else self._seed(call, i))
+            for i, r in enumerate(requests)
+        ]
         # Each request ends by its own deadline; this one is the backstop (requests queued behind a full pool
         # start late, and retry back-offs are not cut short).
         waves = -(-len(futures) // self.concurrency)

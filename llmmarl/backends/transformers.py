@@ -52,6 +52,7 @@ from transformers.cache_utils import DynamicLayer
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters
 from llmmarl.backends.device import resolve_device, resolve_dtype, triton_status
+from llmmarl.backends.sampling import SeededSampler
 from llmmarl.models import resolve_model
 
 BASE = "__base__"  # PEFT's name for "no adapter" in mixed-adapter batches
@@ -168,7 +169,8 @@ class TransformersBackend:
         adapters: adapter name -> PEFT adapter folder, loaded at start.
         max_batch_size: rows per ``generate`` call; bigger batches amortise the forward pass.
         dtype: ``"float32"`` is the fast choice on CPU (bf16 is ~3x slower there); ``"auto"`` picks bf16 on GPU.
-        seed: seeds sampling; each call forks torch's RNG so no global state leaks out.
+        seed: seeds sampling of requests without a ``seed`` of their own; each call forks torch's RNG so no global
+            state leaks out. Requests that carry a ``seed`` (the runner's) are drawn from it alone, per row.
         prefix_cache: compute the common token prefix of a batch once and keep prefixes across calls (see the
             module docs). Batches then hold one adapter each; ``False`` mixes adapters in a batch and caches
             nothing (may be faster on a GPU). Can be switched at any time through the attribute.
@@ -456,7 +458,12 @@ class TransformersBackend:
             "eos_token_id": self.tokenizer.eos_token_id,
             "logits_processor": LogitsProcessorList(processors),
         }
-        if first.temperature > 0:
+        if first.temperature > 0 and all(r.seed is not None for r in reqs):
+            # Each row draws from its own request's seed, whatever else shares the batch (see backends/sampling.py).
+            seeds = [int(r.seed) for r in reqs if r.seed is not None]
+            kwargs["logits_processor"].append(SeededSampler(seeds, first.temperature, first.top_p, self.device))
+            kwargs["do_sample"] = False
+        elif first.temperature > 0:
             kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
         if self.adapters:
             kwargs["adapter_names"] = [r.adapter or BASE for r in reqs]
