@@ -201,6 +201,13 @@ def tournament(
     config: Annotated[Path, typer.Argument(help="Tournament config (YAML), e.g. configs/tournament_tictactoe.yaml.")],
     html: Annotated[Path | None, typer.Option(help="HTML report (default: the config's `report`, or db.html).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Play on Ray actors: local (start Ray here), auto (the cluster this machine joined) or a cluster "
+            "address; overrides the config's `ray.address` (other `ray:` settings keep their values)."
+        ),
+    ] = None,
 ) -> None:
     """Run or resume a tournament; print its summary and write the HTML report."""
     from llmmarl.tournament import TournamentConfig, run_tournament
@@ -212,13 +219,17 @@ def tournament(
     except CONFIG_ERRORS as e:
         typer.echo(describe_config_error(config, e), err=True)
         raise typer.Exit(2) from None
+    if ray is not None:
+        from llmmarl.tournament.config import RayConfig
+
+        cfg.ray = (cfg.ray or RayConfig()).model_copy(update={"address": ray})
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the store commits game by game and closes cleanly
     try:
         summary = run_tournament(cfg, console=console)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted.[/] Finished games are stored in {cfg.db}; run the same command to resume.")
         raise typer.Exit(130) from None
-    except (BackendError, ModelNotAvailableError, StoreError, ValueError) as e:
+    except (BackendError, ModelNotAvailableError, StoreError, ValueError, RuntimeError) as e:
         console.print(f"[red]tournament failed:[/] {e}")
         raise typer.Exit(1) from None
     with TournamentStore(cfg.db) as store:
@@ -228,6 +239,7 @@ def tournament(
     console.print(
         f"{summary.played_now} games played now in {summary.seconds:.1f}s; {summary.finished}/{summary.scheduled} "
         f"stored in {cfg.db}. Report: {out}"
+        + (f" ({summary.retried} games replayed after a Ray actor died)" if summary.retried else "")
     )
 
 

@@ -121,6 +121,33 @@ class Swiss(BaseModel):
 ScheduleConfig = Annotated[RoundRobin | Swiss, Field(discriminator="format")]
 
 
+class RayConfig(BaseModel):
+    """Play the schedule on Ray actors (``pip install llmmarl[ray]``); the driver still writes the store alone.
+
+    Each actor holds one backend (built as in one process) and plays chunks of games through its own runner.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(
+        "local",
+        description="local: start a Ray instance on this machine; auto: join the cluster this machine belongs to "
+        "(`ray start` ran here); or a cluster address (host:port or ray://host:10001).",
+    )
+    num_workers: int = Field(2, ge=1, description="Actors playing games; on a GPU cluster, one per GPU or replica.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs each actor reserves (also its torch threads on CPU).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs each actor reserves; 1 puts a local model on its own GPU.")
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description="Games per task sent to an actor (one runner batches them). None: the tournament's "
+        "`concurrency`, capped so every actor gets work. Smaller chunks rerun less after a failure.",
+    )
+    max_failures: int = Field(
+        3, ge=0, description="Actor deaths tolerated; each one's unfinished games are played again elsewhere."
+    )
+
+
 class TournamentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -144,6 +171,9 @@ class TournamentConfig(BaseModel):
     dtype: str = Field("auto", description="Local backend dtype: auto (float32 on CPU, bf16 on GPU), float32, ...")
     device: str | None = Field(None, description="Local backend device; None picks cuda when available.")
     bootstrap: int = Field(200, ge=0, description="Bradley-Terry bootstrap refits for the 95% intervals (0: none).")
+    ray: RayConfig | None = Field(
+        None, description="Play on Ray actors (see RayConfig); None plays in this process. CLI: --ray ADDRESS."
+    )
 
     @field_validator("games", mode="before")
     @classmethod
@@ -213,7 +243,7 @@ class TournamentConfig(BaseModel):
     def fingerprint(self) -> str:
         """Hash of what decides the games played: a store refuses to resume a tournament whose games changed.
 
-        Concurrency, batch size, device and report options (scoring among them) may change between runs; they do
+        Concurrency, batch size, device, Ray and report options (scoring among them) may change between runs; they do
         not change games.
         """
         relevant = self.model_dump(

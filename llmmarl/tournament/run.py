@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console, Group
@@ -42,6 +43,7 @@ class RunSummary(BaseModel):
     errors: int
     played_now: int
     seconds: float
+    retried: int = 0  # games played again because the Ray actor playing them died
 
 
 def lineup(game: GameSpec) -> Lineup:
@@ -74,14 +76,17 @@ def run_tournament(
     with TournamentStore(config.db) as store:
         store.open_tournament(config.name, config.fingerprint(), config.model_dump(mode="json"))
         player = _Player(config, store, console, progress, on_game)
-        if isinstance(config.schedule, RoundRobin):
-            store.add_games(config.name, _round_robin(config, lineups))
-            player.play(store.missing(config.name), "round robin")
-        else:
-            for r in range(config.schedule.rounds):
-                if not store.games(config.name, round=r):
-                    store.add_games(config.name, _swiss_round(config, lineups, store, r))
-                player.play(store.missing(config.name, round=r), f"Swiss round {r + 1}/{config.schedule.rounds}")
+        try:
+            if isinstance(config.schedule, RoundRobin):
+                store.add_games(config.name, _round_robin(config, lineups))
+                player.play(store.missing(config.name), "round robin")
+            else:
+                for r in range(config.schedule.rounds):
+                    if not store.games(config.name, round=r):
+                        store.add_games(config.name, _swiss_round(config, lineups, store, r))
+                    player.play(store.missing(config.name, round=r), f"Swiss round {r + 1}/{config.schedule.rounds}")
+        finally:
+            player.close()
         scheduled, finished, errors = store.counts(config.name)
     return RunSummary(
         tournament=config.name,
@@ -90,6 +95,7 @@ def run_tournament(
         errors=errors,
         played_now=player.played,
         seconds=time.perf_counter() - start,
+        retried=player.retried,
     )
 
 
@@ -162,10 +168,29 @@ class _Player:
         self.config, self.store, self.console, self.progress, self.on_game = config, store, console, progress, on_game
         self.specs = runner_specs(config)
         self.runner: Runner | None = None
+        self.pool: Any = None  # a distributed.RayPool when the config asks for Ray (ray is imported only then)
         self.played = 0
+        self.retried = 0  # games replayed after their Ray actor died
 
-    def _runner_for(self, games: Sequence[StoredGame]) -> Runner:
-        has_llm = any(isinstance(self.specs[p], LLMAgentSpec) for g in games for p in g.seats.values())
+    def close(self) -> None:
+        if self.pool is not None:
+            self.retried += self.pool.retried
+            self.pool.close()
+            self.pool = None
+
+    def _play(self, matches: list[Match], on_episode: Callable[[EpisodeRecord], None]) -> None:
+        if self.config.ray is None:
+            self._runner_for(matches).play(matches, on_episode=on_episode)
+            return
+        if self.pool is None:
+            from llmmarl.tournament.distributed import RayPool
+
+            with self.console.status("starting Ray actors"):
+                self.pool = RayPool(self.config, self.config.ray)
+        self.pool.play(matches, on_episode)
+
+    def _runner_for(self, matches: Sequence[Match]) -> Runner:
+        has_llm = any(isinstance(spec, LLMAgentSpec) for m in matches for spec in m.seats.values())
         if self.runner is None or (has_llm and self.runner.backend is None):
             backend = None
             if has_llm:
@@ -180,7 +205,6 @@ class _Player:
     def play(self, games: Sequence[StoredGame], title: str) -> None:
         if not games:
             return
-        runner = self._runner_for(games)
         matches = [
             Match(
                 game_id=g.id,
@@ -202,11 +226,11 @@ class _Player:
                 self.on_game(ep)
 
         if live is None:
-            runner.play(matches, on_episode=on_episode)
+            self._play(matches, on_episode)
             return
         with Live(live.render(), console=self.console, refresh_per_second=4, transient=False) as view:
             live.view = view
-            runner.play(matches, on_episode=on_episode)
+            self._play(matches, on_episode)
             live.refresh(force=True)
 
 

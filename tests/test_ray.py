@@ -1,0 +1,218 @@
+"""Tournaments on a real local Ray cluster: the same games as in one process, and no game lost or doubled when an
+actor's process is killed or its node removed mid-run. One cluster for the module: a head without CPUs (so no
+actor lands there) and two one-CPU nodes, one actor each."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmmarl.records import EpisodeRecord
+from llmmarl.tournament import TournamentConfig, run_tournament
+from llmmarl.tournament.store import TournamentStore
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE_MB = 200 * 1024**2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    # Ray's socket paths must stay under 107 bytes: a short temp dir, which also keeps this cluster's address file
+    # away from any other Ray instance on the machine.
+    tmp = tempfile.mkdtemp(dir="/tmp", prefix="r")
+    os.makedirs(os.path.join(tmp, "ray"))
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "object_store_memory": STORE_MB, "include_dashboard": False},
+    )
+    for _ in range(2):
+        c.add_node(num_cpus=1, object_store_memory=STORE_MB)
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        if old is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old
+
+
+def config(tmp_path: Path, name: str, participants: list[Any], per_pairing: int, ray: dict | None) -> TournamentConfig:
+    return TournamentConfig.model_validate(
+        {
+            "name": "t",
+            "games": ["tictactoe_v3"],
+            "participants": participants,
+            "schedule": {"format": "round_robin", "games_per_pairing": per_pairing},
+            "db": str(tmp_path / f"{name}.sqlite"),
+            "base_model": "tiny",
+            "concurrency": 4,
+            "seed": 5,
+            "bootstrap": 0,
+            "ray": ray,
+        }
+    )
+
+
+SCRIPTED = ["random", "minimax", {"kind": "scripted", "name": "random2", "policy": "random"}]
+# A random-weight model never writes a legal answer: its moves are fallbacks, its texts come from seeded sampling.
+TINY = [{"kind": "llm", "name": "tiny", "max_new_tokens": 8, "temperature": 1.0, "reask": False}, "random"]
+
+
+def games(db: Path) -> dict[str, dict[str, Any]]:
+    """Key -> what decides and records a game: seed, seats, every move and every model answer, the returns."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT g.key, g.seed, g.seats, r.episode FROM games g JOIN results r ON r.game_id = g.id"
+        ).fetchall()
+    out = {}
+    for key, seed, seats, episode in rows:
+        ep = EpisodeRecord.model_validate_json(episode)
+        out[key] = {
+            "seed": seed,
+            "seats": json.loads(seats),
+            "moves": [(t.seat, t.action) for t in ep.turns],
+            "answers": [a.response for t in ep.turns for a in t.attempts],
+            "returns": ep.returns,
+        }
+    return out
+
+
+def stored_once(db: Path) -> tuple[int, int]:
+    """(scheduled games, result rows): equal when every game is stored exactly once (results' key is the game)."""
+    with sqlite3.connect(db) as conn:
+        scheduled = conn.execute("SELECT COUNT(*) FROM games").fetchone()[0]
+        results = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    return scheduled, results
+
+
+def worker_pids() -> list[int]:
+    """Our tournament actors' processes: descendants of this test process (the cluster's raylets are its children)."""
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "TournamentWorker" in " ".join(p.cmdline()):
+                out.append(p.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+def on_ray(cluster: Any, **kw: Any) -> dict[str, Any]:
+    return {"address": cluster.address, "num_workers": 2, "num_cpus": 1, **kw}
+
+
+@pytest.mark.ray
+def test_scripted_tournament_on_ray_equals_one_process(cluster: Any, tmp_path: Path) -> None:
+    local = run_tournament(config(tmp_path, "local", SCRIPTED, 2, None), progress=False)
+    remote = run_tournament(config(tmp_path, "ray", SCRIPTED, 2, on_ray(cluster, chunk_size=2)), progress=False)
+    assert local.scheduled == remote.scheduled == remote.finished == 12 and remote.retried == 0
+    a, b = games(tmp_path / "local.sqlite"), games(tmp_path / "ray.sqlite")
+    assert a.keys() == b.keys() and a == b
+
+
+@pytest.mark.ray
+def test_tiny_llm_tournament_on_ray_matches_one_process(cluster: Any, tmp_path: Path) -> None:
+    run_tournament(config(tmp_path, "local", TINY, 2, None), progress=False)
+    run_tournament(config(tmp_path, "ray", TINY, 2, on_ray(cluster, chunk_size=1)), progress=False)
+    a, b = games(tmp_path / "local.sqlite"), games(tmp_path / "ray.sqlite")
+    assert a.keys() == b.keys() and len(a) == 4
+    same = sum(a[k] == b[k] for k in a)
+    print(f"identical LLM games, Ray (batches of 1 game) vs one process (4 games together): {same}/{len(a)}")
+    # Seeds and seats come from the schedule; each answer from its own request seed, whatever shares its batch.
+    assert all(a[k]["seed"] == b[k]["seed"] and a[k]["seats"] == b[k]["seats"] for k in a)
+    assert same >= len(a) - 1
+
+
+def _interrupt_once(action: Any) -> Any:
+    fired: list[bool] = []
+
+    def on_game(_: EpisodeRecord) -> None:
+        if not fired:
+            fired.append(True)
+            action()
+
+    return on_game
+
+
+@pytest.mark.ray
+def test_killed_actor_loses_no_game(cluster: Any, tmp_path: Path) -> None:
+    cfg = config(tmp_path, "kill", TINY, 3, on_ray(cluster, chunk_size=1))
+
+    def kill_one() -> None:
+        pids = worker_pids()
+        assert len(pids) == 2, pids
+        os.kill(pids[0], signal.SIGKILL)
+
+    summary = run_tournament(cfg, progress=False, on_game=_interrupt_once(kill_one))
+    assert summary.scheduled == summary.finished == 6 and summary.errors == 0
+    assert summary.retried >= 1  # the killed actor had at least one queued game it had not returned
+    assert stored_once(cfg.db) == (6, 6)
+
+
+@pytest.mark.ray
+def test_removed_node_loses_no_game(cluster: Any, tmp_path: Path) -> None:
+    cfg = config(tmp_path, "node", TINY, 3, on_ray(cluster, chunk_size=1))
+    workers = [n for n in cluster.list_all_nodes() if n is not cluster.head_node]
+
+    summary = run_tournament(
+        cfg, progress=False, on_game=_interrupt_once(lambda: cluster.remove_node(workers[0], allow_graceful=False))
+    )
+    cluster.add_node(num_cpus=1, object_store_memory=STORE_MB)  # back to two nodes for the other tests
+    assert summary.scheduled == summary.finished == 6 and summary.errors == 0
+    assert summary.retried >= 1
+    assert stored_once(cfg.db) == (6, 6)
+
+
+@pytest.mark.ray
+def test_a_stopped_driver_resumes_from_the_store(cluster: Any, tmp_path: Path) -> None:
+    cfg = config(tmp_path, "resume", SCRIPTED, 2, on_ray(cluster, chunk_size=2))
+
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_tournament(cfg, progress=False, on_game=_interrupt_once(stop))
+    with TournamentStore(cfg.db) as store:
+        assert 1 <= store.counts("t")[1] < 12
+    summary = run_tournament(cfg, progress=False)
+    assert summary.finished == 12 and stored_once(cfg.db) == (12, 12)
+    assert games(cfg.db) == games(run_and_get(tmp_path))
+
+
+def run_and_get(tmp_path: Path) -> Path:
+    cfg = config(tmp_path, "plain", SCRIPTED, 2, None)
+    run_tournament(cfg, progress=False)
+    return cfg.db
+
+
+def test_the_single_process_path_never_imports_ray(tmp_path: Path) -> None:
+    code = f"""
+import sys
+import llmmarl.cli, llmmarl.runner, llmmarl.tournament.run
+from llmmarl.tournament import TournamentConfig, run_tournament
+cfg = TournamentConfig(games=["tictactoe_v3"], participants=["random", "minimax"], db={str(tmp_path / "t.sqlite")!r})
+assert run_tournament(cfg, progress=False).finished == 4
+assert "ray" not in sys.modules, "ray was imported"
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=300)
