@@ -37,6 +37,7 @@ class Attempt(BaseModel):
         description="Set when the server gave no answer at all (outage, malformed response): why. Not the "
         "model's doing, so it never counts as an invalid answer.",
     )
+    adapter_version: str | None = Field(None, description="Stamp of the adapter weights that answered, if stamped.")
 
 
 class TurnRecord(BaseModel):

@@ -398,6 +398,7 @@ class Runner:
                     logprobs=gen.logprobs,
                     finish_reason=gen.finish_reason,
                     error=d.parsed.error,
+                    adapter_version=gen.adapter_version,
                 )
             )
 

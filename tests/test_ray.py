@@ -216,3 +216,95 @@ assert "ray" not in sys.modules, "ray was imported"
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=300)
+
+
+# ---- training rollouts on Ray ------------------------------------------------------------------------------------
+@pytest.mark.ray
+def test_grpo_with_two_rollout_workers_updates_each_learner(cluster: Any, tmp_path: Path, monkeypatch) -> None:
+    from test_train import _cfg, _changed, _lora, _nonzero_advantages
+
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    _nonzero_advantages(monkeypatch)  # a few tiny-model games may all end alike: keep every gradient non-zero
+    cfg = _cfg(
+        learners=[{"name": "alice", "lora": {"r": 4}}, {"name": "bob", "lora": {"r": 4}}],
+        setting="fixed_opponents",
+        opponents=["random"],
+        games_per_update=4,
+        group_size=2,
+        steps=2,
+        constrained=True,
+        max_new_tokens=40,
+        learning_rate=1e-2,
+        micro_batch_size=2,
+        output_dir=str(tmp_path / "run"),
+        save_every=10,
+        threads=1,
+        rollout_workers=2,
+        ray_address=cluster.address,
+    )
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    before = {n: _lora(trainer.model, n) for n in ("alice", "bob")}
+    seen: list[dict[str, str]] = []
+    real_remote = trainer._remote_rollout
+
+    def spy(matches: Any) -> Any:
+        episodes = real_remote(matches)
+        seen.append({t.player: a.adapter_version for e in episodes for t in e.turns for a in t.attempts})
+        return episodes
+
+    monkeypatch.setattr(trainer, "_remote_rollout", spy)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()  # stops the actors
+    after = {n: _lora(trainer.model, n) for n in ("alice", "bob")}
+    assert trainer.step == 2 and trainer.rollout_pool is None
+    assert _changed(before["alice"], after["alice"]) > 0 and _changed(before["bob"], after["bob"]) > 0
+    # Both rollouts were played remotely, every learner answer stamped, and the second with the updated weights.
+    assert len(seen) == 2 and all(seen[0].get(n) and seen[1].get(n) for n in ("alice", "bob"))
+    assert all(seen[0][n] != seen[1][n] for n in ("alice", "bob"))
+
+
+@pytest.mark.ray
+def test_a_replica_that_misses_the_refresh_is_caught_by_its_stamps(cluster: Any) -> None:
+    import ray
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+    from llmmarl.backends.transformers import TransformersBackend
+    from llmmarl.envs import make
+    from llmmarl.runner import Match, seatings
+    from llmmarl.train.distributed import (
+        RolloutPool,
+        StaleRolloutError,
+        adapter_files,
+        adapter_version,
+        check_versions,
+    )
+
+    backend = TransformersBackend("tiny")
+    model = get_peft_model(backend.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]), adapter_name="alice")
+    alice = LLMAgentSpec(name="alice", adapter="alice", max_new_tokens=8, temperature=1.0, reask=False)
+    rnd = ScriptedAgentSpec(name="random", policy="random")
+    lineups = seatings(make("tictactoe_v3"), [alice, rnd], 2)  # one game per replica
+    matches = [Match(game_id=i, env="tictactoe_v3", seats=seats, seed=i) for i, seats in enumerate(lineups)]
+    pool = RolloutPool(2, "tiny", address=cluster.address, concurrency=4)
+    try:
+        versions = pool.sync(model, ["alice"])
+        assert check_versions(pool.play(matches), versions) > 0  # both replicas fresh: accepted
+        with torch.no_grad():  # an update
+            for name, p in model.named_parameters():
+                if "lora_B.alice" in name:
+                    p.add_(0.1)
+        new = {"alice": adapter_files(model, "alice")}
+        ray.get(pool.actors[0].sync.remote(new))  # the bug: the new weights reach one replica only
+        current = {"alice": adapter_version(model, "alice")}
+        assert current != versions
+        with pytest.raises(StaleRolloutError, match="other adapter weights"):
+            check_versions(pool.play(matches), current)
+        assert pool.sync(model, ["alice"]) == current  # every replica: accepted again
+        assert check_versions(pool.play(matches), current) > 0
+    finally:
+        pool.close()

@@ -86,6 +86,9 @@ class Generation(BaseModel):
         description="Set when the server gave no usable answer (an outage or a malformed response, not the "
         "model's choice): why. ``text`` is then empty and the decision is not the model's.",
     )
+    adapter_version: str | None = Field(
+        None, description="Stamp (hash) of the adapter weights that produced it, set by distributed rollout workers."
+    )
 
     # Model text goes into prompts, teammates' inboxes, JSONL, SQLite, terminals and HTML: make it safe once, here.
     @field_validator("text")

@@ -35,36 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmmarl.agents.specs import LLMAgentSpec
+from llmmarl.cluster import connect, require_ray
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.tournament.backends import build_backend, runner_specs
 from llmmarl.tournament.config import RayConfig, TournamentConfig
 
 QUEUED_CHUNKS = 2  # chunks queued per actor: one playing, one ready to start at once
-
-
-def require_ray() -> Any:
-    """The ``ray`` module, or an error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError(
-            "this tournament asks for Ray (`ray:` in the config or --ray), which is not installed: "
-            "pip install 'llmmarl[ray]'"
-        ) from None
-    return ray
-
-
-def connect(address: str) -> bool:
-    """Join (or start) Ray unless this process already has; True when this call did, so it should shut it down."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return False
-    if address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    return True
 
 
 class TournamentWorker:

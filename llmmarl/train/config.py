@@ -383,6 +383,17 @@ class TrainConfig(_Strict):
         "busy with other work, 1 avoids OpenMP spin-waiting, which can make small ops 10-20x slower. None = "
         "torch's default.",
     )
+    rollout_workers: int = Field(
+        0,
+        ge=0,
+        description="Ray actors that play each update's games (`pip install 'llmmarl[ray]'`); 0 plays them in this "
+        "process. Each actor holds the base model, gets every learner's new adapter weights before each rollout, "
+        "and stamps each generation with the hash of the weights that produced it; stale stamps stop the run.",
+    )
+    ray_address: str = Field(
+        "local", description="Ray to use for rollout_workers: local (start one here), auto, or a cluster address."
+    )
+    rollout_worker_gpus: float = Field(0.0, ge=0, description="GPUs each rollout actor reserves.")
 
     rollout_backend: Literal["transformers", "vllm"] = Field(
         "transformers",

@@ -285,6 +285,7 @@ class MultiAgentTrainer(ABC):
         self.progress = progress
         self.engine: VLLMEngine | None = None  # rollout_backend: vllm; started by the first rollout
         self.engine_calls = 0  # the engine's generate calls so far (its sampling seeds), across resumes
+        self.rollout_pool: Any = None  # train.distributed.RolloutPool once rollout_workers play (imports ray)
 
     # ---- what an algorithm supplies ----------------------------------------------------------------------------
     @abstractmethod
@@ -368,7 +369,9 @@ class MultiAgentTrainer(ABC):
             cfg, self.env, self.step, specs, self.opponents, self.league, self._snapshot_spec
         )
         self.model.eval()  # PEFT's mixed-adapter generation refuses training mode
-        episodes = self._play_replaying_outages(group_matches(cfg, groups, seeds))
+        matches = group_matches(cfg, groups, seeds)
+        play = self._remote_rollout if cfg.rollout_workers else self._play_replaying_outages
+        episodes = play(matches)
         self._record_league(groups, episodes)
         return episodes, time.perf_counter() - t0
 
@@ -416,6 +419,29 @@ class MultiAgentTrainer(ABC):
             publish_learners(self.engine, self.model, self.learners, self.step)
         return time.perf_counter() - t0
 
+    def _remote_rollout(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
+        """Play on the rollout actors with the learners' current adapters; refuse answers from stale weights."""
+        from llmmarl.train.distributed import RolloutPool, check_versions  # imports ray: only when asked for
+
+        cfg = self.cfg
+        if cfg.rollout_backend != "transformers":
+            raise ValueError("rollout_workers run the transformers engine: set rollout_backend: transformers")
+        if self.rollout_pool is None:
+            self.rollout_pool = RolloutPool(
+                cfg.rollout_workers,
+                cfg.model,
+                address=cfg.ray_address,
+                max_batch_size=cfg.max_batch_size,
+                device=cfg.device,
+                seed=cfg.seed,
+                concurrency=cfg.concurrency,
+                num_gpus=cfg.rollout_worker_gpus,
+            )
+        versions = self.rollout_pool.sync(self.model, self.learners)  # every actor, before every rollout
+        episodes: list[EpisodeRecord] = self.rollout_pool.play(matches)
+        check_versions(episodes, versions)
+        return episodes
+
     def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
         """After every learner stepped: count the update, sync the engines, append its metrics with the time taken
         by the rollout, the learners and the sync."""
@@ -430,11 +456,14 @@ class MultiAgentTrainer(ABC):
         self._append_metrics({"step": self.step, "learners": logs, "time": times, "engine": self.cfg.rollout_backend})
 
     def close(self) -> None:
-        """Stop the rollout engine, if one runs (its watchdog would also end it when this process exits)."""
+        """Stop the rollout engine and the rollout actors, if any run (the next rollout starts them again)."""
         if self.engine is not None:
             self.engine.close()
             self.engine_calls = self.engine.calls
             self.engine = None
+        if self.rollout_pool is not None:
+            self.rollout_pool.close()
+            self.rollout_pool = None
 
     def game_metrics(self, episodes: Sequence[EpisodeRecord]) -> dict[str, dict[str, float]]:
         """Each learner's ``game/...`` monitors over an update's games."""

@@ -1,0 +1,173 @@
+"""Training rollouts on Ray actors: the learners stay in the driver, the games of an update play on workers.
+
+Each update::
+
+    driver (trainer, learners' adapters)            RolloutWorker actors (each: base model + adapters)
+    sync(): every learner's adapter files    --->   every actor loads them, then hashes what it loaded
+    play(): the update's games, split        --->   Runner over its share; each generation stamped with the
+    check_versions(): every learner answer   <---   hash of the adapter weights that produced it
+    must carry the learner's current hash
+
+The stamp is computed by the worker from the weights it actually holds, after loading, not copied from what the
+driver sent: a worker that skipped or botched a refresh stamps the old hash, and :func:`check_versions` refuses
+the rollout (:class:`StaleRolloutError`). Loading on one replica only - the common bug - is caught the same way.
+
+Only the in-process transformers engine runs in the workers today. Unlike tournaments, a rollout worker that
+dies fails the update (Ray's error); a resumed run restarts from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmmarl.backends.base import Generation, GenerationRequest
+from llmmarl.backends.transformers import TransformersBackend
+from llmmarl.cluster import connect, require_ray
+from llmmarl.records import EpisodeRecord
+from llmmarl.runner import Match, Runner
+from llmmarl.train.checkpoint import save_adapter
+
+
+class StaleRolloutError(RuntimeError):
+    """A rollout carries generations from adapter weights other than the learners' current ones."""
+
+
+def adapter_version(model: Any, name: str) -> str:
+    """Hash of adapter ``name``'s LoRA weights (fp32 values, names without the adapter name): its version stamp."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def adapter_files(model: Any, name: str) -> dict[str, bytes]:
+    """Adapter ``name`` as the files of a PEFT folder (config + safetensors), to ship to workers on other nodes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / name
+        save_adapter(model, name, folder)
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+class _StampingBackend:
+    """Forwards to the worker's backend and stamps each generation with its adapter's version (None: base model)."""
+
+    def __init__(self, backend: TransformersBackend, versions: Mapping[str, str]) -> None:
+        self.backend, self.versions = backend, versions
+
+    @property
+    def adapters(self) -> list[str]:
+        return self.backend.adapters
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return self.backend.truncate(text, max_tokens)
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        self.backend.load_adapter(name, path)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        gens = self.backend.generate(requests)
+        return [
+            g.model_copy(update={"adapter_version": self.versions.get(r.adapter)}) if r.adapter else g
+            for r, g in zip(requests, gens, strict=True)
+        ]
+
+
+class RolloutWorker:
+    """A Ray actor: the base model, the learners' adapters as last synced, and a runner for its share of games."""
+
+    def __init__(self, model: str, max_batch_size: int, device: str | None, seed: int, concurrency: int) -> None:
+        self.backend = TransformersBackend(model, max_batch_size=max_batch_size, device=device, seed=seed)
+        self.concurrency = concurrency
+        self.dir = Path(tempfile.mkdtemp(prefix="llmmarl-rollout-"))
+        self.versions: dict[str, str] = {}
+        self.loads = 0
+
+    def sync(self, adapters: Mapping[str, Mapping[str, bytes]]) -> dict[str, str]:
+        """Load each adapter's files (a new folder per version) and stamp it with the hash of what was loaded."""
+        for name, files in adapters.items():
+            self.loads += 1
+            folder = self.dir / f"{name}-{self.loads}"
+            folder.mkdir(parents=True)
+            for file, data in files.items():
+                (folder / file).write_bytes(data)
+            self.backend.load_adapter(name, folder)
+            self.versions[name] = adapter_version(self.backend.model, name)
+        return dict(self.versions)
+
+    def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
+        backend = _StampingBackend(self.backend, self.versions)
+        return Runner(backend, concurrency=self.concurrency, progress=False).play(matches)
+
+
+class RolloutPool:
+    """``workers`` rollout actors; :meth:`sync` before every :meth:`play`. Call :meth:`close` when done."""
+
+    def __init__(
+        self,
+        workers: int,
+        model: str,
+        *,
+        address: str = "local",
+        max_batch_size: int = 64,
+        device: str | None = None,
+        seed: int = 0,
+        concurrency: int = 64,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        worker_cls: type = RolloutWorker,
+    ) -> None:
+        self._ray = require_ray()
+        self._started_ray = connect(address)
+        cls = self._ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.actors = [cls.remote(model, max_batch_size, device, seed, concurrency) for _ in range(workers)]
+
+    def sync(self, model: Any, names: Iterable[str]) -> dict[str, str]:
+        """Ship every named adapter to every actor; returns the driver's version of each (what stamps must match)."""
+        names = list(names)
+        files = self._ray.put({n: adapter_files(model, n) for n in names})
+        self._ray.get([a.sync.remote(files) for a in self.actors])
+        return {n: adapter_version(model, n) for n in names}
+
+    def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
+        """Every match once, split over the actors (game ids kept); episodes in the matches' order."""
+        shares = [list(matches[i :: len(self.actors)]) for i in range(len(self.actors))]
+        calls = [a.play.remote(s) for a, s in zip(self.actors, shares, strict=True) if s]
+        order = {m.game_id: i for i, m in enumerate(matches)}
+        episodes = [ep for batch in self._ray.get(calls) for ep in batch]
+        return sorted(episodes, key=lambda ep: order[ep.game_id])
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._started_ray:
+            self._ray.shutdown()
+
+
+def check_versions(episodes: Iterable[EpisodeRecord], versions: Mapping[str, str]) -> int:
+    """Refuse a rollout with a learner answer not stamped with that learner's current version; returns the number
+    of stamped answers checked."""
+    checked, stale = 0, []
+    for ep in episodes:
+        for turn in ep.turns:
+            want = versions.get(turn.player)
+            if want is None:
+                continue
+            for a in turn.attempts:
+                checked += 1
+                if a.adapter_version != want:
+                    stale.append(f"game {ep.game_id} step {turn.step} {turn.player}: {a.adapter_version} != {want}")
+    if stale:
+        raise StaleRolloutError(
+            f"{len(stale)} of {checked} learner answers came from other adapter weights than the learners' current "
+            f"ones (a worker missed the refresh?): {stale[:3]}"
+        )
+    return checked
