@@ -7,7 +7,7 @@ shapes may flip a rare draw).
     python scripts/bench_ray_tournament.py --model default --games-per-pairing 4 --out benchmarks/ray_tournament.json
 
 Needs the ray extra (``pip install 'llmmarl[ray]'``). Ray starts locally with ``--cpus`` CPUs; each actor reserves
-one, which also limits its torch threads to one.
+one, which also limits its torch threads to one; the one-process run uses ``--threads`` (default 1).
 """
 
 from __future__ import annotations
@@ -64,8 +64,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the one-process run (actors get 1 each)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    # Like for like: each Ray actor runs one torch thread (Ray sets OMP_NUM_THREADS to its CPUs), and on a busy
+    # machine more threads than free cores spin-wait in OpenMP, which can make the one-process run several times slower.
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     import ray
 
