@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -48,6 +49,7 @@ def cluster() -> Iterator[Any]:
     finally:
         ray.shutdown()
         c.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
         if old is None:
             os.environ.pop("RAY_TMPDIR", None)
         else:
