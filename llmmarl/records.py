@@ -187,6 +187,7 @@ class AgentSummary(BaseModel):
     draws: int = 0
     losses: int = 0
     decisions: int = 0
+    llm_turns: int = Field(0, description="Turns the agent played as an LLM (asked a model at least once).")
     invalid_rate: float = Field(0.0, description="Share of LLM turns whose first answer had no legal action.")
     fallback_rate: float = Field(0.0, description="Share of LLM turns played by the fallback after a re-ask.")
     prediction_accuracy: float | None = None
@@ -248,6 +249,7 @@ def summarise(episodes: Iterable[EpisodeRecord]) -> list[AgentSummary]:
                 draws=tallies[player].draws,
                 losses=tallies[player].losses,
                 decisions=a["decisions"],
+                llm_turns=llm,
                 invalid_rate=a["invalid"] / llm if llm else 0.0,
                 fallback_rate=a["fallback"] / llm if llm else 0.0,
                 prediction_accuracy=a["hits"] / a["scored"] if a["scored"] else None,

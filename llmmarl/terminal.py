@@ -59,11 +59,10 @@ def summary_table(summaries: Sequence[AgentSummary], title: str = "Summary") -> 
         "return ±CI": lambda s: return_ci(s.mean_return, s.ci95),
         "W/D/L": lambda s: f"{s.wins}/{s.draws}/{s.losses}",
     }
-    if any(s.tokens_generated for s in summaries):  # an LLM played
-        columns |= {
-            "inv/fb": lambda s: f"{s.invalid_rate:.0%}/{s.fallback_rate:.0%}",
-            "tokens": lambda s: str(s.tokens_generated),
-        }
+    if any(s.llm_turns for s in summaries):  # an LLM played: its invalid and fallback rates always show
+        columns["inv/fb"] = lambda s: f"{s.invalid_rate:.0%}/{s.fallback_rate:.0%}"
+    if any(s.tokens_generated for s in summaries):  # servers that return no token ids leave this empty
+        columns["tokens"] = lambda s: str(s.tokens_generated)
     if any(s.predictions_scored for s in summaries):
         columns["pred."] = lambda s: f"{s.prediction_accuracy:.0%}" if s.prediction_accuracy is not None else "-"
     if any(s.messages_sent for s in summaries):
