@@ -310,3 +310,41 @@ def test_a_replica_that_misses_the_refresh_is_caught_by_its_stamps(cluster: Any)
         assert check_versions(pool.play(matches), current) > 0
     finally:
         pool.close()
+
+
+@pytest.mark.ray
+def test_a_rollout_actor_that_dies_loses_no_game(cluster: Any, tmp_path: Path) -> None:
+    """The first actor to play exits (a real process death): its share is replayed by a fresh, synced actor."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+    from llmmarl.backends.transformers import TransformersBackend
+    from llmmarl.envs import make
+    from llmmarl.runner import Match, seatings
+    from llmmarl.train.distributed import RolloutPool, RolloutWorker, check_versions
+
+    marker = str(tmp_path / "died")
+
+    class DyingWorker(RolloutWorker):  # pickled by value: defined here, it reaches the actors with `marker`
+        def play(self, matches: Any) -> Any:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # exactly one actor wins this
+            except FileExistsError:
+                return super().play(matches)
+            os._exit(1)
+
+    backend = TransformersBackend("tiny")
+    model = get_peft_model(backend.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]), adapter_name="alice")
+    alice = LLMAgentSpec(name="alice", adapter="alice", max_new_tokens=8, temperature=1.0, reask=False)
+    rnd = ScriptedAgentSpec(name="random", policy="random")
+    lineups = seatings(make("tictactoe_v3"), [alice, rnd], 4)
+    matches = [Match(game_id=i, env="tictactoe_v3", seats=seats, seed=i) for i, seats in enumerate(lineups)]
+    pool = RolloutPool(2, "tiny", address=cluster.address, concurrency=4, worker_cls=DyingWorker)
+    try:
+        versions = pool.sync(model, ["alice"])
+        episodes = pool.play(matches)
+        assert [ep.game_id for ep in episodes] == [0, 1, 2, 3] and not any(ep.error for ep in episodes)
+        assert pool.retried == 2 and os.path.exists(marker)  # the dead actor's two games, played again
+        assert check_versions(episodes, versions) > 0  # the replacement got the same adapter before playing
+    finally:
+        pool.close()

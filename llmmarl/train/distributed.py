@@ -108,7 +108,11 @@ class RolloutWorker:
 
 
 class RolloutPool:
-    """``workers`` rollout actors; :meth:`sync` before every :meth:`play`. Call :meth:`close` when done."""
+    """``workers`` rollout actors; :meth:`sync` before every :meth:`play`. Call :meth:`close` when done.
+
+    An actor that dies during :meth:`play` is replaced, synced with the same adapters and given its share of games
+    again (counted in :attr:`retried`); more than ``max_failures`` deaths in one rollout end it with one error.
+    """
 
     def __init__(
         self,
@@ -123,25 +127,51 @@ class RolloutPool:
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         worker_cls: type = RolloutWorker,
+        max_failures: int = 3,
     ) -> None:
         self._ray = require_ray()
         self._started_ray = connect(address)
         cls = self._ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
-        self.actors = [cls.remote(model, max_batch_size, device, seed, concurrency) for _ in range(workers)]
+        self._new_actor = lambda: cls.remote(model, max_batch_size, device, seed, concurrency)
+        self.actors = [self._new_actor() for _ in range(workers)]
+        self.max_failures = max_failures
+        self.retried = 0  # games played again because their actor died
+        self._files: Any = None  # the adapters of the last sync (an object ref), for replacement actors
 
     def sync(self, model: Any, names: Iterable[str]) -> dict[str, str]:
         """Ship every named adapter to every actor; returns the driver's version of each (what stamps must match)."""
         names = list(names)
-        files = self._ray.put({n: adapter_files(model, n) for n in names})
-        self._ray.get([a.sync.remote(files) for a in self.actors])
+        self._files = self._ray.put({n: adapter_files(model, n) for n in names})
+        self._ray.get([a.sync.remote(self._files) for a in self.actors])
         return {n: adapter_version(model, n) for n in names}
 
     def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
         """Every match once, split over the actors (game ids kept); episodes in the matches' order."""
         shares = [list(matches[i :: len(self.actors)]) for i in range(len(self.actors))]
-        calls = [a.play.remote(s) for a, s in zip(self.actors, shares, strict=True) if s]
+        pending = {a.play.remote(s): (i, s) for i, (a, s) in enumerate(zip(self.actors, shares, strict=True)) if s}
         order = {m.game_id: i for i, m in enumerate(matches)}
-        episodes = [ep for batch in self._ray.get(calls) for ep in batch]
+        episodes: list[EpisodeRecord] = []
+        failures = 0
+        while pending:
+            (ref,), _ = self._ray.wait(list(pending), num_returns=1)
+            slot, share = pending.pop(ref)
+            try:
+                episodes.extend(self._ray.get(ref))
+            except self._ray.exceptions.RayActorError as e:
+                # The actor's process or node died: its share is played again, whole, by a fresh actor that gets
+                # the same adapters first. Episodes come back only with a finished share, so none is duplicated.
+                failures += 1
+                if failures > self.max_failures:
+                    raise RuntimeError(
+                        f"rollout actors died {failures} times in one rollout (last: {e}); the last checkpoint "
+                        "resumes the run"
+                    ) from None
+                self.retried += len(share)
+                actor = self._new_actor()
+                if self._files is not None:
+                    self._ray.get(actor.sync.remote(self._files))
+                self.actors[slot] = actor
+                pending[actor.play.remote(share)] = (slot, share)
         return sorted(episodes, key=lambda ep: order[ep.game_id])
 
     def close(self) -> None:

@@ -453,7 +453,10 @@ class MultiAgentTrainer(ABC):
             "learner_s": sum(m.get("time/update_s", 0.0) for m in logs.values()),
             "sync_s": sync_s,
         }
-        self._append_metrics({"step": self.step, "learners": logs, "time": times, "engine": self.cfg.rollout_backend})
+        record = {"step": self.step, "learners": logs, "time": times, "engine": self.cfg.rollout_backend}
+        if self.rollout_pool is not None:
+            record["rollout_games_retried"] = self.rollout_pool.retried  # games replayed after an actor died
+        self._append_metrics(record)
 
     def close(self) -> None:
         """Stop the rollout engine and the rollout actors, if any run (the next rollout starts them again)."""
