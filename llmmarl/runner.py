@@ -40,15 +40,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from llmmarl.agents.messages import MessageBoard, special_tokens, strip_tokens
+from llmmarl.agents.llm import LLMDecision
+from llmmarl.agents.messages import MessageBoard, special_tokens
 from llmmarl.agents.prompts import PromptSet
 from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
-from llmmarl.agents.turn import ParseResult, match_action, parse_turn, turn_grammar
+from llmmarl.agents.turn import match_action
 from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word_truncate
 from llmmarl.envs import make
 from llmmarl.envs.base import Observation, TextEnv
-from llmmarl.records import Attempt, EpisodeRecord, JsonlWriter, TurnRecord, outcomes_from_returns
+from llmmarl.records import EpisodeRecord, JsonlWriter, TurnRecord, outcomes_from_returns
 from llmmarl.scoring import score_turns
 
 
@@ -105,16 +106,16 @@ class _Game:
 
 @dataclass
 class _Decision:
+    """One seat's pending decision: an LLM agent's (``llm``) or a scripted policy's (``scripted_*``)."""
+
     game: _Game
     seat: str
     spec: AgentSpec
     obs: Observation
     inbox: list[str]
-    messages: list[dict[str, str]] = field(default_factory=list)
-    context: dict[str, Any] = field(default_factory=dict)
-    attempts: list[Attempt] = field(default_factory=list)
-    parsed: ParseResult | None = None
-    prompts: PromptSet | None = None
+    llm: LLMDecision | None = None
+    scripted_action: int | None = None
+    scripted_message: str | None = None
 
 
 class Runner:
@@ -303,77 +304,39 @@ class Runner:
             return
         if self.backend is None:
             raise BackendError("LLM agents need a backend: pass one to Runner(backend=...)")
-        requests = [self._request(d) for d in decisions]
-        self._generate(decisions, requests)
-        failed = [d for d in decisions if d.attempts[-1].server_error is not None]
-        invalid = [
-            d
-            for d in decisions
-            if d.attempts[-1].server_error is None and d.parsed.turn is None and d.spec.reask  # type: ignore[union-attr]
-        ]
+        for d in decisions:
+            self._start_llm(d)
+        self._generate(decisions, [d.llm.ask(self._seed(d)) for d in decisions if d.llm])
+        # A request the server failed is sent again as it was (it was never answered); an answer without a legal
+        # turn is re-asked, showing the model its answer and the error. Both go in one second call.
+        failed = [d for d in decisions if d.llm and d.llm.server_failed]
+        invalid = [d for d in decisions if d.llm and d.llm.needs_reask]
         if failed or invalid:
             self._count("reasks", len(invalid))
-            again = [self._request(d, d.messages) for d in failed]  # the same question again: it was never answered
-            for d in invalid:
-                assert d.prompts is not None and d.parsed is not None
-                said = strip_tokens(d.attempts[-1].response, d.game.board.special)  # shown back to the model
-                msgs = d.prompts.reask(d.messages, said, error=d.parsed.error, **d.context)
-                again.append(self._request(d, msgs))
+            again = [d.llm.ask(self._seed(d)) for d in failed if d.llm]
+            again += [d.llm.reask(d.game.board.special, self._seed(d)) for d in invalid if d.llm]
             self._generate(failed + invalid, again)
         for d in decisions:
             # No legal answer and the server failed the last try: an outage, not a move (see the module docstring).
-            if d.parsed is not None and d.parsed.turn is None and d.attempts[-1].server_error is not None:
+            assert d.llm is not None
+            if (why := d.llm.outage) is not None:
                 g = d.game
                 g.outage = True
-                g.error = f"server outage at step {g.step} ({d.seat}): {d.attempts[-1].server_error}"
+                g.error = f"server outage at step {g.step} ({d.seat}): {why}"
 
-    def _request(self, d: _Decision, messages: list[dict[str, str]] | None = None) -> GenerationRequest:
+    def _start_llm(self, d: _Decision) -> LLMDecision:
         spec = d.spec
         assert isinstance(spec, LLMAgentSpec)
         env = d.game.env
-        if messages is None:
-            d.prompts = self._prompt_set(env.name, d.seat, spec.template)
-            rules = env.message_rules
-            teammates = env.teammates(d.seat)
-            others = [a for a in env.possible_agents if a != d.seat]
-            d.context = {
-                "agent": d.seat,
-                "game": env.name,
-                "description": env.description,
-                "teammates": teammates,
-                "opponents": [a for a in others if a not in teammates],
-                "others": others,
-                "talk": "" if rules.mode == "off" or not teammates else rules.mode,
-                "max_message_tokens": rules.max_tokens,
-                "message_words": list(rules.vocabulary or ()),
-                "observation": d.obs.text,
-                "legal": d.obs.legal_actions,
-                "inbox": d.inbox,
-                "forecast": env.forecast_spec(d.seat).question if spec.forecast else "",
-                "plan_actions": spec.plan_actions,
-            }
-            d.messages = messages = d.prompts.messages(**d.context)
-        grammar = None
-        if spec.constrained:
-            ctx, env = d.context, d.game.env
-            grammar = turn_grammar(
-                d.obs.legal_actions,
-                ctx["others"],
-                env.message_rules,
-                ctx["teammates"],
-                max_tokens=spec.max_new_tokens,
-                vocabularies={o: v for o in ctx["others"] if (v := env.action_vocabulary(o))},
-                forecast=env.forecast_spec(d.seat) if spec.forecast else None,
-            )
-        return GenerationRequest(
-            messages=messages,
-            adapter=self._adapter(spec),
-            max_new_tokens=spec.max_new_tokens,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            grammar=grammar,
-            seed=request_seed(d.game.match, d.game.step, d.seat, len(d.attempts)),
-        )
+        prompts = self._prompt_set(env.name, d.seat, spec.template)
+        d.llm = LLMDecision.start(spec, env, d.seat, d.obs, d.inbox, prompts, self._adapter(spec))
+        return d.llm
+
+    @staticmethod
+    def _seed(d: _Decision) -> int:
+        """The sampling seed of ``d``'s next request (see :func:`request_seed`)."""
+        assert d.llm is not None
+        return request_seed(d.game.match, d.game.step, d.seat, len(d.llm.attempts))
 
     def _generate(self, decisions: list[_Decision], requests: list[GenerationRequest]) -> None:
         assert self.backend is not None
@@ -383,24 +346,8 @@ class Runner:
         for d, req, gen in zip(decisions, requests, gens, strict=True):
             if gen.error is not None:
                 self._count("failed_requests", 1)
-                d.parsed = ParseResult(error="no answer from the server")
-                failed = Attempt(messages=req.messages, response="", error=d.parsed.error, server_error=gen.error)
-                d.attempts.append(failed)
-                continue
-            others = d.context["others"]
-            d.parsed = parse_turn(gen.text, d.obs.legal_actions, others)
-            d.attempts.append(
-                Attempt(
-                    messages=req.messages,
-                    response=gen.text,
-                    prompt_ids=gen.prompt_ids,
-                    completion_ids=gen.completion_ids,
-                    logprobs=gen.logprobs,
-                    finish_reason=gen.finish_reason,
-                    error=d.parsed.error,
-                    adapter_version=gen.adapter_version,
-                )
-            )
+            assert d.llm is not None
+            d.llm.read(req, gen)
 
     def _decide_scripted(self, d: _Decision) -> None:
         spec = d.spec
@@ -409,11 +356,11 @@ class Runner:
         try:
             action = policy(d.game.env, d.obs, d.game.rng)
             if isinstance(policy, TalkingPolicy):
-                d.context["scripted_message"] = policy.message(d.game.env, d.obs, d.game.rng)
+                d.scripted_message = policy.message(d.game.env, d.obs, d.game.rng)
         except Exception as e:
             d.game.error = f"scripted policy {spec.policy!r} failed: {e!r}"
             return
-        d.context["scripted_action"] = action
+        d.scripted_action = action
 
     # ---- applying a game's decisions -------------------------------------------------------------------------
     def _apply(self, g: _Game, decisions: list[_Decision]) -> None:
@@ -446,10 +393,11 @@ class Runner:
 
     def _record(self, g: _Game, d: _Decision) -> TurnRecord:
         spec, obs = d.spec, d.obs
-        turn = d.parsed.turn if d.parsed else None
+        turn = d.llm.parsed.turn if d.llm and d.llm.parsed else None
         fallback = None
         if isinstance(spec, ScriptedAgentSpec):
-            action_id = int(d.context["scripted_action"])
+            assert d.scripted_action is not None
+            action_id = int(d.scripted_action)
             label = obs.label(action_id)
         elif turn is not None:
             label = turn.action
@@ -466,7 +414,7 @@ class Runner:
             observation=obs.text,
             legal_actions=obs.legal_actions,
             inbox=d.inbox,
-            attempts=d.attempts,
+            attempts=d.llm.attempts if d.llm else [],
             turn=turn,
             action=label,
             action_id=action_id,
@@ -474,7 +422,7 @@ class Runner:
         )
         if turn is not None and turn.forecast is not None:
             record.forecast_truth = g.env.forecast_truth(d.seat)  # hidden-state forecasts: the truth now
-        message, message_to = (turn.message, turn.message_to) if turn else (d.context.get("scripted_message"), None)
+        message, message_to = (turn.message, turn.message_to) if turn else (d.scripted_message, None)
         if message:
             delivered = g.board.post(d.seat, message, message_to)
             if delivered is not None:

@@ -1,0 +1,191 @@
+"""The LLM agent: what it is asked, how the request is built, and how its answer is read.
+
+One seat's decision goes through :class:`LLMDecision`:
+
+1. :meth:`LLMDecision.start` fills a :class:`PromptContext` (the templates' variables, one typed field each) from
+   the game and renders the chat with the agent's :class:`~llmmarl.agents.prompts.PromptSet`;
+2. :meth:`~LLMDecision.ask` / :meth:`~LLMDecision.retry` / :meth:`~LLMDecision.reask` build the
+   :class:`~llmmarl.backends.base.GenerationRequest` (with the turn grammar when the agent is ``constrained``);
+3. :meth:`~LLMDecision.read` turns the backend's :class:`~llmmarl.backends.base.Generation` into an
+   :class:`~llmmarl.records.Attempt` and a :class:`~llmmarl.agents.turn.ParseResult`.
+
+Nothing here calls a backend or steps a game: the runner batches the requests of many decisions into one call and
+applies the chosen actions, so this module is the agent and the runner only schedules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmmarl.agents.messages import strip_tokens
+from llmmarl.agents.prompts import PromptSet
+from llmmarl.agents.specs import LLMAgentSpec
+from llmmarl.agents.turn import ParseResult, parse_turn, turn_grammar
+from llmmarl.backends.base import ChatMessage, Generation, GenerationRequest
+from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.records import Attempt
+
+
+class PromptContext(BaseModel):
+    """The variables every prompt template gets (``prompts/README.md``), one field each.
+
+    The re-ask template also gets ``error`` (why the last answer could not be used), passed on its own.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    agent: str = Field(description="The seat deciding.")
+    game: str = Field(description="The registered game name.")
+    description: str = Field(description="The game's rules.")
+    teammates: list[str] = Field(description="Seats on the agent's team, itself excluded.")
+    opponents: list[str] = Field(description="Other seats not on its team.")
+    others: list[str] = Field(description="Every other seat: the agents it predicts.")
+    talk: Literal["", "broadcast", "directed"] = Field(description="How it may talk; empty when it may not.")
+    max_message_tokens: int = Field(description="A message's token budget.")
+    message_words: list[str] = Field(description="The closed message vocabulary, or empty for free text.")
+    observation: str = Field(description="The seat's observation text.")
+    legal: list[str] = Field(description="The legal action labels.")
+    inbox: list[str] = Field(description="Teammates' messages since its last turn, quoted and sanitised.")
+    forecast: str = Field(description="The FORECAST line's shape when the agent forecasts, else empty.")
+    plan_actions: bool = Field(description="Whether PLAN is asked as the agent's own next action labels.")
+
+    @classmethod
+    def of(cls, env: TextEnv, seat: str, obs: Observation, inbox: list[str], spec: LLMAgentSpec) -> PromptContext:
+        """The context of ``seat``'s turn in ``env`` for the agent ``spec``."""
+        rules = env.message_rules
+        teammates = env.teammates(seat)
+        others = [a for a in env.possible_agents if a != seat]
+        return cls(
+            agent=seat,
+            game=env.name,
+            description=env.description,
+            teammates=teammates,
+            opponents=[a for a in others if a not in teammates],
+            others=others,
+            talk="" if rules.mode == "off" or not teammates else rules.mode,
+            max_message_tokens=rules.max_tokens,
+            message_words=list(rules.vocabulary or ()),
+            observation=obs.text,
+            legal=obs.legal_actions,
+            inbox=inbox,
+            forecast=env.forecast_spec(seat).question if spec.forecast else "",
+            plan_actions=spec.plan_actions,
+        )
+
+    def variables(self) -> dict[str, Any]:
+        """The template variables, by name."""
+        return dict(self)
+
+
+def grammar_for(env: TextEnv, seat: str, context: PromptContext, spec: LLMAgentSpec) -> str | None:
+    """The turn grammar a ``constrained`` agent decodes under (None for an unconstrained one)."""
+    if not spec.constrained:
+        return None
+    return turn_grammar(
+        context.legal,
+        context.others,
+        env.message_rules,
+        context.teammates,
+        max_tokens=spec.max_new_tokens,
+        vocabularies={o: v for o in context.others if (v := env.action_vocabulary(o))},
+        forecast=env.forecast_spec(seat) if spec.forecast else None,
+    )
+
+
+@dataclass
+class LLMDecision:
+    """One LLM seat's decision in progress: its prompt, its tries, and what was read from the last one."""
+
+    spec: LLMAgentSpec
+    context: PromptContext
+    prompts: PromptSet
+    messages: list[ChatMessage]
+    grammar: str | None
+    adapter: str | None  # the backend adapter that answers; None = the base model
+    attempts: list[Attempt] = field(default_factory=list)
+    parsed: ParseResult | None = None
+
+    @classmethod
+    def start(
+        cls,
+        spec: LLMAgentSpec,
+        env: TextEnv,
+        seat: str,
+        obs: Observation,
+        inbox: list[str],
+        prompts: PromptSet,
+        adapter: str | None,
+    ) -> LLMDecision:
+        """Fill the prompt of ``seat``'s turn (its messages and grammar); nothing is asked yet."""
+        context = PromptContext.of(env, seat, obs, inbox, spec)
+        messages = prompts.messages(**context.variables())
+        return cls(spec, context, prompts, messages, grammar_for(env, seat, context, spec), adapter)
+
+    # ---- requests ---------------------------------------------------------------------------------------------
+    def ask(self, seed: int | None = None) -> GenerationRequest:
+        """The first request; also the one sent again when the server failed it (it was never answered).
+
+        ``seed`` is the request's sampling seed (the runner's ``request_seed``); None leaves it to the backend.
+        """
+        return self._request(self.messages, seed)
+
+    def reask(self, special: list[str], seed: int | None = None) -> GenerationRequest:
+        """Show the model its unusable answer (its ``special`` tokens stripped) and why, and ask again."""
+        assert self.parsed is not None and self.attempts
+        said = strip_tokens(self.attempts[-1].response, special)
+        messages = self.prompts.reask(self.messages, said, error=self.parsed.error, **self.context.variables())
+        return self._request(messages, seed)
+
+    def _request(self, messages: list[ChatMessage], seed: int | None) -> GenerationRequest:
+        return GenerationRequest(
+            messages=messages,
+            adapter=self.adapter,
+            max_new_tokens=self.spec.max_new_tokens,
+            temperature=self.spec.temperature,
+            top_p=self.spec.top_p,
+            grammar=self.grammar,
+            seed=seed,
+        )
+
+    # ---- answers ----------------------------------------------------------------------------------------------
+    def read(self, request: GenerationRequest, gen: Generation) -> None:
+        """Record the answer to ``request`` as an attempt and parse it (a server failure parses to no turn)."""
+        if gen.error is not None:
+            self.parsed = ParseResult(error="no answer from the server")
+            self.attempts.append(
+                Attempt(messages=request.messages, response="", error=self.parsed.error, server_error=gen.error)
+            )
+            return
+        self.parsed = parse_turn(gen.text, self.context.legal, self.context.others)
+        self.attempts.append(
+            Attempt(
+                messages=request.messages,
+                response=gen.text,
+                prompt_ids=gen.prompt_ids,
+                completion_ids=gen.completion_ids,
+                logprobs=gen.logprobs,
+                finish_reason=gen.finish_reason,
+                error=self.parsed.error,
+                adapter_version=gen.adapter_version,
+            )
+        )
+
+    @property
+    def server_failed(self) -> bool:
+        """The last request got no answer from the server (an outage or a malformed response)."""
+        return bool(self.attempts) and self.attempts[-1].server_error is not None
+
+    @property
+    def needs_reask(self) -> bool:
+        """The model answered without a legal turn, and the agent re-asks."""
+        return not self.server_failed and self.parsed is not None and self.parsed.turn is None and self.spec.reask
+
+    @property
+    def outage(self) -> str | None:
+        """Why the decision has no move because the server failed it, or None (see the runner's module docs)."""
+        if self.parsed is not None and self.parsed.turn is None and self.server_failed:
+            return self.attempts[-1].server_error
+        return None
