@@ -20,8 +20,10 @@ Two schedules (``mode``):
 
 ``auto`` picks ``stream`` for backends that say they take concurrent calls (``concurrent_calls = True``).
 
-The runner owns no model: training, tournaments and ``llmmarl play`` all drive it with a backend and a list of
-:class:`Match` es, and get :class:`~llmmarl.records.EpisodeRecord` s back.
+The LLM agent itself (prompt context, requests, grammar, reading answers) is
+:class:`~llmmarl.agents.llm.LLMDecision`; the runner schedules decisions. It owns no model: training, tournaments
+and ``llmmarl play`` all drive it with a backend and a list of :class:`Match` es, and get
+:class:`~llmmarl.records.EpisodeRecord` s back.
 """
 
 from __future__ import annotations
@@ -40,9 +42,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from llmmarl.agents.llm import LLMDecision
+from llmmarl.agents.llm import LLMAgents, LLMDecision
 from llmmarl.agents.messages import MessageBoard, special_tokens
-from llmmarl.agents.prompts import PromptSet
 from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.agents.turn import match_action
@@ -143,14 +144,13 @@ class Runner:
         if mode == "auto":
             mode = "stream" if getattr(backend, "concurrent_calls", False) else "rounds"
         self.mode = mode
-        self._lock = threading.Lock()  # stats and adapter loading, shared by the game threads of stream mode
+        self._lock = threading.Lock()  # stats, shared by the game threads of stream mode
         self.concurrency = concurrency
         self.max_steps = max_steps
         self.out = out
         self.progress = progress
         self._policies: dict[str, ScriptedPolicy] = {}
-        self._prompts: dict[tuple[str, str, str | None], PromptSet] = {}
-        self._adapters: dict[str, str | None] = {}
+        self._agents = LLMAgents(backend)
         self.stats = {"decisions": 0, "llm_requests": 0, "reasks": 0, "backend_calls": 0, "failed_requests": 0}
 
     # ---- public -------------------------------------------------------------------------------------------
@@ -325,11 +325,8 @@ class Runner:
                 g.error = f"server outage at step {g.step} ({d.seat}): {why}"
 
     def _start_llm(self, d: _Decision) -> LLMDecision:
-        spec = d.spec
-        assert isinstance(spec, LLMAgentSpec)
-        env = d.game.env
-        prompts = self._prompt_set(env.name, d.seat, spec.template)
-        d.llm = LLMDecision.start(spec, env, d.seat, d.obs, d.inbox, prompts, self._adapter(spec))
+        assert isinstance(d.spec, LLMAgentSpec)
+        d.llm = self._agents.start(d.spec, d.game.env, d.seat, d.obs, d.inbox)
         return d.llm
 
     @staticmethod
@@ -446,38 +443,3 @@ class Runner:
     def _count(self, key: str, n: int) -> None:
         with self._lock:
             self.stats[key] += n
-
-    # ---- caches ------------------------------------------------------------------------------------------------
-    def _prompt_set(self, game: str, seat: str, template: str | None) -> PromptSet:
-        key = (game, seat, template)
-        if key not in self._prompts:
-            self._prompts[key] = PromptSet(game, seat, template)
-        return self._prompts[key]
-
-    def _adapter(self, spec: LLMAgentSpec) -> str | None:
-        """The backend adapter name for an agent: its folder loaded under the agent's name, or a served name."""
-        with self._lock:  # game threads of stream mode must not load one adapter twice
-            return self._adapter_locked(spec)
-
-    def _adapter_locked(self, spec: LLMAgentSpec) -> str | None:
-        if spec.name in self._adapters:
-            return self._adapters[spec.name]
-        name: str | None = None
-        if spec.adapter:
-            assert self.backend is not None
-            if Path(spec.adapter).is_dir():
-                load = getattr(self.backend, "load_adapter", None)
-                if load is None:
-                    raise BackendError(f"this backend cannot load adapter folders ({spec.adapter}); serve it instead")
-                if spec.name not in self.backend.adapters:
-                    load(spec.name, spec.adapter)
-                name = spec.name
-            elif spec.adapter in self.backend.adapters:
-                name = spec.adapter
-            else:
-                raise BackendError(
-                    f"agent {spec.name}: adapter {spec.adapter!r} is neither a folder nor an adapter the backend has "
-                    f"({self.backend.adapters or 'none'})"
-                )
-        self._adapters[spec.name] = name
-        return name

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from conftest import CannedBackend, lowest_legal
 
+from llmmarl.agents.llm import LLMAgents, PromptContext
+from llmmarl.agents.prompts import prompts_dir
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Generation, GenerationRequest
+from llmmarl.envs import make
 from llmmarl.runner import Match, Runner
 
 GOLDEN = Path(__file__).parent / "data" / "runner_golden.json"
@@ -151,6 +155,15 @@ def test_prompts_grammars_and_records_are_unchanged() -> None:
             assert a == b, f"{name}: episode {b['game_id']} differs"
 
 
+def test_stream_mode_plays_the_golden_games_alike() -> None:
+    """Each game's decisions are the same whether games wait for each other (rounds) or not (stream)."""
+    expected = json.loads(GOLDEN.read_text())["mixed"]["episodes"]
+    _, matches, _ = _games()[0]
+    episodes = Runner(CannedBackend(_answer), progress=False, mode="stream", max_steps=40).play(matches)
+    got = sorted((e.model_dump(mode="json") for e in episodes), key=lambda e: e["game_id"])
+    assert json.loads(json.dumps(got)) == sorted(expected, key=lambda e: e["game_id"])
+
+
 def test_the_golden_games_cover_every_path() -> None:
     """The fixture is worth comparing only if it holds re-asks, fallbacks, grammars, talk and an outage."""
     data = json.loads(GOLDEN.read_text())
@@ -164,6 +177,34 @@ def test_the_golden_games_cover_every_path() -> None:
     flaky = data["flaky"]["episodes"]
     assert any(e["outage"] for e in flaky) and not all(e["outage"] for e in flaky)  # one retry saved a game
     assert all(not e["error"] or e["outage"] for g in data.values() for e in g["episodes"])
+
+
+def test_the_prompt_context_is_the_documented_template_variables() -> None:
+    """prompts/README.md lists the variables templates get; the context has those (the re-ask's ``error`` aside)."""
+    table = (prompts_dir() / "README.md").read_text()
+    names = "".join(row.split("|")[1] for row in table.splitlines() if row.startswith("| `"))
+    documented = set(re.findall(r"`(\w+)`", names))
+    assert set(PromptContext.model_fields) == documented - {"error"}
+
+
+def test_a_decision_builds_its_request_and_reads_answers() -> None:
+    env = make("signal_v0", vocabulary="colors")
+    env.reset(seed=3)
+    seat = env.pending()[0]
+    spec = LLMAgentSpec(name="a", constrained=True, max_new_tokens=200, temperature=0.2)
+    d = LLMAgents(CannedBackend(lowest_legal)).start(spec, env, seat, env.observe(seat), ['x says: "red"'])
+    assert d.context.agent == seat and d.context.talk == "broadcast" and d.context.message_words
+    first = d.ask()
+    assert first.grammar and first.temperature == 0.2 and first.messages == d.messages
+    assert '"red"' in first.messages[1]["content"]  # the inbox reached the prompt
+    d.read(
+        first, Generation(text="ACTION: nowhere", prompt_ids=[], completion_ids=[], logprobs=[], finish_reason="stop")
+    )
+    assert d.needs_reask and not d.server_failed and d.outage is None
+    again = d.reask(special=[])
+    assert again.messages[2] == {"role": "assistant", "content": "ACTION: nowhere"} and again.grammar == first.grammar
+    d.read(again, Generation.failed("HTTP 502"))
+    assert d.server_failed and not d.needs_reask and d.outage == "HTTP 502" and len(d.attempts) == 2
 
 
 if __name__ == "__main__":

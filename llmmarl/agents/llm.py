@@ -9,13 +9,16 @@ One seat's decision goes through :class:`LLMDecision`:
 3. :meth:`~LLMDecision.read` turns the backend's :class:`~llmmarl.backends.base.Generation` into an
    :class:`~llmmarl.records.Attempt` and a :class:`~llmmarl.agents.turn.ParseResult`.
 
-Nothing here calls a backend or steps a game: the runner batches the requests of many decisions into one call and
+:class:`LLMAgents` starts decisions, finding each agent's templates and adapter once. Nothing here asks a backend
+for an answer or steps a game: the runner batches the requests of many decisions into one call and
 applies the chosen actions, so this module is the agent and the runner only schedules.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +27,7 @@ from llmmarl.agents.messages import strip_tokens
 from llmmarl.agents.prompts import PromptSet
 from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.agents.turn import ParseResult, parse_turn, turn_grammar
-from llmmarl.backends.base import ChatMessage, Generation, GenerationRequest
+from llmmarl.backends.base import Backend, BackendError, ChatMessage, Generation, GenerationRequest
 from llmmarl.envs.base import Observation, TextEnv
 from llmmarl.records import Attempt
 
@@ -189,3 +192,56 @@ class LLMDecision:
         if self.parsed is not None and self.parsed.turn is None and self.server_failed:
             return self.attempts[-1].server_error
         return None
+
+
+class LLMAgents:
+    """Starts the decisions of LLM agents playing through one backend; finds each agent's templates and adapter once.
+
+    Safe to share between the game threads of the runner's stream mode.
+    """
+
+    def __init__(self, backend: Backend | None) -> None:
+        self.backend = backend
+        self._prompts: dict[tuple[str, str, str | None], PromptSet] = {}
+        self._adapters: dict[str, str | None] = {}
+        self._lock = threading.Lock()  # game threads must not load one adapter twice
+
+    def start(self, spec: LLMAgentSpec, env: TextEnv, seat: str, obs: Observation, inbox: list[str]) -> LLMDecision:
+        """The decision of the agent ``spec`` in ``seat`` (see :meth:`LLMDecision.start`)."""
+        adapter = self.adapter(spec)
+        return LLMDecision.start(spec, env, seat, obs, inbox, self.prompt_set(env.name, seat, spec.template), adapter)
+
+    def prompt_set(self, game: str, seat: str, template: str | None) -> PromptSet:
+        key = (game, seat, template)
+        if key not in self._prompts:
+            self._prompts[key] = PromptSet(game, seat, template)
+        return self._prompts[key]
+
+    def adapter(self, spec: LLMAgentSpec) -> str | None:
+        """The backend adapter name for an agent: its folder loaded under the agent's name, or a served name."""
+        with self._lock:
+            return self._adapter_locked(spec)
+
+    def _adapter_locked(self, spec: LLMAgentSpec) -> str | None:
+        if spec.name in self._adapters:
+            return self._adapters[spec.name]
+        name: str | None = None
+        if spec.adapter:
+            if self.backend is None:
+                raise BackendError("LLM agents need a backend: pass one to Runner(backend=...)")
+            if Path(spec.adapter).is_dir():
+                load = getattr(self.backend, "load_adapter", None)
+                if load is None:
+                    raise BackendError(f"this backend cannot load adapter folders ({spec.adapter}); serve it instead")
+                if spec.name not in self.backend.adapters:
+                    load(spec.name, spec.adapter)
+                name = spec.name
+            elif spec.adapter in self.backend.adapters:
+                name = spec.adapter
+            else:
+                raise BackendError(
+                    f"agent {spec.name}: adapter {spec.adapter!r} is neither a folder nor an adapter the backend has "
+                    f"({self.backend.adapters or 'none'})"
+                )
+        self._adapters[spec.name] = name
+        return name
