@@ -35,6 +35,7 @@ from typing import Any
 from llmmarl.benchmarking import machine_info
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
+from llmmarl.train.metrics import read_metrics
 
 PARTS = ("rollout_s", "learner_s", "sync_s")
 
@@ -71,11 +72,10 @@ def measure(engine: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     finally:
         trainer.close()
     wall = time.perf_counter() - t0
-    records = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
-    updates = [r for r in records if "time" in r]
-    parts = {k: statistics.mean(r["time"][k] for r in updates) for k in PARTS}
+    updates = [r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if r.time and r.learners]
+    parts = {k: statistics.mean(getattr(r.time, k) for r in updates) for k in PARTS}
     total = sum(parts.values())
-    alice = [r["learners"]["alice"] for r in updates]
+    alice = [r.learners["alice"] for r in updates if r.learners]
     return {
         "engine": engine,
         "updates": len(updates),

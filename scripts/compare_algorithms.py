@@ -29,6 +29,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from llmmarl.train import TrainConfig, train
+from llmmarl.train.metrics import read_metrics
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--game", choices=["signal_v0", "tictactoe_v3"], default="signal_v0")
@@ -104,19 +105,18 @@ def curves(metrics: Path) -> dict[str, Any]:
     """Per update: the learners' mean training return and win rate; the last evaluation, if any."""
     per_step: dict[int, dict[str, float]] = {}
     evaluation: dict[str, Any] = {}
-    for line in metrics.read_text().splitlines():
-        record = json.loads(line)
-        if "learners" in record:  # a resumed run may repeat a step: the last record wins
-            learners = record["learners"].values()
-            per_step[record["step"]] = {
+    for row in read_metrics(metrics):
+        if row.learners is not None:  # a resumed run may repeat a step: the last record wins
+            learners = row.learners.values()
+            per_step[row.step] = {
                 k: sum(m.get(f"game/{k}", 0.0) for m in learners) / max(1, len(learners))
                 for k in ("return", "win_rate", "invalid_rate")
             }
             # Seconds of the update: its rollout (shared) plus every learner's optimisation.
             rollout = max(m.get("time/rollout_s", 0.0) for m in learners)
-            per_step[record["step"]]["seconds"] = rollout + sum(m.get("time/update_s", 0.0) for m in learners)
-        elif "eval" in record:
-            evaluation = record["eval"]
+            per_step[row.step]["seconds"] = rollout + sum(m.get("time/update_s", 0.0) for m in learners)
+        elif row.eval is not None:
+            evaluation = row.eval
     steps = sorted(per_step)
     keys = ("return", "win_rate", "invalid_rate", "seconds")
     return {"step": steps, **{k: [per_step[s][k] for s in steps] for k in keys}, "eval": evaluation}

@@ -10,13 +10,14 @@ are marked on the right of each panel.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+
+from llmmarl.train.metrics import read_metrics
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("metrics", type=Path, help="a run's metrics.jsonl")
@@ -26,12 +27,11 @@ args = p.parse_args()
 
 steps: dict[int, dict[str, dict[str, float]]] = {}
 evaluation: dict[str, dict[str, dict[str, float]]] = {}
-for line in args.metrics.read_text().splitlines():
-    record = json.loads(line)
-    if "learners" in record:
-        steps[record["step"]] = record["learners"]  # a resumed run may repeat a step: the last record wins
-    elif "eval" in record:
-        evaluation = record["eval"]
+for row in read_metrics(args.metrics):
+    if row.learners is not None:
+        steps[row.step] = row.learners  # a resumed run may repeat a step: the last record wins
+    elif row.eval is not None:
+        evaluation = row.eval
 if not steps:
     raise SystemExit(f"{args.metrics}: no training updates recorded yet")
 

@@ -46,6 +46,7 @@ from llmmarl.train.engine import build_engine as build_vllm_engine
 from llmmarl.train.engine import publish_learners
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
+from llmmarl.train.metrics import EvalWith, MetricsRow, UpdateTimes, append_metrics
 from llmmarl.train.rollout import TERMS, TurnSample
 
 OUTAGE_REPLAYS = 2  # times a training game stopped by a server outage is played again before the run stops
@@ -453,10 +454,16 @@ class MultiAgentTrainer(ABC):
             "learner_s": sum(m.get("time/update_s", 0.0) for m in logs.values()),
             "sync_s": sync_s,
         }
-        record = {"step": self.step, "learners": logs, "time": times, "engine": self.cfg.rollout_backend}
-        if self.rollout_pool is not None:
-            record["rollout_games_retried"] = self.rollout_pool.retried  # games replayed after an actor died
-        self._append_metrics(record)
+        retried = self.rollout_pool.retried if self.rollout_pool is not None else None  # replayed after an actor died
+        self._append_metrics(
+            MetricsRow(
+                step=self.step,
+                learners=logs,
+                time=UpdateTimes(**times),
+                engine=self.cfg.rollout_backend,
+                rollout_games_retried=retried,
+            )
+        )
 
     def close(self) -> None:
         """Stop the rollout engine and the rollout actors, if any run (the next rollout starts them again)."""
@@ -537,14 +544,16 @@ class MultiAgentTrainer(ABC):
         }
         if env_overrides:
             # Not under "eval": readers of metrics.jsonl take that key as the run's own evaluation.
-            self._append_metrics({"step": self.step, "eval_with": {"env_overrides": env_overrides, "eval": results}})
+            self._append_metrics(
+                MetricsRow(step=self.step, eval_with=EvalWith(env_overrides=env_overrides, eval=results))
+            )
             return results
         self.eval_results = results
         nash = self.nash_conv() if cfg.eval_nash_conv else {}
         for name in self.learners:
             logged = {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
             self.log(name, logged | {f"eval/{k}": v for k, v in nash.get(name, {}).items()})
-        self._append_metrics({"step": self.step, "eval": results} | ({"nash_conv": nash} if nash else {}))
+        self._append_metrics(MetricsRow(step=self.step, eval=results, nash_conv=nash or None))
         return results
 
     def nash_conv(self) -> dict[str, dict[str, float]]:
@@ -667,10 +676,8 @@ class MultiAgentTrainer(ABC):
             )
         return write_manifest(folder, entries, {"output_dir": cfg.output_dir, "config": cfg.model_dump(mode="json")})
 
-    def _append_metrics(self, record: dict[str, Any]) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+    def _append_metrics(self, row: MetricsRow) -> None:
+        append_metrics(self.out / "metrics.jsonl", row)
 
     # ---- the whole run ---------------------------------------------------------------------------------------
     def out_of_time(self) -> bool:

@@ -1,0 +1,92 @@
+"""``metrics.jsonl``: one :class:`MetricsRow` per line, appended by the training loop, read by plots and reports.
+
+A row is one of three kinds, told apart by which fields are set:
+
+* an **update** (``learners``, ``time``, ``engine``, and ``rollout_games_retried`` with rollout workers): after
+  each update, every learner's monitors (``game/...``, ``samples/...``, ``terms/...`` and the algorithm's own,
+  e.g. ``loss``), the seconds it took, and the games replayed after a rollout actor died;
+* an **evaluation** (``eval``, and ``nash_conv`` when the run measures it): ``{lineup: {learner: metrics}}``, the
+  run's own evaluation at that step;
+* an **evaluation under other game settings** (``eval_with``): the same games with ``env_overrides`` applied, e.g.
+  ``{"talk": false}``; kept apart so that readers never take it for the run's evaluation.
+
+Write rows with :func:`append_metrics` and read them with :func:`read_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+Metrics = dict[str, int | float]  # monitor name -> value
+Evaluation = dict[str, dict[str, Metrics]]  # lineup -> learner -> metrics
+
+
+class UpdateTimes(BaseModel):
+    """Seconds one update took, by part."""
+
+    rollout_s: float = Field(description="Playing the update's games.")
+    learner_s: float = Field(description="Every learner's optimisation, summed.")
+    sync_s: float = Field(description="Handing the new adapters to the rollout engine(s).")
+
+
+class EvalWith(BaseModel):
+    """An evaluation played under other game settings."""
+
+    env_overrides: dict[str, Any] = Field(description="The game settings changed for it, e.g. {'talk': False}.")
+    eval: Evaluation = Field(description="lineup -> learner -> metrics.")
+
+
+class MetricsRow(BaseModel):
+    """One line of ``metrics.jsonl`` (see the module docs for the three kinds). Unset fields are not written."""
+
+    step: int = Field(description="Updates done when the row was written.")
+    learners: dict[str, Metrics] | None = Field(None, description="Update: learner -> its monitors.")
+    time: UpdateTimes | None = Field(None, description="Update: seconds it took, by part.")
+    engine: str | None = Field(None, description="Update: the rollout engine (rollout_backend) that played it.")
+    rollout_games_retried: int | None = Field(
+        None, description="Update with rollout workers: games played again after an actor died, so far."
+    )
+    eval: Evaluation | None = Field(None, description="Evaluation: lineup -> learner -> metrics.")
+    nash_conv: dict[str, Metrics] | None = Field(None, description="Evaluation: learner -> NashConv metrics.")
+    eval_with: EvalWith | None = Field(None, description="Evaluation under other game settings.")
+
+    @property
+    def is_update(self) -> bool:
+        return self.learners is not None
+
+    def to_json(self) -> str:
+        # Python-mode dump then json: NaN stays NaN (as json.dumps writes it) rather than becoming null.
+        return json.dumps(self.model_dump(exclude_none=True), default=float)
+
+
+def append_metrics(path: str | Path, row: MetricsRow) -> None:
+    """Append ``row`` to the ``metrics.jsonl`` at ``path`` (its folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(row.to_json() + "\n")
+
+
+def iter_metrics(path: str | Path) -> Iterator[MetricsRow]:
+    """The rows of a ``metrics.jsonl``, in order; a line that is not a row is a ``ValueError`` naming it."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield MetricsRow.model_validate_json(line)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(x) for x in first["loc"])
+                raise ValueError(f"{path}:{n}: not a metrics row ({where}: {first['msg']})") from None
+
+
+def read_metrics(path: str | Path) -> list[MetricsRow]:
+    """Every row of a ``metrics.jsonl`` (see :func:`iter_metrics`)."""
+    return list(iter_metrics(path))
