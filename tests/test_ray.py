@@ -348,3 +348,55 @@ def test_a_rollout_actor_that_dies_loses_no_game(cluster: Any, tmp_path: Path) -
         assert check_versions(episodes, versions) > 0  # the replacement got the same adapter before playing
     finally:
         pool.close()
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_vllm_engine_replicas_on_ray_serve_the_synced_versions(cluster: Any, tmp_path: Path) -> None:
+    """rollout_backend: vllm on Ray: an actor runs its own vLLM server; every sync publishes a new version there and
+    its generations carry the hash of the weights it serves, which must be the learner's current ones."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+    from llmmarl.backends.transformers import TransformersBackend
+    from llmmarl.envs import make
+    from llmmarl.runner import Match, seatings
+    from llmmarl.serve import ServeError, find_vllm_python
+    from llmmarl.train.config import TrainConfig
+    from llmmarl.train.distributed import RolloutPool, VLLMRolloutWorker, adapter_version, check_versions
+
+    try:
+        find_vllm_python()
+    except ServeError as e:
+        pytest.skip(f"no Python with vLLM: {e}")
+    learner = TransformersBackend("default")
+    model = get_peft_model(learner.model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]), adapter_name="alice")
+    cfg = TrainConfig.model_validate(
+        {"env": "tictactoe_v3", "model": "default", "learners": [{"name": "alice"}], "rollout_backend": "vllm",
+         "vllm": {"kv_cache_gib": 0.25, "max_model_len": 2048}, "eval_games": 0, "output_dir": str(tmp_path)}
+    )  # fmt: skip
+    alice = LLMAgentSpec(name="alice", adapter="alice", max_new_tokens=16, temperature=1.0, reask=False)
+    rnd = ScriptedAgentSpec(name="random", policy="random")
+    lineups = seatings(make("tictactoe_v3"), [alice, rnd], 2)
+    matches = [Match(game_id=i, env="tictactoe_v3", seats=seats, seed=i) for i, seats in enumerate(lineups)]
+    pool = RolloutPool(
+        1, "default", address=cluster.address, worker_cls=VLLMRolloutWorker,
+        worker_args=(cfg.model_dump(mode="json"), 4),
+    )  # fmt: skip
+    try:
+        first = pool.sync(model, ["alice"])
+        assert first == {"alice": adapter_version(model, "alice")}
+        episodes = pool.play(matches)
+        assert len(episodes) == 2 and check_versions(episodes, first) > 0
+        turns = [t for ep in episodes for t in ep.turns if t.player == "alice"]
+        assert all(a.logprobs and len(a.logprobs) == len(a.completion_ids) for t in turns for a in t.attempts)
+        with torch.no_grad():  # an update
+            for name, p in model.named_parameters():
+                if "lora_B.alice" in name:
+                    p.add_(0.05)
+        second = pool.sync(model, ["alice"])
+        assert second != first and second == {"alice": adapter_version(model, "alice")}
+        assert check_versions(pool.play(matches), second) > 0  # the replica serves the new version
+    finally:
+        pool.close()

@@ -48,6 +48,19 @@ def adapter_version(model: Any, name: str) -> str:
     return h.hexdigest()[:16]
 
 
+def folder_version(folder: Path) -> str:
+    """:func:`adapter_version` of a saved PEFT folder, read back from its safetensors: what a replica that serves
+    the folder (a vLLM engine) loaded. The same hash as the driver's for the same weights (saved in fp32)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(folder) / "adapter_model.safetensors"))
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def adapter_files(model: Any, name: str) -> dict[str, bytes]:
     """Adapter ``name`` as the files of a PEFT folder (config + safetensors), to ship to workers on other nodes."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +72,7 @@ def adapter_files(model: Any, name: str) -> dict[str, bytes]:
 class _StampingBackend:
     """Forwards to the worker's backend and stamps each generation with its adapter's version (None: base model)."""
 
-    def __init__(self, backend: TransformersBackend, versions: Mapping[str, str]) -> None:
+    def __init__(self, backend: Any, versions: Mapping[str, str]) -> None:
         self.backend, self.versions = backend, versions
 
     @property
@@ -107,6 +120,44 @@ class RolloutWorker:
         return Runner(backend, concurrency=self.concurrency, progress=False).play(matches)
 
 
+class VLLMRolloutWorker:
+    """A Ray actor holding one vLLM engine replica (its own server, on the actor's GPU when it has one).
+
+    Each sync writes every adapter to a new folder and publishes it as a new version on this replica's server; the
+    stamp is the hash of the weights in that folder. The server's watchdog ends it when the actor's process dies.
+    """
+
+    def __init__(self, config: Mapping[str, Any], concurrency: int) -> None:
+        from transformers import AutoTokenizer
+
+        from llmmarl.models import resolve_model
+        from llmmarl.train.config import TrainConfig
+        from llmmarl.train.engine import build_engine
+
+        self.dir = Path(tempfile.mkdtemp(prefix="llmmarl-replica-"))
+        cfg = TrainConfig.model_validate({**config, "output_dir": str(self.dir)})
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
+        self.engine = build_engine(cfg, tokenizer).start()
+        self.concurrency = concurrency
+        self.versions: dict[str, str] = {}
+        self.loads = 0
+
+    def sync(self, adapters: Mapping[str, Mapping[str, bytes]]) -> dict[str, str]:
+        for name, files in adapters.items():
+            self.loads += 1
+            folder = self.dir / "incoming" / f"{name}-{self.loads}"
+            folder.mkdir(parents=True)
+            for file, data in files.items():
+                (folder / file).write_bytes(data)
+            self.engine.publish(name, folder, self.loads)
+            self.versions[name] = folder_version(folder)
+        return dict(self.versions)
+
+    def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
+        backend = _StampingBackend(self.engine, self.versions)
+        return Runner(backend, concurrency=self.concurrency, progress=False).play(matches)
+
+
 class RolloutPool:
     """``workers`` rollout actors; :meth:`sync` before every :meth:`play`. Call :meth:`close` when done.
 
@@ -127,12 +178,14 @@ class RolloutPool:
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         worker_cls: type = RolloutWorker,
+        worker_args: tuple[Any, ...] | None = None,
         max_failures: int = 3,
     ) -> None:
         self._ray = require_ray()
         self._started_ray = connect(address)
         cls = self._ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
-        self._new_actor = lambda: cls.remote(model, max_batch_size, device, seed, concurrency)
+        args = worker_args if worker_args is not None else (model, max_batch_size, device, seed, concurrency)
+        self._new_actor = lambda: cls.remote(*args)
         self.actors = [self._new_actor() for _ in range(workers)]
         self.max_failures = max_failures
         self.retried = 0  # games played again because their actor died

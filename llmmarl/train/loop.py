@@ -422,12 +422,17 @@ class MultiAgentTrainer(ABC):
 
     def _remote_rollout(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
         """Play on the rollout actors with the learners' current adapters; refuse answers from stale weights."""
-        from llmmarl.train.distributed import RolloutPool, check_versions  # imports ray: only when asked for
+        from llmmarl.train.distributed import (  # imports ray: only when asked for
+            RolloutPool,
+            RolloutWorker,
+            VLLMRolloutWorker,
+            check_versions,
+        )
 
         cfg = self.cfg
-        if cfg.rollout_backend != "transformers":
-            raise ValueError("rollout_workers run the transformers engine: set rollout_backend: transformers")
         if self.rollout_pool is None:
+            # vLLM: each actor runs its own engine replica; transformers: its own copy of the model.
+            vllm = cfg.rollout_backend == "vllm"
             self.rollout_pool = RolloutPool(
                 cfg.rollout_workers,
                 cfg.model,
@@ -437,6 +442,8 @@ class MultiAgentTrainer(ABC):
                 seed=cfg.seed,
                 concurrency=cfg.concurrency,
                 num_gpus=cfg.rollout_worker_gpus,
+                worker_cls=VLLMRolloutWorker if vllm else RolloutWorker,
+                worker_args=(cfg.model_dump(mode="json"), cfg.concurrency) if vllm else None,
             )
         versions = self.rollout_pool.sync(self.model, self.learners)  # every actor, before every rollout
         episodes: list[EpisodeRecord] = self.rollout_pool.play(matches)
