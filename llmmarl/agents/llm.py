@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmmarl.agents.messages import strip_tokens
 from llmmarl.agents.prompts import PromptSet
-from llmmarl.agents.specs import LLMAgentSpec
+from llmmarl.agents.specs import TURN_LINES, LLMAgentSpec, TurnLine
 from llmmarl.agents.turn import ParseResult, parse_turn, turn_grammar
 from llmmarl.backends.base import Backend, BackendError, ChatMessage, Generation, GenerationRequest
-from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.envs.base import MessageRules, Observation, TextEnv
 from llmmarl.records import Attempt
 
 
@@ -54,6 +54,7 @@ class PromptContext(BaseModel):
     inbox: list[str] = Field(description="Teammates' messages since its last turn, quoted and sanitised.")
     forecast: str = Field(description="The FORECAST line's shape when the agent forecasts, else empty.")
     plan_actions: bool = Field(description="Whether PLAN is asked as the agent's own next action labels.")
+    lines: list[TurnLine] = Field(description="The turn lines asked for besides ACTION (LLMAgentSpec.lines).")
 
     @classmethod
     def of(cls, env: TextEnv, seat: str, obs: Observation, inbox: list[str], spec: LLMAgentSpec) -> PromptContext:
@@ -68,14 +69,15 @@ class PromptContext(BaseModel):
             teammates=teammates,
             opponents=[a for a in others if a not in teammates],
             others=others,
-            talk="" if rules.mode == "off" or not teammates else rules.mode,
+            talk="" if rules.mode == "off" or not teammates or not spec.asks("MESSAGE") else rules.mode,
             max_message_tokens=rules.max_tokens,
             message_words=list(rules.vocabulary or ()),
             observation=obs.text,
             legal=obs.legal_actions,
             inbox=inbox,
-            forecast=env.forecast_spec(seat).question if spec.forecast else "",
+            forecast=env.forecast_spec(seat).question if spec.asks("FORECAST") else "",
             plan_actions=spec.plan_actions,
+            lines=[line for line in TURN_LINES if spec.asks(line)],
         )
 
     def variables(self) -> dict[str, Any]:
@@ -89,13 +91,30 @@ def grammar_for(env: TextEnv, seat: str, context: PromptContext, spec: LLMAgentS
         return None
     return turn_grammar(
         context.legal,
-        context.others,
-        env.message_rules,
+        context.others if spec.asks("PREDICT") else (),
+        env.message_rules if spec.asks("MESSAGE") else MessageRules(mode="off"),
         context.teammates,
         max_tokens=spec.max_new_tokens,
         vocabularies={o: v for o in context.others if (v := env.action_vocabulary(o))},
-        forecast=env.forecast_spec(seat) if spec.forecast else None,
+        forecast=env.forecast_spec(seat) if spec.asks("FORECAST") else None,
+        plan=spec.asks("PLAN"),
     )
+
+
+def keep_asked(parsed: ParseResult, spec: LLMAgentSpec) -> ParseResult:
+    """Drop the PLAN, PREDICT and MESSAGE lines a model wrote without being asked: an agent ablated to ACTION only
+    must not talk or be scored on predictions because it wrote them anyway."""
+    turn = parsed.turn
+    if turn is None:
+        return parsed
+    update: dict[str, Any] = {}
+    if turn.plan and not spec.asks("PLAN"):
+        update["plan"] = ""
+    if turn.predictions and not spec.asks("PREDICT"):
+        update["predictions"] = {}
+    if turn.message is not None and not spec.asks("MESSAGE"):
+        update |= {"message": None, "message_to": None}
+    return parsed.model_copy(update={"turn": turn.model_copy(update=update)}) if update else parsed
 
 
 @dataclass
@@ -162,7 +181,7 @@ class LLMDecision:
                 Attempt(messages=request.messages, response="", error=self.parsed.error, server_error=gen.error)
             )
             return
-        self.parsed = parse_turn(gen.text, self.context.legal, self.context.others)
+        self.parsed = keep_asked(parse_turn(gen.text, self.context.legal, self.context.others), self.spec)
         self.attempts.append(
             Attempt(
                 messages=request.messages,

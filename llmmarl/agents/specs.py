@@ -14,6 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+#: The lines of a turn besides ACTION (always asked). A line appears only where the game has it: PREDICT with other
+#: players, MESSAGE where the game lets this seat talk, FORECAST where the game declares what can be forecast.
+TurnLine = Literal["PLAN", "PREDICT", "FORECAST", "MESSAGE"]
+TURN_LINES: tuple[TurnLine, ...] = ("PLAN", "PREDICT", "FORECAST", "MESSAGE")
+#: What an agent is asked for unless told otherwise (FORECAST also when ``forecast=True``).
+DEFAULT_LINES: frozenset[TurnLine] = frozenset({"PLAN", "PREDICT", "MESSAGE"})
+
 
 class LLMAgentSpec(BaseModel):
     kind: Literal["llm"] = "llm"
@@ -32,10 +39,20 @@ class LLMAgentSpec(BaseModel):
     plan_actions: bool = Field(
         False, description="Ask for PLAN as the agent's own next actions, as labels ('4 then 8'), so it is checked."
     )
+    lines: frozenset[TurnLine] = Field(
+        DEFAULT_LINES,
+        description="Turn lines asked for besides ACTION, e.g. {} for a reactive agent (ACTION only). A line not "
+        "asked for is not in the prompt or the grammar, and the runner ignores it if the model writes it anyway "
+        "(FORECAST excepted: it is scored whenever written). FORECAST is asked when listed here or forecast=True.",
+    )
     reask: bool = Field(True, description="Re-ask once, showing the error, when the answer has no legal action.")
     fallback: Literal["random", "forfeit"] = Field(
         "random", description="After a failed re-ask: play a random legal action, or forfeit the game."
     )
+
+    def asks(self, line: TurnLine) -> bool:
+        """Whether this agent's prompt asks for ``line`` (where the game has that line at all)."""
+        return line in self.lines or (line == "FORECAST" and self.forecast)
 
 
 class ScriptedAgentSpec(BaseModel):

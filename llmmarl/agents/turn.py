@@ -198,6 +198,7 @@ def turn_grammar(
     max_tokens: int | None = None,
     vocabularies: Mapping[str, Sequence[str]] | None = None,
     forecast: ForecastSpec | None = None,
+    plan: bool = True,
 ) -> str:
     """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
 
@@ -212,6 +213,8 @@ def turn_grammar(
     a model may spell text one character per token, so every character is counted as a token. What does not
     fit is given up in this order: the free text shrinks (plan and message share what is left), then the
     message line goes, then the forecast, then the predictions; the ``PLAN:`` and ``ACTION:`` lines always stay.
+    ``plan=False`` leaves the PLAN line out (an agent not asked to plan; a reactive one answers ACTION only when it
+    is also given no ``others``, no ``forecast`` and rules without talk).
     """
     action = " | ".join(_ebnf_literal(label) for label in legal)
     talk = rules.mode != "off" and not (rules.mode == "directed" and not teammates)
@@ -227,7 +230,7 @@ def turn_grammar(
     fc_cost = len("FORECAST: ") + fc_chars + 1 if forecast is not None else 0
     plan_chars = msg_chars = _PLAN_CHARS
     if max_tokens is not None:
-        fixed = len("PLAN: ") + 1 + act_cost
+        fixed = (len("PLAN: ") + 1 if plan else 0) + act_cost
         free = max_tokens - fixed - pred_cost - fc_cost - (msg_cost if talk else 0)
         dropped, needed = [], fixed + pred_cost + fc_cost + (msg_cost if talk else 0) + 8
         if free < 8 and talk:  # too little room for a useful message: drop it before the predictions
@@ -247,9 +250,10 @@ def turn_grammar(
                 stacklevel=2,
             )
         free = max(free, 0)
-        plan_chars = min(_PLAN_CHARS, free // 2 if talk and not words else free)
+        plan_chars = min(_PLAN_CHARS, free // 2 if talk and not words else free) if plan else 0
         msg_chars = min(_PLAN_CHARS, free - plan_chars)
-    lines = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
+    plan_rules = ['root ::= "PLAN: " plan "\\n" predict', f"plan ::= [^\\n]{{0,{plan_chars}}}"]
+    lines = plan_rules if plan else ["root ::= predict"]
     if others:
         more = f' ("; " pred){{0,{len(others) - 1}}}' if len(others) > 1 else ""  # each other agent at most once
         lines.append(f'predict ::= "PREDICT: " pred{more} "\\n" fc')

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.agents.specs import DEFAULT_LINES, TURN_LINES, LLMAgentSpec, ScriptedAgentSpec, TurnLine, parse_agent
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
 
@@ -288,6 +288,14 @@ class TrainConfig(_Strict):
     max_samples_per_learner: int | None = Field(
         None, ge=1, description="Cap on samples per learner per update (a random subset): bounds the update's cost."
     )
+    lines: list[TurnLine] = Field(
+        default_factory=lambda: [line for line in TURN_LINES if line in DEFAULT_LINES],
+        description="Turn lines the LLM agents are asked for besides ACTION (LLMAgentSpec.lines): [] = reactive, "
+        "ACTION only; add FORECAST to ask for forecasts. Each appears only where the game has it.",
+    )
+    plan_actions: bool = Field(
+        False, description="Ask for PLAN as the agent's own next action labels, so plans are scored (rewards.plan)."
+    )
     rewards: RewardWeights = Field(default_factory=RewardWeights, description="Reward terms and their weights.")
 
     # ---- optimisation --------------------------------------------------------------------------------------
@@ -465,6 +473,7 @@ class TrainConfig(_Strict):
                 f"e.g. {lower} or {lower + self.group_size}"
             )
         self._check_algorithm(names)
+        self._check_lines()
         if self.credit == "group" and self.group_size < 2:
             raise ValueError(
                 "credit: group compares games from the same start, so it needs group_size >= 2 (or use credit: role)"
@@ -492,6 +501,15 @@ class TrainConfig(_Strict):
                 "(e.g. [random, llm]) or eval_games: 0"
             )
         return self
+
+    def _check_lines(self) -> None:
+        # A reward term on a line nobody is asked for is always 0: a silent no-op, so an error.
+        needs = {"prediction": "PREDICT", "forecast": "FORECAST", "plan": "PLAN", "message": "MESSAGE"}
+        for term, line in needs.items():
+            if getattr(self.rewards, term) and line not in self.lines:
+                raise ValueError(f"rewards.{term} is set but lines has no {line}: add {line} to lines or set it to 0")
+        if self.rewards.plan and not self.plan_actions:
+            raise ValueError("rewards.plan scores plans given as action labels: set plan_actions: true")
 
     def _check_algorithm(self, names: list[str]) -> None:
         if self.algorithm != "ppo":

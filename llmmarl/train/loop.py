@@ -150,8 +150,11 @@ def summary_metrics(s: AgentSummary) -> dict[str, float]:
         "games": float(s.games),
         "messages_per_game": s.messages_sent / s.games if s.games else 0.0,
     }
-    if s.prediction_accuracy is not None:
-        m["prediction_accuracy"] = s.prediction_accuracy
+    if s.decisions:
+        m["tokens_per_turn"] = s.tokens_generated / s.decisions  # decoding cost: every attempt's answer tokens
+    for key in ("prediction_accuracy", "forecast_skill", "plan_following", "message_following"):
+        if (value := getattr(s, key)) is not None:
+            m[key] = value
     return m
 
 
@@ -341,6 +344,8 @@ class MultiAgentTrainer(ABC):
                 "template": cfg.template,
                 "reask": cfg.reask,
                 "constrained": cfg.constrained,
+                "lines": frozenset(cfg.lines),
+                "plan_actions": cfg.plan_actions,
             }
         )
 

@@ -1,0 +1,102 @@
+"""The turn ablation: arms differ only in what is asked; every arm trains with the tiny model; finished runs skip."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmmarl.agents.specs import LLMAgentSpec
+from llmmarl.agents.turn import turn_grammar
+from llmmarl.envs.base import MessageRules
+from llmmarl.eval.ablation import AblationConfig, minimum_detectable_effect, pooled_sd, t_interval
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = [
+    "train.model=tiny",
+    "train.steps=1",
+    "train.games_per_update=2",
+    "train.group_size=2",
+    "train.max_samples_per_learner=4",
+    "train.eval_games=2",
+    "train.max_new_tokens=16",
+    "seeds=[0]",
+]
+
+
+def test_t_interval_and_detectable_effect_match_known_values() -> None:
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0])
+    # sd 1, n 3: half-width t_{0.975,2} / sqrt(3) = 4.3027 / 1.7321
+    assert mean == 2.0 and hi - mean == pytest.approx(2.4841, abs=1e-4) and mean - lo == pytest.approx(2.4841, abs=1e-4)
+    assert math.isnan(t_interval([1.0])[1])
+    sd, df = pooled_sd([[1.0, 3.0], [2.0, 4.0, 6.0]])
+    assert df == 3 and sd == pytest.approx(math.sqrt((2 + 8) / 3))
+    # (t_{0.975,4} + t_{0.8,4}) * sqrt(2/3) = (2.7764 + 0.9410) * 0.8165
+    assert minimum_detectable_effect(1.0, 3) == pytest.approx(3.0353, abs=1e-3)
+    assert math.isnan(minimum_detectable_effect(1.0, 1))
+
+
+def test_arms_differ_only_in_lines_and_rewards() -> None:
+    study = AblationConfig.from_yaml(ROOT / "configs/ablate_signal.yaml")
+    a, b = study.run_config("reactive", 0), study.run_config("full", 0)
+    differ = {k for k in type(a).model_fields if getattr(a, k) != getattr(b, k)}
+    assert differ == {"lines", "plan_actions", "rewards", "output_dir"}
+    assert a.lines == [] and set(b.lines) == {"PLAN", "PREDICT", "FORECAST", "MESSAGE"}
+    with pytest.raises(ValueError, match=r"rewards\.prediction is set but lines has no PREDICT"):
+        AblationConfig.from_yaml(ROOT / "configs/ablate_signal.yaml", ["arms.reactive.rewards={prediction: 0.1}"])
+    with pytest.raises(ValueError, match="set per arm"):
+        AblationConfig.from_yaml(ROOT / "configs/ablate_signal.yaml", ["train.seed=3"])
+
+
+def test_default_lines_keep_the_default_turn_and_reactive_grammar_is_action_only() -> None:
+    assert LLMAgentSpec(name="a").asks("PLAN") and not LLMAgentSpec(name="a").asks("FORECAST")
+    assert LLMAgentSpec(name="a", forecast=True).asks("FORECAST")
+    g = turn_grammar(["1", "2"], (), MessageRules(mode="off"), plan=False, max_tokens=32)
+    assert g.splitlines()[0] == "root ::= predict" and "PLAN" not in g and "PREDICT" not in g
+    assert turn_grammar(["1"], ["o"], MessageRules()) == turn_grammar(["1"], ["o"], MessageRules(), plan=True)
+
+
+def _ablate(config: str, tmp: Path, *extra: str) -> str:
+    sets = [*SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}", *extra]
+    cmd = [sys.executable, str(ROOT / "scripts/ablate_turn.py"), str(ROOT / config), "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("config", ["configs/ablate_tictactoe.yaml", "configs/ablate_signal.yaml"])
+def test_every_arm_trains_reports_and_resumes(tmp_path: Path, config: str) -> None:
+    out = _ablate(config, tmp_path)
+    report = tmp_path / "report"
+    for name in ("ablation.md", "ablation.json", "ablation.png"):
+        assert (report / name).stat().st_size > 0
+    summary = json.loads((report / "ablation.json").read_text())
+    study = AblationConfig.from_yaml(ROOT / config)
+    assert set(summary["arms"]) == set(study.arms)
+    assert summary["budget"] == {"updates": 1, "games_per_update": 2}
+    for arm in study.arms:
+        cell = next(iter(summary["arms"][arm]["lineups"].values()))
+        assert cell["tokens_per_turn"]["mean"] > 0  # decoding cost recorded per arm
+    prompts = {
+        arm: json.loads((tmp_path / "runs" / study.name / arm / "seed_0" / "result.json").read_text())["prompt"][-1][
+            "content"
+        ]
+        for arm in study.arms
+    }
+    reply = {arm: p.split("Reply with exactly these lines:")[1] for arm, p in prompts.items()}
+    assert reply["reactive"].strip() == "ACTION: <one of the legal actions>"
+    assert "PREDICT:" in reply["predict"] and "PLAN:" not in reply["predict"]
+    assert "FORECAST:" in reply["forecast"] and "PREDICT:" not in reply["forecast"]
+    assert "PLAN:" in reply["plan"] and "legal action labels" in reply["plan"]
+    assert all(line in reply["full"] for line in ("PLAN:", "PREDICT:", "FORECAST:", "ACTION:"))
+    if "message" in study.arms:
+        assert "MESSAGE" in reply["message"] and "MESSAGE" in reply["full"] and "MESSAGE" not in reply["predict"]
+    assert "skipped" not in out
+    again = _ablate(config, tmp_path)
+    assert again.count("done, skipped") == len(study.arms)
