@@ -34,7 +34,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of ``data`` with every ``KEY=VALUE`` override applied in order (later ones win)."""
-    out = yaml.safe_load(yaml.safe_dump(data)) if data else {}  # a deep copy of plain YAML data
+    out = yaml.safe_load(yaml.safe_dump(data, sort_keys=False)) if data else {}  # a deep copy, key order kept
     for item in overrides:
         path, value = parse_override(item)
         node = out

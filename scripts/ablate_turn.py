@@ -42,6 +42,7 @@ from llmmarl.train.loop import MultiAgentTrainer
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("config", help="configs/ablate_<game>.yaml")
 p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+p.add_argument("--arms", default=None, help="comma-separated arms to run and report (default: all of the config's)")
 p.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
 p.add_argument("--quiet", action="store_true", help="no progress bars")
 args = p.parse_args()
@@ -49,6 +50,14 @@ try:
     study = AblationConfig.from_yaml(args.config, args.overrides)
 except (OverrideError, ValueError) as e:
     raise SystemExit(f"{args.config}: {e}") from None
+if args.arms:
+    chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in chosen if a not in study.arms]
+    if unknown or study.baseline not in chosen:
+        raise SystemExit(
+            f"--arms {args.arms}: choose among {', '.join(study.arms)}, baseline {study.baseline} included"
+        )
+    study.arms = {a: study.arms[a] for a in chosen}
 
 # Metrics of an evaluation lineup, averaged over the learners (a team's learners share their return).
 METRICS = ("return", "win_rate", "invalid_rate", "tokens_per_turn", "prediction_accuracy", "forecast_skill")

@@ -60,9 +60,10 @@ def test_default_lines_keep_the_default_turn_and_reactive_grammar_is_action_only
     assert turn_grammar(["1"], ["o"], MessageRules()) == turn_grammar(["1"], ["o"], MessageRules(), plan=True)
 
 
-def _ablate(config: str, tmp: Path, *extra: str) -> str:
-    sets = [*SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}", *extra]
+def _ablate(config: str, tmp: Path, arms: str | None = None) -> str:
+    sets = [*SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}"]
     cmd = [sys.executable, str(ROOT / "scripts/ablate_turn.py"), str(ROOT / config), "--quiet"]
+    cmd += ["--arms", arms] if arms else []
     for s in sets:
         cmd += ["--set", s]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
@@ -70,8 +71,28 @@ def _ablate(config: str, tmp: Path, *extra: str) -> str:
     return done.stdout
 
 
+def test_two_arms_train_report_ask_differently_and_resume(tmp_path: Path) -> None:
+    """The fast check (about 2 minutes on a loaded 2-core CPU): reactive and full arms of tic-tac-toe."""
+    config = "configs/ablate_tictactoe.yaml"
+    out = _ablate(config, tmp_path, arms="reactive,full")
+    summary = json.loads((tmp_path / "report" / "ablation.json").read_text())
+    assert set(summary["arms"]) == {"reactive", "full"} and (tmp_path / "report" / "ablation.png").stat().st_size
+    assert summary["budget"] == {"updates": 1, "games_per_update": 2} and summary["seeds_done"] == 1
+    runs = tmp_path / "runs" / "tictactoe"
+    prompt = {a: json.loads((runs / a / "seed_0" / "result.json").read_text())["prompt"] for a in ("reactive", "full")}
+    assert prompt["reactive"][-1]["content"].endswith(
+        "Reply with exactly these lines:\nACTION: <one of the legal actions>"
+    )
+    assert "PREDICT:" in prompt["full"][-1]["content"] and "FORECAST:" in prompt["full"][-1]["content"]
+    assert "Every turn, act." in prompt["reactive"][0]["content"]
+    assert "skipped" not in out
+    assert _ablate(config, tmp_path, arms="reactive,full").count("done, skipped") == 2
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["configs/ablate_tictactoe.yaml", "configs/ablate_signal.yaml"])
 def test_every_arm_trains_reports_and_resumes(tmp_path: Path, config: str) -> None:
+    """Every arm with the tiny model (about 7 minutes per game on a loaded 2-core CPU: one run per arm)."""
     out = _ablate(config, tmp_path)
     report = tmp_path / "report"
     for name in ("ablation.md", "ablation.json", "ablation.png"):
