@@ -121,3 +121,22 @@ def test_every_arm_trains_reports_and_resumes(tmp_path: Path, config: str) -> No
     assert "skipped" not in out
     again = _ablate(config, tmp_path)
     assert again.count("done, skipped") == len(study.arms)
+
+
+def test_a_reactive_agent_is_asked_for_action_only_and_cannot_talk_or_predict_anyway() -> None:
+    from conftest import CannedBackend, lowest_legal
+
+    from llmmarl.runner import Match, Runner
+
+    def chatty(request):  # writes every line whatever it was asked
+        return f"PLAN: win\nPREDICT: speaker_0=x\nMESSAGE: {lowest_legal(request)}\nACTION: {lowest_legal(request)}"
+
+    backend = CannedBackend(chatty)
+    reactive = {s: LLMAgentSpec(name=s, lines=frozenset(), constrained=False) for s in ("speaker_0", "listener_0")}
+    talkers = {s: LLMAgentSpec(name=s) for s in ("speaker_0", "listener_0")}
+    (quiet,) = Runner(backend, progress=False).play([Match(game_id=0, env="signal_v0", seats=reactive, seed=1)])
+    asked = [r.messages for r in backend.requests]
+    assert all(m[1]["content"].endswith("lines:\nACTION: <one of the legal actions>") for m in asked)
+    assert all(t.message is None and not t.prediction_hits for t in quiet.turns)
+    (loud,) = Runner(backend, progress=False).play([Match(game_id=0, env="signal_v0", seats=talkers, seed=1)])
+    assert any(t.message is not None for t in loud.turns)

@@ -235,6 +235,8 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
         "steps": cfg.steps,
         "reask": cfg.reask,
         "constrained": cfg.constrained,
+        "lines": cfg.lines,  # an adapter trained to answer ACTION only expects that prompt again
+        "plan_actions": cfg.plan_actions,
     }
 
 
