@@ -210,12 +210,18 @@ md = [
 ]
 for lineup in lineups:
     d = detectable[lineup]
+    power = (
+        f"Between-seed SD of the return {d['between_seed_sd']:.3f} (pooled, df {d['df']}): with {n_seeds} seeds per "
+        f"arm, a difference of return smaller than **{d['mde']:.3f}** is not reliably detectable (80% power, "
+        "two-sided 5%)."
+        if math.isfinite(d["mde"])
+        else f"With {n_seeds} seed(s) per arm the between-seed SD, the intervals and the detectable effect cannot be "
+        "estimated: run at least 2 seeds (3 or more to read the intervals)."
+    )
     md += [
         f"## {lineup}",
         "",
-        f"Between-seed SD of the return {d['between_seed_sd']:.3f} (pooled, df {d['df']}): with {n_seeds} seeds per "
-        f"arm, a difference of return smaller than **{d['mde']:.3f}** is not reliably detectable (80% power, "
-        "two-sided 5%). p: Welch t-test against the baseline arm.",
+        power + " p: Welch t-test against the baseline arm.",
         "",
         "| arm | lines | reward terms | return | p vs " + study.baseline + " | win % | invalid % | tokens/turn "
         "| prediction acc % | forecast skill | plan following % | NashConv |",
