@@ -195,7 +195,8 @@ def fmt(c: dict[str, Any] | None, pct: bool = False) -> str:
     scale, spec = (100.0, ".0f") if pct else (1.0, "+.3f")
     if math.isnan(c["lo"]):
         return f"{c['mean'] * scale:{spec}}"
-    return f"{c['mean'] * scale:{spec}} [{c['lo'] * scale:{spec}}, {c['hi'] * scale:{spec}}]"
+    lo, hi = (max(c["lo"], 0.0), min(c["hi"], 1.0)) if pct else (c["lo"], c["hi"])  # a rate stays in [0, 1]
+    return f"{c['mean'] * scale:{spec}} [{lo * scale:{spec}}, {hi * scale:{spec}}]"
 
 
 study.reports.mkdir(parents=True, exist_ok=True)
