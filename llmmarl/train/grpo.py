@@ -46,7 +46,7 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.backends.device import triton_status
 from llmmarl.train.checkpoint import OptimizerHolder
-from llmmarl.train.config import TrainConfig
+from llmmarl.train.config import GRPOSettings, TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
 from llmmarl.train.loop import MultiAgentTrainer, run, sample_metrics
 from llmmarl.train.rollout import (
@@ -356,13 +356,18 @@ class MultiAgentGRPO(MultiAgentTrainer):
                 lr.name,
                 grpo_args(cfg, lr.name, self.device, self.model.dtype),
                 self.tokenizer,
-                cfg.beta,
+                self.settings.beta,
             )
             for lr in cfg.learners
         }
         self.role_baselines: dict[str, float] = {}
         for trainer in self.trainers.values():
             trainer.importance, trainer.importance_cap = cfg.vllm.importance, cfg.vllm.importance_cap
+
+    @property
+    def settings(self) -> GRPOSettings:
+        """The config's ``grpo:`` block (validation fills it in for ``algorithm: grpo``)."""
+        return self.cfg.grpo or GRPOSettings()
 
     def optimizers(self) -> Mapping[str, OptimizerHolder]:
         return self.trainers
@@ -397,7 +402,11 @@ class MultiAgentGRPO(MultiAgentTrainer):
         for name, trainer in self.trainers.items():
             t1 = time.perf_counter()
             assign_advantages(
-                samples[name], cfg.credit, cfg.normalize_advantages, self.role_baselines, cfg.role_baseline_ema
+                samples[name],
+                self.settings.credit,
+                cfg.normalize_advantages,
+                self.role_baselines,
+                self.settings.role_baseline_ema,
             )
             if warmup:  # imitate the constrained answers, the better ones more
                 imitation_weights(samples[name])
@@ -405,7 +414,9 @@ class MultiAgentGRPO(MultiAgentTrainer):
             metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
             metrics["warmup"] = float(warmup)
             if batch:  # none if every game broke, or the learner never reached an LLM turn
-                metrics.update(trainer.update(batch, cfg.micro_batch_size, cfg.steps_per_update, self.corrects))
+                metrics.update(
+                    trainer.update(batch, cfg.micro_batch_size, self.settings.steps_per_update, self.corrects)
+                )
             else:
                 trainer.state.global_step += 1  # keep every adapter's step count equal to the update count
             metrics["time/update_s"] = time.perf_counter() - t1

@@ -217,15 +217,9 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
     """The settings that shaped an adapter, for its manifest entry."""
     keys = ("algorithm", "setting", "learning_rate", "games_per_update", "group_size", "temperature")
     out = {k: getattr(cfg, k) for k in keys}
-    if cfg.algorithm == "ppo":
-        out["ppo"] = cfg.ppo.model_dump(mode="json")
-    else:
-        out |= {
-            "credit": cfg.credit,
-            "beta": cfg.beta,
-            "warmup_updates": cfg.warmup_updates,
-            "steps_per_update": cfg.steps_per_update,
-        }
+    settings = cfg.algorithm_settings()
+    if settings is not None:
+        out[cfg.algorithm] = settings.model_dump(mode="json")
     return out | {
         "rewards": cfg.rewards.as_dict(),
         "max_new_tokens": cfg.max_new_tokens,
@@ -356,7 +350,7 @@ class MultiAgentTrainer(ABC):
     @property
     def in_warmup(self) -> bool:
         """Whether the current update is one of the format warm-up updates (GRPO only)."""
-        return self.step < self.cfg.warmup_updates
+        return self.cfg.grpo is not None and self.step < self.cfg.grpo.warmup_updates
 
     # ---- one rollout -----------------------------------------------------------------------------------------
     def rollout(self) -> tuple[list[EpisodeRecord], float]:
@@ -364,7 +358,7 @@ class MultiAgentTrainer(ABC):
         cfg = self.cfg
         t0 = time.perf_counter()
         specs = self.learner_specs
-        if self.in_warmup:  # format warm-up: constrained answers (see TrainConfig.warmup_updates)
+        if self.in_warmup:  # format warm-up: constrained answers (see GRPOSettings.warmup_updates)
             specs = [s.model_copy(update={"constrained": True}) for s in specs]
         groups, seeds = training_groups(
             cfg, self.env, self.step, specs, self.opponents, self.league, self._snapshot_spec

@@ -55,7 +55,7 @@ import torch
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord, TurnRecord
 from llmmarl.train.checkpoint import OptimizerHolder
-from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
+from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, PPOSettings, TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
@@ -158,7 +158,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         self.critics = {
             name: _Optim(
                 [*adapter_parameters(self.model, critic_name(name)), *self.heads[name].parameters()],
-                cfg.ppo.critic_lr,
+                self.settings.critic_lr,
             )
             for name in self.learners
         }
@@ -168,6 +168,11 @@ class MultiAgentPPO(MultiAgentTrainer):
             from torch.utils.tensorboard import SummaryWriter
 
             self.writers = {n: SummaryWriter(str(self.out / "tensorboard" / n)) for n in self.learners}
+
+    @property
+    def settings(self) -> PPOSettings:
+        """The config's ``ppo:`` block (validation fills it in for ``algorithm: ppo``)."""
+        return self.cfg.ppo or PPOSettings()
 
     # ---- hooks of the loop -------------------------------------------------------------------------------------
     def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
@@ -235,9 +240,9 @@ class MultiAgentPPO(MultiAgentTrainer):
         batch = []
         for s in samples:
             turn, episode = turns[(s.game_id, s.step, s.seat)]
-            text = critic_input(turn, episode, cfg.ppo.critic == "centralised", s.attempt)
+            text = critic_input(turn, episode, self.settings.critic == "centralised", s.attempt)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            batch.append(PPOSample(s, ids[-cfg.ppo.critic_max_tokens :]))  # the end holds the latest state
+            batch.append(PPOSample(s, ids[-self.settings.critic_max_tokens :]))  # the end holds the latest state
         with torch.no_grad():
             self._set_mode(critic_name(name), train=False)
             for micro in _micro(batch, cfg.micro_batch_size, lambda x: len(x.critic_ids)):
@@ -248,7 +253,9 @@ class MultiAgentPPO(MultiAgentTrainer):
             trajectories[(x.sample.game_id, x.sample.seat)].append(x)
         for traj in trajectories.values():
             rewards, dones = turn_rewards([x.sample for x in traj], cfg.rewards.as_dict())
-            advantages, returns = gae(rewards, [x.value for x in traj], dones, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+            advantages, returns = gae(
+                rewards, [x.value for x in traj], dones, self.settings.gamma, self.settings.gae_lambda
+            )
             for x, a, r in zip(traj, advantages, returns, strict=True):
                 x.advantage, x.ret = a, r
                 x.sample.advantage = a
@@ -263,7 +270,7 @@ class MultiAgentPPO(MultiAgentTrainer):
 
     def optimise(self, name: str, batch: Sequence[PPOSample], rng: random.Random) -> dict[str, float]:
         """``ppo_epochs`` passes over ``batch`` in ``minibatches`` shuffled parts: an actor and a critic step each."""
-        ppo = self.cfg.ppo
+        ppo = self.settings
         self.score_old(name, batch)
         stats: dict[str, list[float]] = defaultdict(list)
         for _ in range(ppo.ppo_epochs):
@@ -319,7 +326,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         logp = logp_all.gather(-1, input_ids[:, -k:, None]).squeeze(-1)
         ent = None
         if entropy:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.ppo.entropy_coef > 0):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.entropy_coef > 0):
                 ent = -(logp_all.exp() * logp_all).sum(-1)
         return logp, ent, mask
 
@@ -338,7 +345,7 @@ class MultiAgentPPO(MultiAgentTrainer):
                 w = importance_weights(logp, engine, mask, self.cfg.vllm.importance, self.cfg.vllm.importance_cap)
                 for x, row, m in zip(micro, w, mask, strict=True):
                     x.is_weights = row[m.bool()].tolist()
-            if self.cfg.ppo.kl_coef > 0:
+            if self.settings.kl_coef > 0:
                 with self.model.disable_adapter():
                     ref, _, _ = self._token_logprobs(micro, entropy=False)
                 for x, row, m in zip(micro, ref, mask, strict=True):
@@ -353,7 +360,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         return out
 
     def _actor_step(self, name: str, minibatch: Sequence[PPOSample]) -> dict[str, float]:
-        ppo, n = self.cfg.ppo, len(minibatch)
+        ppo, n = self.settings, len(minibatch)
         self._set_mode(name, train=True)
         sums: dict[str, float] = defaultdict(float)
         tokens = 0.0
@@ -388,7 +395,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         return out
 
     def _critic_step(self, name: str, minibatch: Sequence[PPOSample]) -> dict[str, float]:
-        ppo, n = self.cfg.ppo, len(minibatch)
+        ppo, n = self.settings, len(minibatch)
         self._set_mode(critic_name(name), train=True)
         total = 0.0
         for micro in _micro(minibatch, self.cfg.micro_batch_size, lambda x: len(x.critic_ids)):
