@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,8 +58,8 @@ from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, PPOSettings, Train
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
-from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run, sample_metrics
-from llmmarl.train.rollout import TurnSample, episodes_to_samples, split, subsample
+from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run
+from llmmarl.train.rollout import TurnSample, split, subsample
 
 __all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
 
@@ -164,6 +163,8 @@ class MultiAgentPPO(MultiAgentTrainer):
         }
         self.writers: dict[str, Any] = {}
         self.monitor: MismatchMonitor | None = None  # this learner's engine mismatch during an update
+        self.turns: dict[tuple[int, int, str], tuple[TurnRecord, EpisodeRecord]] = {}  # the update's, by sample key
+        self.rng = random.Random(cfg.seed)  # the update's shuffles and subsampling; reseeded by begin_update
         if "tensorboard" in cfg.report_to:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -198,35 +199,25 @@ class MultiAgentPPO(MultiAgentTrainer):
         return dict(metrics)
 
     # ---- one update --------------------------------------------------------------------------------------------
-    def update(self) -> dict[str, dict[str, Any]]:
-        """Play one rollout and run PPO for every learner on its own answers; returns each learner's metrics."""
+    def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
+        self.turns = {(int(ep.game_id), t.step, t.seat): (t, ep) for ep in episodes if not ep.error for t in ep.turns}
+        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/ppo")
+
+    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
+        """The critic's values, GAE, then ``ppo.ppo_epochs * ppo.minibatches`` actor and critic steps."""
         cfg = self.cfg
-        episodes, t_rollout = self.rollout()
-        samples = episodes_to_samples(
-            episodes, self.learners, cfg.rewards.as_dict(), self.env.forfeit_reward, cfg.group_size, cfg.train_on
-        )
-        games = self.game_metrics(episodes)
-        turns = {(int(ep.game_id), t.step, t.seat): (t, ep) for ep in episodes if not ep.error for t in ep.turns}
-        rng = random.Random(f"{cfg.seed}/{self.step}/ppo")
-        logs: dict[str, dict[str, Any]] = {}
-        for name in self.learners:
-            t1 = time.perf_counter()
-            metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
-            batch = self.prepare(name, samples[name], turns)
-            metrics.update(self._advantage_metrics(batch))
-            # After GAE: every answer's value fed its trajectory's GAE.
-            batch = subsample(batch, cfg.max_samples_per_learner, rng)
-            self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects else None
-            if batch:  # none if every game broke, or the learner never reached an LLM turn
-                metrics.update(self.optimise(name, batch, rng))
-            if self.monitor is not None:
-                metrics.update(self.monitor.metrics())
-            for opt in (self.actors[name], self.critics[name]):
-                opt.state.global_step += 1  # every optimizer's count equals the update count
-            metrics["time/update_s"] = time.perf_counter() - t1
-            logs[name] = self.log(name, metrics)
-        self.finish_update(logs)
-        return logs
+        batch = self.prepare(learner, samples, self.turns)
+        metrics = self._advantage_metrics(batch)
+        # After GAE: every answer's value fed its trajectory's GAE.
+        batch = subsample(batch, cfg.max_samples_per_learner, self.rng)
+        self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects else None
+        if batch:  # none if every game broke, or the learner never reached an LLM turn
+            metrics.update(self.optimise(learner, batch, self.rng))
+        if self.monitor is not None:
+            metrics.update(self.monitor.metrics())
+        for opt in (self.actors[learner], self.critics[learner]):
+            opt.state.global_step += 1  # every optimizer's count equals the update count
+        return metrics
 
     def prepare(
         self,
