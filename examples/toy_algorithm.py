@@ -1,8 +1,9 @@
 """A new algorithm in one file: plain REINFORCE, registered as ``algorithm: toy_reinforce``.
 
-The shared loop (:class:`~llmmarl.train.loop.MultiAgentTrainer`) owns the rollout, evaluation, checkpoints and
-export; an algorithm says how one update turns a rollout into optimizer steps, and which optimizers a checkpoint
-saves. Each answer's log-probability is pushed up in proportion to its game's return (no baseline, no clipping).
+The shared loop (:class:`~llmmarl.train.loop.MultiAgentTrainer`) owns the update (rollout, samples, metrics,
+engine sync), evaluation, checkpoints and export; an algorithm says how one learner steps on its samples of an
+update (``learn``), and which optimizers a checkpoint saves. Each answer's log-probability is pushed up in
+proportion to its game's return (no baseline, no clipping).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from llmmarl.train import register_algorithm
 from llmmarl.train.loop import MultiAgentTrainer
-from llmmarl.train.rollout import TurnSample, episodes_to_samples
+from llmmarl.train.rollout import TurnSample
 
 
 @dataclass
@@ -54,16 +55,8 @@ class ToyReinforce(MultiAgentTrainer):
     def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
         return dict(metrics)  # metrics.jsonl only
 
-    def update(self) -> dict[str, dict[str, Any]]:
-        episodes, _ = self.rollout()
-        samples = episodes_to_samples(episodes, self.learners, self.cfg.rewards.as_dict(), self.env.forfeit_reward)
-        games = self.game_metrics(episodes)
-        logs = {}
-        for name in self.learners:
-            loss = self._step(name, samples[name])
-            logs[name] = self.log(name, {"loss": loss, "samples": len(samples[name]), **games.get(name, {})})
-        self.finish_update(logs)
-        return logs
+    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
+        return {"loss": self._step(learner, samples), "samples": float(len(samples))}
 
     def _step(self, name: str, samples: list[TurnSample]) -> float:
         opt = self.optims[name]

@@ -120,7 +120,7 @@ def make_config(args: argparse.Namespace, output_dir: str) -> TrainConfig:
         opponents=["random"],
         games_per_update=args.games,
         group_size=1,
-        credit="role",
+        grpo={"credit": "role"},
         constrained=True,  # well-formed answers of realistic length even from an untrained (or random) model
         max_new_tokens=args.max_new_tokens,
         temperature=1.0,
@@ -144,7 +144,7 @@ def make_samples(grpo: MultiAgentGRPO, n: int) -> list[TurnSample]:
     )["ours"]
     if not found:
         raise RuntimeError("the games gave no trainable samples: play more games (--games)")
-    assign_advantages(found, cfg.credit, cfg.normalize_advantages)
+    assign_advantages(found, cfg.grpo.credit if cfg.grpo else "role", cfg.normalize_advantages)
     return [found[i % len(found)] for i in range(n)]
 
 

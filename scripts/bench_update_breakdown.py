@@ -49,7 +49,7 @@ def config(engine: str, args: argparse.Namespace, out: Path) -> TrainConfig:
         opponents=["random"],
         games_per_update=args.games,
         group_size=args.games,
-        credit="role",
+        grpo={"credit": "role"},
         steps=args.updates,
         save_every=10_000,
         max_new_tokens=args.max_new_tokens,

@@ -91,7 +91,7 @@ shared: dict[str, Any] = {
 ALGORITHMS: dict[str, dict[str, Any]] = {
     # As many optimizer steps per update as PPO's default (2 epochs x 2 minibatches), so the algorithms differ in
     # their objective and baseline, not in how hard they train on each rollout.
-    "grpo": {"algorithm": "grpo", "credit": "role", "steps_per_update": args.grpo_steps},
+    "grpo": {"algorithm": "grpo", "grpo": {"credit": "role", "steps_per_update": args.grpo_steps}},
     "ppo": {"algorithm": "ppo", "ppo": {"critic": "decentralised", "critic_lr": args.critic_lr}},
     "ppo_central": {"algorithm": "ppo", "ppo": {"critic": "centralised", "critic_lr": args.critic_lr}},
 }

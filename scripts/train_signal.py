@@ -90,7 +90,7 @@ shared = dict(
     group_size=args.group_size,
     constrained=args.constrained,
     learning_rate=args.lr,
-    steps_per_update=args.steps_per_update,
+    grpo={"credit": "role", "steps_per_update": args.steps_per_update},
     max_new_tokens=args.max_new_tokens,
     threads=args.threads,
     seed=args.seed,
@@ -130,7 +130,6 @@ cfg = TrainConfig(
     setting="fixed_opponents" if args.freeze_listener else "team",
     learners=[speaker] if args.freeze_listener else [speaker, listener],
     opponents=[f"llm@{listener['init_adapter']}"] if args.freeze_listener else [],
-    credit="role",
     rewards={
         "game": 1.0,
         "format": 1.0,

@@ -87,5 +87,5 @@ def test_an_algorithm_registered_by_name_trains_through_the_shared_loop(tmp_path
 def test_an_unknown_algorithm_is_a_one_line_error():
     from llmmarl.train import TrainConfig
 
-    with pytest.raises(ValueError, match=r"unknown algorithm 'rloo'; registered: .*grpo.*ppo"):
-        TrainConfig.model_validate({"env": "tictactoe_v3", "algorithm": "rloo", "learners": [{"name": "ann"}]})
+    with pytest.raises(ValueError, match=r"unknown algorithm 'a2c'; registered: .*grpo.*ppo"):
+        TrainConfig.model_validate({"env": "tictactoe_v3", "algorithm": "a2c", "learners": [{"name": "ann"}]})

@@ -21,7 +21,7 @@ from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.agents.turn import Turn
 from llmmarl.envs import make
 from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
-from llmmarl.train.config import TrainConfig
+from llmmarl.train.config import GRPOSettings, PPOSettings, TrainConfig
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import training_groups
 from llmmarl.train.rollout import (
@@ -282,7 +282,7 @@ def test_lineups_per_setting() -> None:
     ("kw", "message"),
     [
         ({"learners": [{"name": "ann"}], "games_per_update": 10, "group_size": 4}, "multiple of group_size"),
-        ({"learners": [{"name": "ann"}], "credit": "group", "group_size": 1}, "group_size >= 2"),
+        ({"learners": [{"name": "ann"}], "grpo": {"credit": "group"}, "group_size": 1}, "group_size >= 2"),
         ({"learners": [{"name": "ann"}], "opponents": ["random"]}, "use fixed_opponents"),
         ({"learners": [{"name": "ann"}], "setting": "fixed_opponents"}, "needs opponents"),
         ({"learners": [{"name": "ann"}], "setting": "team"}, "several learners"),
@@ -304,6 +304,46 @@ def test_config_checks_against_the_game() -> None:
     cfg = _cfg(learners=[{"name": "ann", "seats": ["player_9"]}])
     with pytest.raises(ValueError, match="not seats of tictactoe_v3"):
         cfg.check_env(make("tictactoe_v3"))
+
+
+def test_grpo_settings_at_the_top_level_still_load_with_a_warning() -> None:
+    base = {"env": "tictactoe_v3", "eval_games": 0, "learners": [{"name": "ann"}]}
+    with pytest.warns(DeprecationWarning, match="put them under grpo:"):
+        old = TrainConfig.model_validate({**base, "credit": "group", "warmup_updates": 3, "beta": 0.1})
+    new = TrainConfig.model_validate({**base, "grpo": {"credit": "group", "warmup_updates": 3, "beta": 0.1}})
+    assert old == new and old.grpo is not None and old.grpo.warmup_updates == 3 and old.grpo.credit == "group"
+    assert TrainConfig.model_validate(base).grpo == GRPOSettings()  # the chosen algorithm's block is filled in
+    with pytest.raises(ValueError, match="keep one"):
+        TrainConfig.model_validate({**base, "beta": 0.1, "grpo": {"beta": 0.2}})
+
+
+def test_configs_dumped_by_earlier_versions_still_load() -> None:
+    # state.json and manifest.json of earlier versions: GRPO's settings at the top level, a default ppo: block
+    # whatever the algorithm.
+    old = {
+        "env": "tictactoe_v3",
+        "eval_games": 0,
+        "learners": [{"name": "ann"}],
+        "ppo": PPOSettings().model_dump(mode="json"),
+        "credit": "role",
+        "role_baseline_ema": 0.0,
+        "steps_per_update": 2,
+        "beta": 0.0,
+        "warmup_updates": 0,
+    }
+    with pytest.warns(DeprecationWarning):
+        grpo = TrainConfig.model_validate(old)
+        ppo = TrainConfig.model_validate({**old, "algorithm": "ppo", "steps_per_update": 1})
+    assert grpo.grpo is not None and grpo.grpo.steps_per_update == 2 and grpo.ppo is None
+    assert ppo.grpo is None and ppo.ppo == PPOSettings()
+
+
+def test_shipped_manifest_still_reads() -> None:
+    from llmmarl.serve import read_manifest
+
+    path = Path(__file__).resolve().parent.parent / "adapters" / "manifest.json"
+    adapters = read_manifest(path)
+    assert adapters and all((folder / "adapter_config.json").exists() for folder in adapters.values())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -565,7 +605,7 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
         games_per_update=2,
         group_size=1,
         steps=2,
-        warmup_updates=1,
+        grpo={"warmup_updates": 1},
         max_new_tokens=40,
         micro_batch_size=4,
         max_samples_per_learner=4,
@@ -626,7 +666,7 @@ def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monk
         games_per_update=4,
         group_size=2,
         steps=1,
-        steps_per_update=2,
+        grpo={"steps_per_update": 2},
         constrained=True,
         max_new_tokens=40,
         learning_rate=1e-2,

@@ -1,4 +1,4 @@
-"""Training: multi-agent GRPO (through TRL) or turn-level PPO, one LoRA adapter per learner.
+"""Training: multi-agent GRPO (through TRL), turn-level PPO or RLOO, one LoRA adapter per learner.
 
 ``config`` (what to run) -> ``lineup`` (who plays whom) -> runner -> ``rollout`` (samples, reward terms) ->
 ``grpo`` (baselines, TRL steps) or ``ppo`` (``critic``, ``gae``, clipped steps) -> ``loop`` (monitors, evaluation)
@@ -50,6 +50,7 @@ def _builtin(module: str, cls: str) -> Callable[[], type[MultiAgentTrainer]]:
 
 register_algorithm("grpo", _builtin("llmmarl.train.grpo", "MultiAgentGRPO"))
 register_algorithm("ppo", _builtin("llmmarl.train.ppo", "MultiAgentPPO"))
+register_algorithm("rloo", _builtin("llmmarl.train.rloo", "MultiAgentRLOO"))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> MultiAgentTrainer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +145,50 @@ class LeagueSettings(_Strict):
     )
 
 
+class GRPOSettings(_Strict):
+    """Multi-agent GRPO (``algorithm: grpo``): baselines over an update's samples instead of a critic."""
+
+    credit: Credit = Field(
+        "role",
+        description="Baseline for advantages. role (default): one baseline per learner and seat, as in SPIRAL's "
+        "role-conditioned advantage estimation - seats differ in expected return (first mover, speaker vs "
+        "listener), and without it self-play learns the seat instead of the move; works for any group size. "
+        "group: per learner, seat and group of games from the same seed - also removes the luck of the deal "
+        "(poker cards), needs group_size >= 2. agent: one baseline over all of a learner's samples.",
+    )
+    role_baseline_ema: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="With credit: role, smooth each role's baseline across updates: b <- ema*b + (1-ema)*mean "
+        "(SPIRAL uses 0.95). 0 = this update's mean only.",
+    )
+    steps_per_update: int = Field(
+        1,
+        ge=1,
+        description="Optimizer steps per update, each on its own part of the update's samples (TRL's "
+        "steps_per_generation). Above 1, TRL's clipped ratio against the rollout's log-probs bounds the change; "
+        "more learning per rollout, which is what costs on CPU.",
+    )
+    beta: float = Field(
+        0.0, ge=0.0, description="KL penalty to the base model (adapters disabled). 0 = none (TRL's default)."
+    )
+    warmup_updates: int = Field(
+        0,
+        ge=0,
+        description="Format warm-up: the first N updates play with grammar-constrained decoding and train by "
+        "reward-weighted self-imitation (each sample weighted max(0, 1 + 0.5 * advantage), so every well-formed "
+        "answer is imitated and the better ones more). A small model that almost never answers in the turn format "
+        "gives GRPO no signal; this teaches the format from its own answers, then GRPO takes over unconstrained.",
+    )
+
+
+#: Each algorithm's settings block: ``grpo:`` and ``ppo:`` in a config. A block is read only by its algorithm.
+ALGORITHM_SETTINGS: dict[str, type[BaseModel]] = {}
+#: Top-level keys of configs written before GRPO's settings moved under ``grpo:``.
+_LEGACY_GRPO_KEYS = ("credit", "role_baseline_ema", "steps_per_update", "beta", "warmup_updates")
+
+
 class PPOSettings(_Strict):
     """Turn-level PPO (``algorithm: ppo``): one critic per learner, GAE over each agent's own turns."""
 
@@ -191,6 +236,9 @@ class PPOSettings(_Strict):
         ge=16,
         description="The critic's input is cut to its last this many tokens (the value head reads the last).",
     )
+
+
+ALGORITHM_SETTINGS.update(grpo=GRPOSettings, ppo=PPOSettings)
 
 
 class VLLMSettings(_Strict):
@@ -248,36 +296,26 @@ class TrainConfig(_Strict):
 
     algorithm: Algorithm = Field(
         "grpo",
-        description="grpo: advantages from baselines over an update's samples (see credit), no critic. ppo: "
-        "turn-level PPO with a learned critic per learner and GAE over each agent's turns (see ppo).",
+        description="grpo: advantages from baselines over an update's samples (see grpo), no critic. ppo: "
+        "turn-level PPO with a learned critic per learner and GAE over each agent's turns (see ppo). rloo: "
+        "REINFORCE with a leave-one-out baseline over each group of games. Others: see register_algorithm.",
     )
-    ppo: PPOSettings = Field(default_factory=PPOSettings, description="Used by algorithm: ppo.")
+    grpo: GRPOSettings | None = Field(
+        None, description="algorithm: grpo's settings (filled with the defaults when that algorithm has none)."
+    )
+    ppo: PPOSettings | None = Field(
+        None, description="algorithm: ppo's settings (filled with the defaults when that algorithm has none)."
+    )
 
     # ---- what one update sees ------------------------------------------------------------------------------
     games_per_update: int = Field(16, ge=1, description="Games played per update; one rollout feeds every learner.")
     group_size: int = Field(
         4, ge=1, description="Games per group: same seed (same deal/start) and same seating, different samples."
     )
-    credit: Credit = Field(
-        "role",
-        description="Baseline for advantages. role (default): one baseline per learner and seat, as in SPIRAL's "
-        "role-conditioned advantage estimation - seats differ in expected return (first mover, speaker vs "
-        "listener), and without it self-play learns the seat instead of the move; works for any group size. "
-        "group: per learner, seat and group of games from the same seed - also removes the luck of the deal "
-        "(poker cards), needs group_size >= 2. agent: one baseline over all of a learner's samples. GRPO only: "
-        "PPO's baseline is its critic.",
-    )
     normalize_advantages: bool = Field(
         True,
         description="GRPO: divide by the baseline set's standard deviation; False = mean only (Dr. GRPO). PPO: "
         "centre and scale the advantages over each learner's samples of the update; False = raw GAE advantages.",
-    )
-    role_baseline_ema: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="With credit: role, smooth each role's baseline across updates: b <- ema*b + (1-ema)*mean "
-        "(SPIRAL uses 0.95). 0 = this update's mean only. GRPO only.",
     )
     train_on: Literal["all_attempts", "final_attempt"] = Field(
         "all_attempts",
@@ -303,21 +341,8 @@ class TrainConfig(_Strict):
     steps: int = Field(
         100,
         ge=1,
-        description="Updates to run; each is one rollout plus steps_per_update optimizer steps per learner "
-        "(GRPO) or ppo.ppo_epochs * ppo.minibatches steps per learner and critic (PPO).",
-    )
-    steps_per_update: int = Field(
-        1,
-        ge=1,
-        description="GRPO: optimizer steps per update, each on its own part of the update's samples (TRL's "
-        "steps_per_generation). Above 1, TRL's clipped ratio against the rollout's log-probs bounds the change; "
-        "more learning per rollout, which is what costs on CPU. PPO: use ppo.minibatches.",
-    )
-    beta: float = Field(
-        0.0,
-        ge=0.0,
-        description="GRPO's KL penalty to the base model (adapters disabled). 0 = none (TRL's default). PPO: use "
-        "ppo.kl_coef.",
+        description="Updates to run; each is one rollout plus grpo.steps_per_update optimizer steps per learner "
+        "(GRPO), ppo.ppo_epochs * ppo.minibatches steps per learner and critic (PPO), or one step (RLOO).",
     )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping per adapter.")
     micro_batch_size: int = Field(8, ge=1, description="Samples per forward/backward; gradients are accumulated.")
@@ -332,15 +357,6 @@ class TrainConfig(_Strict):
         "the game is learned (the format term has nothing left to teach). The loss scores the sampled tokens under "
         "the unconstrained policy. Needs max_new_tokens large enough for the whole turn (~100 for the default "
         "prompt's PLAN and PREDICT lines).",
-    )
-
-    warmup_updates: int = Field(
-        0,
-        ge=0,
-        description="Format warm-up: the first N updates play with grammar-constrained decoding and train by "
-        "reward-weighted self-imitation (each sample weighted max(0, 1 + 0.5 * advantage), so every well-formed "
-        "answer is imitated and the better ones more). A small model that almost never answers in the turn format "
-        "gives GRPO no signal; this teaches the format from its own answers, then GRPO takes over unconstrained.",
     )
 
     # ---- output, evaluation, monitoring --------------------------------------------------------------------
@@ -439,6 +455,43 @@ class TrainConfig(_Strict):
         return _parse_agents(self.eval_opponents, taken={lr.name for lr in self.learners})
 
     # ---- cross-checks ------------------------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Read configs of the earlier layout: GRPO's settings at the top level move under ``grpo:`` (with a
+        deprecation warning), and the default-valued block of the other algorithm that earlier versions dumped
+        into every state.json and manifest.json is dropped."""
+        if not isinstance(data, dict):
+            return data
+        legacy = [k for k in _LEGACY_GRPO_KEYS if k in data]
+        if legacy:
+            warnings.warn(
+                f"{', '.join(legacy)} at the top level of a training config is deprecated: put "
+                f"{'them' if len(legacy) > 1 else 'it'} under grpo: (e.g. grpo: {{{legacy[0]}: ...}})",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data = dict(data)
+            moved = {k: data.pop(k) for k in legacy}
+            block = data.get("grpo")
+            if isinstance(block, dict):
+                clash = sorted(set(moved) & set(block))
+                if clash:
+                    raise ValueError(f"{', '.join(clash)}: given both at the top level and under grpo: keep one")
+                moved = {**moved, **block}
+            if data.get("algorithm", "grpo") == "grpo":
+                data["grpo"] = moved
+            elif any(v != GRPOSettings.model_fields[k].default for k, v in moved.items()):
+                # The earlier layout dumped them with every config; only values set on purpose are an error.
+                raise ValueError(
+                    f"{', '.join(moved)}: GRPO settings, and this config has algorithm: {data['algorithm']}: "
+                    "remove them"
+                )
+            default_ppo = PPOSettings().model_dump(mode="json")
+            if data.get("algorithm", "grpo") != "ppo" and data.get("ppo") == default_ppo:
+                del data["ppo"]  # the earlier layout dumped ppo: with every config
+        return data
+
     @field_validator("algorithm")
     @classmethod
     def _registered(cls, name: str) -> str:
@@ -474,10 +527,6 @@ class TrainConfig(_Strict):
             )
         self._check_algorithm(names)
         self._check_lines()
-        if self.credit == "group" and self.group_size < 2:
-            raise ValueError(
-                "credit: group compares games from the same start, so it needs group_size >= 2 (or use credit: role)"
-            )
         n_learners, n_opponents = len(self.learners), len(self.opponents)
         if self.setting == "self_play" and (n_learners != 1 or n_opponents):
             raise ValueError(
@@ -512,22 +561,22 @@ class TrainConfig(_Strict):
             raise ValueError("rewards.plan scores plans given as action labels: set plan_actions: true")
 
     def _check_algorithm(self, names: list[str]) -> None:
-        if self.algorithm != "ppo":
-            if self.ppo != PPOSettings():  # a dumped config carries the defaults: those are fine
-                raise ValueError("ppo: settings are used by algorithm: ppo only: set algorithm: ppo or remove them")
-            return
-        defaults = type(self).model_fields
-        grpo_only = [
-            k
-            for k in ("credit", "role_baseline_ema", "warmup_updates", "steps_per_update")
-            if getattr(self, k) != defaults[k].default
-        ]
-        if grpo_only:
+        for block in ALGORITHM_SETTINGS:
+            if block != self.algorithm and getattr(self, block) is not None:
+                raise ValueError(
+                    f"{block}: settings are for algorithm: {block}, this config has algorithm: {self.algorithm}: "
+                    f"remove the {block}: block or set algorithm: {block}"
+                )
+        settings = ALGORITHM_SETTINGS.get(self.algorithm)
+        if settings is not None and getattr(self, self.algorithm) is None:
+            setattr(self, self.algorithm, settings())  # the dumped config records the settings that were used
+        if self.grpo is not None and self.grpo.credit == "group" and self.group_size < 2:
             raise ValueError(
-                f"{', '.join(grpo_only)}: GRPO-only settings (algorithm: ppo's baseline is its critic): remove them"
+                "grpo.credit: group compares games from the same start, so it needs group_size >= 2 (or use "
+                "grpo.credit: role)"
             )
-        if self.beta:
-            raise ValueError("beta is GRPO's KL penalty: with algorithm: ppo set ppo.kl_coef instead")
+        if self.algorithm != "ppo":
+            return
         others = [r for r in self.report_to if r != "tensorboard"]
         if others:
             raise ValueError(f"report_to {others}: algorithm: ppo reports to tensorboard only (and metrics.jsonl)")
@@ -537,6 +586,10 @@ class TrainConfig(_Strict):
                 f"learner names {critics}: with algorithm: ppo, names ending in {CRITIC_SUFFIX!r} are the critics' "
                 "adapters: choose other names"
             )
+
+    def algorithm_settings(self) -> BaseModel | None:
+        """The chosen algorithm's settings block (``grpo:``, ``ppo:``), or None for an algorithm without one."""
+        return getattr(self, self.algorithm) if self.algorithm in ALGORITHM_SETTINGS else None
 
     def check_env(self, env: TextEnv) -> None:
         """Cross-checks against the game itself: seat names and whether the lineup fills every seat."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,19 +44,12 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.backends.device import triton_status
+from llmmarl.records import EpisodeRecord
 from llmmarl.train.checkpoint import OptimizerHolder
-from llmmarl.train.config import TrainConfig
+from llmmarl.train.config import GRPOSettings, TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
-from llmmarl.train.loop import MultiAgentTrainer, run, sample_metrics
-from llmmarl.train.rollout import (
-    TERMS,
-    TurnSample,
-    assign_advantages,
-    episodes_to_samples,
-    imitation_weights,
-    split,
-    subsample,
-)
+from llmmarl.train.loop import MultiAgentTrainer, run
+from llmmarl.train.rollout import TERMS, TurnSample, assign_advantages, imitation_weights, split, subsample
 
 __all__ = [
     "AgentGRPOTrainer",
@@ -356,13 +348,19 @@ class MultiAgentGRPO(MultiAgentTrainer):
                 lr.name,
                 grpo_args(cfg, lr.name, self.device, self.model.dtype),
                 self.tokenizer,
-                cfg.beta,
+                self.settings.beta,
             )
             for lr in cfg.learners
         }
         self.role_baselines: dict[str, float] = {}
+        self.rng = random.Random(cfg.seed)  # the update's subsampling; reseeded by begin_update
         for trainer in self.trainers.values():
             trainer.importance, trainer.importance_cap = cfg.vllm.importance, cfg.vllm.importance_cap
+
+    @property
+    def settings(self) -> GRPOSettings:
+        """The config's ``grpo:`` block (validation fills it in for ``algorithm: grpo``)."""
+        return self.cfg.grpo or GRPOSettings()
 
     def optimizers(self) -> Mapping[str, OptimizerHolder]:
         return self.trainers
@@ -378,40 +376,34 @@ class MultiAgentGRPO(MultiAgentTrainer):
     def load_json_state(self, state: dict[str, Any]) -> None:
         self.role_baselines = state["role_baselines"]
 
-    def update(self) -> dict[str, dict[str, Any]]:
-        """Play one rollout and step every learner on it; returns each learner's logged metrics."""
-        cfg = self.cfg
-        episodes, t_rollout = self.rollout()
-        samples = episodes_to_samples(
-            episodes,
-            self.trainers,
-            cfg.rewards.as_dict(),
-            self.env.forfeit_reward,
-            cfg.group_size,
-            cfg.train_on,
+    @property
+    def in_warmup(self) -> bool:
+        """Whether the current update is one of the format warm-up updates (``grpo.warmup_updates``)."""
+        return self.step < self.settings.warmup_updates
+
+    @property
+    def constrained_rollout(self) -> bool:
+        return self.in_warmup  # format warm-up: constrained answers, imitated
+
+    def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
+        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/subsample")
+
+    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
+        """Advantages from the baselines of ``grpo.credit``, then ``grpo.steps_per_update`` TRL steps."""
+        cfg, settings, trainer = self.cfg, self.settings, self.trainers[learner]
+        assign_advantages(
+            samples, settings.credit, cfg.normalize_advantages, self.role_baselines, settings.role_baseline_ema
         )
-        games = self.game_metrics(episodes)
-        rng = random.Random(f"{cfg.seed}/{self.step}/subsample")
         warmup = self.in_warmup
-        logs: dict[str, dict[str, Any]] = {}
-        for name, trainer in self.trainers.items():
-            t1 = time.perf_counter()
-            assign_advantages(
-                samples[name], cfg.credit, cfg.normalize_advantages, self.role_baselines, cfg.role_baseline_ema
-            )
-            if warmup:  # imitate the constrained answers, the better ones more
-                imitation_weights(samples[name])
-            batch = subsample(samples[name], cfg.max_samples_per_learner, rng)
-            metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
-            metrics["warmup"] = float(warmup)
-            if batch:  # none if every game broke, or the learner never reached an LLM turn
-                metrics.update(trainer.update(batch, cfg.micro_batch_size, cfg.steps_per_update, self.corrects))
-            else:
-                trainer.state.global_step += 1  # keep every adapter's step count equal to the update count
-            metrics["time/update_s"] = time.perf_counter() - t1
-            logs[name] = self.log(name, metrics)
-        self.finish_update(logs)
-        return logs
+        if warmup:  # imitate the constrained answers, the better ones more
+            imitation_weights(samples)
+        batch = subsample(samples, cfg.max_samples_per_learner, self.rng)
+        metrics = {"warmup": float(warmup)}
+        if batch:  # none if every game broke, or the learner never reached an LLM turn
+            metrics.update(trainer.update(batch, cfg.micro_batch_size, settings.steps_per_update, self.corrects))
+        else:
+            trainer.state.global_step += 1  # keep every adapter's step count equal to the update count
+        return metrics
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> MultiAgentGRPO:

@@ -3,9 +3,11 @@
 A trainer holds one shared base model with one LoRA adapter per learner (plus whatever extra adapters its
 algorithm needs, e.g. PPO's critics). Each update plays ONE rollout - every game of the update, all learners at
 once, through :meth:`MultiAgentTrainer.rollout` - and steps every learner on its own turns of it. This module owns
-the rest of the run: the lineups, the league, evaluation, checkpoints and resuming, the exported adapters and
-their manifest, ``metrics.jsonl`` and the progress bar. A subclass supplies :meth:`~MultiAgentTrainer.update`,
-the optimizers to checkpoint and a logger (see :mod:`llmmarl.train.grpo` and :mod:`llmmarl.train.ppo`).
+the update's skeleton (:meth:`MultiAgentTrainer.update`: rollout, samples, each learner's step, engine sync,
+metrics) and the rest of the run: the lineups, the league, evaluation, checkpoints and resuming, the exported
+adapters and their manifest, ``metrics.jsonl`` and the progress bar. An algorithm supplies
+:meth:`~MultiAgentTrainer.learn` (one learner's step on its samples), the optimizers to checkpoint and a logger,
+plus the hooks it needs (see :mod:`llmmarl.train.grpo`, :mod:`llmmarl.train.ppo`, :mod:`llmmarl.train.rloo`).
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ from llmmarl.train.engine import publish_learners
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
 from llmmarl.train.metrics import EvalWith, MetricsRow, UpdateTimes, append_metrics
-from llmmarl.train.rollout import TERMS, TurnSample
+from llmmarl.train.rollout import TERMS, TurnSample, episodes_to_samples
 
 OUTAGE_REPLAYS = 2  # times a training game stopped by a server outage is played again before the run stops
 # Settings a checkpoint must share with the config that resumes it: the games, the model and what is trained.
 _RESUME_KEYS = ("env", "env_kwargs", "model", "setting", "algorithm")
+# Checkpoints written before ``algorithm:`` existed have no such key: GRPO was then the only algorithm.
+_LEGACY_ALGORITHM = "grpo"
 
 AgentSpecT = TypeVar("AgentSpecT", bound=LLMAgentSpec | ScriptedAgentSpec)
 
@@ -220,15 +224,9 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
     """The settings that shaped an adapter, for its manifest entry."""
     keys = ("algorithm", "setting", "learning_rate", "games_per_update", "group_size", "temperature")
     out = {k: getattr(cfg, k) for k in keys}
-    if cfg.algorithm == "ppo":
-        out["ppo"] = cfg.ppo.model_dump(mode="json")
-    else:
-        out |= {
-            "credit": cfg.credit,
-            "beta": cfg.beta,
-            "warmup_updates": cfg.warmup_updates,
-            "steps_per_update": cfg.steps_per_update,
-        }
+    settings = cfg.algorithm_settings()
+    if settings is not None:
+        out[cfg.algorithm] = settings.model_dump(mode="json")
     return out | {
         "rewards": cfg.rewards.as_dict(),
         "max_new_tokens": cfg.max_new_tokens,
@@ -295,8 +293,10 @@ class MultiAgentTrainer(ABC):
 
     # ---- what an algorithm supplies ----------------------------------------------------------------------------
     @abstractmethod
-    def update(self) -> dict[str, dict[str, Any]]:
-        """Play one rollout and step every learner on it; returns each learner's logged metrics."""
+    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
+        """Step ``learner`` on its samples of this update (possibly none: every game broke, or it never reached an
+        LLM turn; its step counters still count the update). Returns its metrics; :meth:`update` adds the samples'
+        and games' monitors and the time taken."""
 
     @abstractmethod
     def optimizers(self) -> Mapping[str, OptimizerHolder]:
@@ -309,6 +309,15 @@ class MultiAgentTrainer(ABC):
     def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
         """Adapters besides the learners' own, created fresh with the learners' (name, shape)."""
         return []
+
+    def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:  # noqa: B027 - optional hook
+        """Called with the update's games before the first :meth:`learn` (e.g. to index turns, seed an RNG)."""
+
+    @property
+    def constrained_rollout(self) -> bool:
+        """Whether this update's learners play grammar-constrained whatever ``cfg.constrained`` says (e.g. GRPO's
+        format warm-up)."""
+        return False
 
     def extra_state(self) -> dict[str, Any]:
         """Tensors (or plain objects) a checkpoint keeps besides adapters and optimizers."""
@@ -358,12 +367,7 @@ class MultiAgentTrainer(ABC):
     def corrects(self) -> bool:
         """Whether this update's samples get the importance correction: they come from the vLLM engine and were not
         grammar-constrained (vLLM's log-probs are then after the mask, ours before: not comparable)."""
-        return self.cfg.rollout_backend == "vllm" and not (self.cfg.constrained or self.in_warmup)
-
-    @property
-    def in_warmup(self) -> bool:
-        """Whether the current update is one of the format warm-up updates (GRPO only)."""
-        return self.step < self.cfg.warmup_updates
+        return self.cfg.rollout_backend == "vllm" and not (self.cfg.constrained or self.constrained_rollout)
 
     # ---- one rollout -----------------------------------------------------------------------------------------
     def rollout(self) -> tuple[list[EpisodeRecord], float]:
@@ -371,7 +375,7 @@ class MultiAgentTrainer(ABC):
         cfg = self.cfg
         t0 = time.perf_counter()
         specs = self.learner_specs
-        if self.in_warmup:  # format warm-up: constrained answers (see TrainConfig.warmup_updates)
+        if self.constrained_rollout:  # e.g. GRPO's format warm-up
             specs = [s.model_copy(update={"constrained": True}) for s in specs]
         groups, seeds = training_groups(
             cfg, self.env, self.step, specs, self.opponents, self.league, self._snapshot_spec
@@ -456,6 +460,27 @@ class MultiAgentTrainer(ABC):
         episodes: list[EpisodeRecord] = self.rollout_pool.play(matches)
         check_versions(episodes, versions)
         return episodes
+
+    # ---- one update -------------------------------------------------------------------------------------------
+    def update(self) -> dict[str, dict[str, Any]]:
+        """Play one rollout, step every learner on its own samples of it (:meth:`learn`), sync the engines and
+        append the metrics; returns each learner's logged metrics."""
+        cfg = self.cfg
+        episodes, t_rollout = self.rollout()
+        samples = episodes_to_samples(
+            episodes, self.learners, cfg.rewards.as_dict(), self.env.forfeit_reward, cfg.group_size, cfg.train_on
+        )
+        games = self.game_metrics(episodes)
+        self.begin_update(episodes)
+        logs: dict[str, dict[str, Any]] = {}
+        for name in self.learners:
+            t1 = time.perf_counter()
+            metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
+            metrics.update(self.learn(name, samples[name]))
+            metrics["time/update_s"] = time.perf_counter() - t1
+            logs[name] = self.log(name, metrics)
+        self.finish_update(logs)
+        return logs
 
     def finish_update(self, logs: dict[str, dict[str, Any]]) -> None:
         """After every learner stepped: count the update, sync the engines, append its metrics with the time taken
@@ -643,9 +668,10 @@ class MultiAgentTrainer(ABC):
         state = json.loads((found[-1] / "state.json").read_text())
         saved, ours = state["config"], self.cfg.model_dump(mode="json")
         for key in _RESUME_KEYS:
-            if saved.get(key, "grpo" if key == "algorithm" else None) != ours[key]:
+            theirs = saved.get(key, _LEGACY_ALGORITHM if key == "algorithm" else None)
+            if theirs != ours[key]:
                 raise ValueError(
-                    f"{found[-1]} was written with {key}={saved.get(key)!r}, this config has {ours[key]!r}: "
+                    f"{found[-1]} was written with {key}={theirs!r}, this config has {ours[key]!r}: "
                     "resume with the same config, or use another output_dir"
                 )
         if sorted(lr["name"] for lr in saved["learners"]) != sorted(self.learners):

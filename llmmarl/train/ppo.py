@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,12 +54,12 @@ import torch
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord, TurnRecord
 from llmmarl.train.checkpoint import OptimizerHolder
-from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, TrainConfig
+from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, PPOSettings, TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
-from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run, sample_metrics
-from llmmarl.train.rollout import TurnSample, episodes_to_samples, split, subsample
+from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run
+from llmmarl.train.rollout import TurnSample, split, subsample
 
 __all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
 
@@ -158,16 +157,23 @@ class MultiAgentPPO(MultiAgentTrainer):
         self.critics = {
             name: _Optim(
                 [*adapter_parameters(self.model, critic_name(name)), *self.heads[name].parameters()],
-                cfg.ppo.critic_lr,
+                self.settings.critic_lr,
             )
             for name in self.learners
         }
         self.writers: dict[str, Any] = {}
         self.monitor: MismatchMonitor | None = None  # this learner's engine mismatch during an update
+        self.turns: dict[tuple[int, int, str], tuple[TurnRecord, EpisodeRecord]] = {}  # the update's, by sample key
+        self.rng = random.Random(cfg.seed)  # the update's shuffles and subsampling; reseeded by begin_update
         if "tensorboard" in cfg.report_to:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writers = {n: SummaryWriter(str(self.out / "tensorboard" / n)) for n in self.learners}
+
+    @property
+    def settings(self) -> PPOSettings:
+        """The config's ``ppo:`` block (validation fills it in for ``algorithm: ppo``)."""
+        return self.cfg.ppo or PPOSettings()
 
     # ---- hooks of the loop -------------------------------------------------------------------------------------
     def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
@@ -193,35 +199,25 @@ class MultiAgentPPO(MultiAgentTrainer):
         return dict(metrics)
 
     # ---- one update --------------------------------------------------------------------------------------------
-    def update(self) -> dict[str, dict[str, Any]]:
-        """Play one rollout and run PPO for every learner on its own answers; returns each learner's metrics."""
+    def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
+        self.turns = {(int(ep.game_id), t.step, t.seat): (t, ep) for ep in episodes if not ep.error for t in ep.turns}
+        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/ppo")
+
+    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
+        """The critic's values, GAE, then ``ppo.ppo_epochs * ppo.minibatches`` actor and critic steps."""
         cfg = self.cfg
-        episodes, t_rollout = self.rollout()
-        samples = episodes_to_samples(
-            episodes, self.learners, cfg.rewards.as_dict(), self.env.forfeit_reward, cfg.group_size, cfg.train_on
-        )
-        games = self.game_metrics(episodes)
-        turns = {(int(ep.game_id), t.step, t.seat): (t, ep) for ep in episodes if not ep.error for t in ep.turns}
-        rng = random.Random(f"{cfg.seed}/{self.step}/ppo")
-        logs: dict[str, dict[str, Any]] = {}
-        for name in self.learners:
-            t1 = time.perf_counter()
-            metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
-            batch = self.prepare(name, samples[name], turns)
-            metrics.update(self._advantage_metrics(batch))
-            # After GAE: every answer's value fed its trajectory's GAE.
-            batch = subsample(batch, cfg.max_samples_per_learner, rng)
-            self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects else None
-            if batch:  # none if every game broke, or the learner never reached an LLM turn
-                metrics.update(self.optimise(name, batch, rng))
-            if self.monitor is not None:
-                metrics.update(self.monitor.metrics())
-            for opt in (self.actors[name], self.critics[name]):
-                opt.state.global_step += 1  # every optimizer's count equals the update count
-            metrics["time/update_s"] = time.perf_counter() - t1
-            logs[name] = self.log(name, metrics)
-        self.finish_update(logs)
-        return logs
+        batch = self.prepare(learner, samples, self.turns)
+        metrics = self._advantage_metrics(batch)
+        # After GAE: every answer's value fed its trajectory's GAE.
+        batch = subsample(batch, cfg.max_samples_per_learner, self.rng)
+        self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects else None
+        if batch:  # none if every game broke, or the learner never reached an LLM turn
+            metrics.update(self.optimise(learner, batch, self.rng))
+        if self.monitor is not None:
+            metrics.update(self.monitor.metrics())
+        for opt in (self.actors[learner], self.critics[learner]):
+            opt.state.global_step += 1  # every optimizer's count equals the update count
+        return metrics
 
     def prepare(
         self,
@@ -235,9 +231,9 @@ class MultiAgentPPO(MultiAgentTrainer):
         batch = []
         for s in samples:
             turn, episode = turns[(s.game_id, s.step, s.seat)]
-            text = critic_input(turn, episode, cfg.ppo.critic == "centralised", s.attempt)
+            text = critic_input(turn, episode, self.settings.critic == "centralised", s.attempt)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            batch.append(PPOSample(s, ids[-cfg.ppo.critic_max_tokens :]))  # the end holds the latest state
+            batch.append(PPOSample(s, ids[-self.settings.critic_max_tokens :]))  # the end holds the latest state
         with torch.no_grad():
             self._set_mode(critic_name(name), train=False)
             for micro in _micro(batch, cfg.micro_batch_size, lambda x: len(x.critic_ids)):
@@ -248,7 +244,9 @@ class MultiAgentPPO(MultiAgentTrainer):
             trajectories[(x.sample.game_id, x.sample.seat)].append(x)
         for traj in trajectories.values():
             rewards, dones = turn_rewards([x.sample for x in traj], cfg.rewards.as_dict())
-            advantages, returns = gae(rewards, [x.value for x in traj], dones, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+            advantages, returns = gae(
+                rewards, [x.value for x in traj], dones, self.settings.gamma, self.settings.gae_lambda
+            )
             for x, a, r in zip(traj, advantages, returns, strict=True):
                 x.advantage, x.ret = a, r
                 x.sample.advantage = a
@@ -263,7 +261,7 @@ class MultiAgentPPO(MultiAgentTrainer):
 
     def optimise(self, name: str, batch: Sequence[PPOSample], rng: random.Random) -> dict[str, float]:
         """``ppo_epochs`` passes over ``batch`` in ``minibatches`` shuffled parts: an actor and a critic step each."""
-        ppo = self.cfg.ppo
+        ppo = self.settings
         self.score_old(name, batch)
         stats: dict[str, list[float]] = defaultdict(list)
         for _ in range(ppo.ppo_epochs):
@@ -319,7 +317,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         logp = logp_all.gather(-1, input_ids[:, -k:, None]).squeeze(-1)
         ent = None
         if entropy:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.ppo.entropy_coef > 0):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.entropy_coef > 0):
                 ent = -(logp_all.exp() * logp_all).sum(-1)
         return logp, ent, mask
 
@@ -338,7 +336,7 @@ class MultiAgentPPO(MultiAgentTrainer):
                 w = importance_weights(logp, engine, mask, self.cfg.vllm.importance, self.cfg.vllm.importance_cap)
                 for x, row, m in zip(micro, w, mask, strict=True):
                     x.is_weights = row[m.bool()].tolist()
-            if self.cfg.ppo.kl_coef > 0:
+            if self.settings.kl_coef > 0:
                 with self.model.disable_adapter():
                     ref, _, _ = self._token_logprobs(micro, entropy=False)
                 for x, row, m in zip(micro, ref, mask, strict=True):
@@ -353,7 +351,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         return out
 
     def _actor_step(self, name: str, minibatch: Sequence[PPOSample]) -> dict[str, float]:
-        ppo, n = self.cfg.ppo, len(minibatch)
+        ppo, n = self.settings, len(minibatch)
         self._set_mode(name, train=True)
         sums: dict[str, float] = defaultdict(float)
         tokens = 0.0
@@ -388,7 +386,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         return out
 
     def _critic_step(self, name: str, minibatch: Sequence[PPOSample]) -> dict[str, float]:
-        ppo, n = self.cfg.ppo, len(minibatch)
+        ppo, n = self.settings, len(minibatch)
         self._set_mode(critic_name(name), train=True)
         total = 0.0
         for micro in _micro(minibatch, self.cfg.micro_batch_size, lambda x: len(x.critic_ids)):
