@@ -627,11 +627,8 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
 
     (evaluated,) = trainer.evaluate(games=4).values()
     greedy = {"temperature": 0.0, "max_new_tokens": 40}
-    rows = trainer.compare(
-        "ann",
-        [LLMAgentSpec(name="again", adapter="ann", **greedy), LLMAgentSpec(name="base", constrained=True, **greedy)],
-        games=4,
-    )
+    again = trainer.eval_spec("again", adapter="ann")  # decoded as evaluate() decodes (no re-ask in this run)
+    rows = trainer.compare("ann", [again, LLMAgentSpec(name="base", constrained=True, **greedy)], games=4)
     assert set(rows) == {"again vs random", "base vs random"}
     assert rows["again vs random"] == evaluated["ann"]
     assert rows["base vs random"]["games"] == 4 and rows["base vs random"]["invalid_rate"] == 0.0

@@ -76,9 +76,11 @@ def test_grpo_loss_is_reweighted_by_the_engine_mismatch(tmp_path: Path, monkeypa
     """Samples whose engine log-probs sit 1 nat below the learner's get weight e (capped at 2): TRL's loss on them
     doubles, and the monitors say so. The tiny model plays in-process; only the recorded log-probs are shifted."""
     import llmmarl.train.grpo as grpo_module
+    import llmmarl.train.loop as loop_module
     from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
 
-    real_samples, real_assign = grpo_module.episodes_to_samples, grpo_module.assign_advantages
+    # The loop turns episodes into samples; GRPO assigns the advantages.
+    real_samples, real_assign = loop_module.episodes_to_samples, grpo_module.assign_advantages
 
     def shifted(*args: Any, **kwargs: Any) -> Any:
         out = real_samples(*args, **kwargs)
@@ -92,7 +94,7 @@ def test_grpo_loss_is_reweighted_by_the_engine_mismatch(tmp_path: Path, monkeypa
         for i, s in enumerate(samples):
             s.advantage += 0.5 if i % 2 == 0 else -0.5
 
-    monkeypatch.setattr(grpo_module, "episodes_to_samples", shifted)
+    monkeypatch.setattr(loop_module, "episodes_to_samples", shifted)
     monkeypatch.setattr(grpo_module, "assign_advantages", assign)
     monkeypatch.setattr(MultiAgentGRPO, "corrects", property(lambda self: True))  # as if the engine had played
     losses: list[tuple[float, float]] = []
