@@ -21,6 +21,7 @@ import random
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,36 @@ class OptimizerHolder(Protocol):  # what a checkpoint needs of a trainer (AgentG
     optimizer: Any
     lr_scheduler: Any
     state: Any
+
+
+@dataclass
+class StepCount:
+    global_step: int = 0  # updates this optimizer took part in (a checkpoint restores it)
+
+
+@dataclass
+class AdamWHolder:
+    """AdamW over one adapter's parameters with a constant learning rate: an :class:`OptimizerHolder` for the
+    trainers that run their own optimizer steps (PPO, RLOO)."""
+
+    params: list[torch.nn.Parameter]
+    lr: float
+    optimizer: torch.optim.Optimizer = field(init=False)
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+    state: StepCount = field(default_factory=StepCount)
+
+    def __post_init__(self) -> None:
+        # weight_decay 0: as the HF Trainer's default (torch's AdamW would decay LoRA weights by 0.01).
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)  # constant
+
+    def step(self, max_grad_norm: float) -> float:
+        """Clip, step, zero the gradients; returns the gradient norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
 
 
 def save_adapter(model: Any, name: str, folder: Path, base_model: str | None = None) -> None:

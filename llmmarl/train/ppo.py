@@ -53,7 +53,7 @@ import torch
 
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord, TurnRecord
-from llmmarl.train.checkpoint import OptimizerHolder
+from llmmarl.train.checkpoint import AdamWHolder, OptimizerHolder
 from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, PPOSettings, TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
@@ -81,34 +81,6 @@ class PPOSample:
     old_logprobs: list[float] = field(default_factory=list)  # per answer token, before the update
     ref_logprobs: list[float] = field(default_factory=list)  # per answer token, adapters disabled (KL term only)
     is_weights: list[float] = field(default_factory=list)  # per answer token: engine correction (empty = all 1)
-
-
-@dataclass
-class _Steps:
-    global_step: int = 0  # updates this optimizer took part in (a checkpoint restores it)
-
-
-@dataclass
-class _Optim:
-    """An optimizer with the fields a checkpoint saves (see :class:`~llmmarl.train.checkpoint.OptimizerHolder`)."""
-
-    params: list[torch.nn.Parameter]
-    lr: float
-    optimizer: torch.optim.Optimizer = field(init=False)
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
-    state: _Steps = field(default_factory=_Steps)
-
-    def __post_init__(self) -> None:
-        # weight_decay 0: as the HF Trainer's default (torch's AdamW would decay LoRA weights by 0.01).
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)  # constant
-
-    def step(self, max_grad_norm: float) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_grad_norm)
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
 
 
 def _micro(items: Sequence[PPOSample], size: int, length: Callable[[PPOSample], int]) -> Iterator[list[PPOSample]]:
@@ -153,9 +125,11 @@ class MultiAgentPPO(MultiAgentTrainer):
         device = self.device
         hidden = self.model.config.get_text_config(decoder=True).hidden_size
         self.heads = {name: ValueHead(hidden, seed=cfg.seed + i).to(device) for i, name in enumerate(self.learners)}
-        self.actors = {name: _Optim(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners}
+        self.actors = {
+            name: AdamWHolder(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners
+        }
         self.critics = {
-            name: _Optim(
+            name: AdamWHolder(
                 [*adapter_parameters(self.model, critic_name(name)), *self.heads[name].parameters()],
                 self.settings.critic_lr,
             )

@@ -20,13 +20,13 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord
+from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters
 from llmmarl.train.rollout import TurnSample, split, subsample
@@ -46,26 +46,6 @@ def leave_one_out(samples: Sequence[TurnSample]) -> None:
             s.advantage = s.reward - (total - s.reward) / (k - 1) if k > 1 else 0.0
 
 
-@dataclass
-class _Steps:
-    global_step: int = 0  # updates this optimizer took part in (a checkpoint restores it)
-
-
-@dataclass
-class _Optim:
-    """AdamW over one adapter, with the fields a checkpoint saves (``OptimizerHolder``)."""
-
-    params: list[torch.nn.Parameter]
-    lr: float
-    optimizer: torch.optim.Optimizer = field(init=False)
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
-    state: _Steps = field(default_factory=_Steps)
-
-    def __post_init__(self) -> None:
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)  # no decay, as HF's Trainer
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)  # constant
-
-
 class MultiAgentRLOO(MultiAgentTrainer):
     """RLOO for every learner of a :class:`TrainConfig` (``algorithm: rloo``), from shared rollouts."""
 
@@ -79,10 +59,12 @@ class MultiAgentRLOO(MultiAgentTrainer):
                 "algorithm: rloo trains on-policy without an importance correction: use rollout_backend: transformers"
             )
         super().__init__(cfg, backend, progress)
-        self.optims = {name: _Optim(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners}
+        self.optims = {
+            name: AdamWHolder(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners
+        }
         self.rng = random.Random(cfg.seed)  # the update's subsampling; reseeded by begin_update
 
-    def optimizers(self) -> Mapping[str, _Optim]:
+    def optimizers(self) -> Mapping[str, AdamWHolder]:
         return self.optims
 
     def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
@@ -106,12 +88,9 @@ class MultiAgentRLOO(MultiAgentTrainer):
                 part = -(advantages * self._mean_logprobs(micro)).sum() / len(batch)
                 part.backward()  # gradients of the micro-batches add up to the batch mean's
                 loss += float(part.detach())
-            norm = torch.nn.utils.clip_grad_norm_(opt.params, cfg.max_grad_norm)
-            opt.optimizer.step()
-            opt.lr_scheduler.step()
-            opt.optimizer.zero_grad(set_to_none=True)
+            norm = opt.step(cfg.max_grad_norm)
             self.model.eval()
-            metrics |= {"loss": loss, "grad_norm": float(norm), "learning_rate": cfg.learning_rate}
+            metrics |= {"loss": loss, "grad_norm": norm, "learning_rate": cfg.learning_rate}
         opt.state.global_step += 1  # the optimizer's count equals the update count
         return metrics
 
