@@ -46,8 +46,9 @@ class HanabiRenderer(OpenSpielRenderer):
         self.players = players
         self.description = description
 
-    def label(self, env: OpenSpielTextEnv, player: int, action: int) -> str:
-        native = env.state.action_to_string(player, action).strip("()")  # "(Play 0)", "(Reveal player +1 rank 2)"
+    def action_label(self, env: OpenSpielTextEnv, agent: str, action: int) -> str:
+        # "(Play 0)", "(Reveal player +1 rank 2)"
+        native = env.state.action_to_string(env.player(agent), action).strip("()")
         reveal = _REVEAL.fullmatch(native)
         if reveal:
             offset, kind, value = reveal.groups()
