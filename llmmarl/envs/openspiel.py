@@ -31,7 +31,7 @@ from shimmy.openspiel_compatibility import OpenSpielCompatibilityV0
 
 from llmmarl.envs.base import MessageRules
 from llmmarl.envs.pettingzoo import AECTextEnv
-from llmmarl.envs.registry import UnknownEnvError, register_prefix
+from llmmarl.envs.registry import UnknownEnvError
 from llmmarl.envs.renderer import Renderer
 
 TextSource = Literal["observation", "information_state"]
@@ -167,6 +167,3 @@ def make_openspiel(game: str, **params: Any) -> OpenSpielTextEnv:
         first_line = str(e).splitlines()[0]  # the rest lists every game
         raise UnknownEnvError(f"{first_line}; pyspiel.registered_names() lists OpenSpiel's games") from None
     return OpenSpielTextEnv(loaded, name=f"openspiel:{game}", **params)
-
-
-register_prefix("openspiel", make_openspiel)

@@ -15,7 +15,6 @@ import pyspiel
 
 from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
-from llmmarl.envs.registry import register
 
 #: OpenSpiel's bargaining has exactly these three item types, in this order (its ``kNumItemTypes`` is 3).
 ITEMS = ("book", "hat", "basketball")
@@ -84,12 +83,3 @@ def make_bargaining(max_turns: int = 10, discount: float = 1.0, prob_end: float 
     # The value of the deal reached; OpenSpiel bounds it (10 with its built-in instances).
     env.forecast = ForecastSpec(target="payoff", scale=pyspiel.load_game("bargaining").max_utility())
     return env
-
-
-register(
-    "bargaining",
-    make_bargaining,
-    "Bargaining (OpenSpiel): split books, hats and balls with private values, 2 players, general-sum.",
-    "general-sum",
-    "openspiel",
-)

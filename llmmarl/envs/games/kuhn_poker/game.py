@@ -11,7 +11,6 @@ from typing import Any
 
 from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
-from llmmarl.envs.registry import register
 
 #: Card ids 0, 1, 2 (and 3 in the 3-player variant); the highest card wins.
 CARD_NAMES = ("J", "Q", "K", "A")
@@ -78,8 +77,3 @@ class KuhnPokerEnv(OpenSpielTextEnv):
 
 def make_kuhn_poker() -> OpenSpielTextEnv:
     return KuhnPokerEnv("kuhn_poker", name="kuhn_poker", renderer=KuhnPokerRenderer())
-
-
-register(
-    "kuhn_poker", make_kuhn_poker, "Kuhn poker (OpenSpiel), 3 cards, 2 players, zero-sum.", "competitive", "openspiel"
-)
