@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pettingzoo import AECEnv, ParallelEnv
@@ -53,6 +54,9 @@ class EnvSpec:
     #: Where the game comes from: "llmmarl" (our own), "pettingzoo", "openspiel".
     source: str = "llmmarl"
     bots: tuple[BotSpec, ...] = ()
+    #: The game's own prompt templates (``NAME.j2``, ``ROLE/NAME.j2``), usually its package's ``prompts/`` folder;
+    #: they replace the defaults, and ``prompts/GAME/`` of the prompt root replaces them (``prompts/README.md``).
+    prompts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,10 @@ def register(
     kind: Kind,
     source: str = "llmmarl",
     bots: tuple[BotSpec, ...] = (),
+    prompts: Path | None = None,
 ) -> None:
     """Register a game from its fields (:func:`register_game` of an :class:`EnvSpec`)."""
-    register_game(EnvSpec(name=name, factory=factory, summary=summary, kind=kind, source=source, bots=bots))
+    register_game(EnvSpec(name, factory, summary, kind, source=source, bots=bots, prompts=prompts))
 
 
 def register_family(spec: FamilySpec) -> None:
