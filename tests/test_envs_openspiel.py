@@ -149,7 +149,8 @@ def test_bargaining_text_hides_the_other_players_values() -> None:
         state = game.new_initial_state()
         state.apply_action(instance)  # the chance node picks instance number `instance`
         state.apply_action(state.legal_actions()[1])
-        texts.append(renderer.text(SimpleNamespace(state=state, game=game), 0))  # type: ignore[arg-type]
+        seat = SimpleNamespace(state=state, game=game, player=lambda agent: 0)  # player_0's view
+        texts.append(renderer.observation(seat, "player_0", None))  # type: ignore[arg-type]
     assert instances[first].values[1] != instances[second].values[1]
     assert texts[0] == texts[1]
     assert all(name in game.action_to_string(0, 0).lower() for name in ITEMS)  # OpenSpiel's item names

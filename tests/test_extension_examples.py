@@ -11,14 +11,16 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import toy_game  # noqa: E402
 from toy_backend import FirstLegalBackend  # noqa: E402
-from toy_game import Nim  # noqa: E402
 
+from llmmarl.agents.scripted import scripted_policies  # noqa: E402
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec  # noqa: E402
-from llmmarl.envs import check_text_env, list_envs, make  # noqa: E402
+from llmmarl.envs import check_text_env, list_envs, make, register_game  # noqa: E402
 from llmmarl.records import summarise  # noqa: E402
 from llmmarl.runner import Match, Runner, seatings  # noqa: E402
 
+register_game(toy_game.GAME)  # the one line that adds a game of your own: its env and its bots
 RANDOM = ScriptedAgentSpec(name="random", policy="random")
 
 
@@ -30,13 +32,24 @@ def _matches(env: str, agents, games: int) -> list[Match]:
 def test_a_game_registered_by_name_passes_the_checker_and_is_played():
     assert "toy_nim" in {spec.name for spec in list_envs()}
     env = make("toy_nim", stones=7)
-    assert isinstance(env, Nim) and env.start == 7
+    assert isinstance(env, toy_game.Nim) and env.start == 7
     check_text_env(env, episodes=5)
     episodes = Runner(progress=False).play(
         _matches("toy_nim", [RANDOM, ScriptedAgentSpec(name="r2", policy="random")], 8)
     )
     assert not any(ep.error for ep in episodes)
     assert all(sorted(ep.returns.values()) == [-1.0, 1.0] for ep in episodes)  # Nim has no draw
+
+
+def test_a_game_package_brings_its_bots():
+    assert scripted_policies()["perfect_nim"] == "perfect one-pile Nim (toy_nim only)"
+    perfect = ScriptedAgentSpec(name="perfect", policy="perfect_nim")
+    # From 5 stones the first player wins by leaving 3: the perfect player wins every game it opens.
+    matches = [
+        Match(game_id=i, env="toy_nim", seats={"player_0": perfect, "player_1": RANDOM}, seed=i) for i in range(8)
+    ]
+    episodes = Runner(progress=False).play(matches)
+    assert all(ep.returns == {"player_0": 1.0, "player_1": -1.0} for ep in episodes)
 
 
 def test_a_backend_answers_llm_agents_in_batches():

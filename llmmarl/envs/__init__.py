@@ -1,10 +1,25 @@
-"""Text environments: the contract, the checker, PettingZoo/OpenSpiel adapters and the game registry."""
+"""Text environments: the contract, the checker, PettingZoo/OpenSpiel adapters, the renderer and the game registry.
+
+The built-in games are packages in :mod:`llmmarl.envs.games`, which lists them.
+"""
 
 from llmmarl.envs.base import MessageRules, Observation, TextEnv, TextEnvError, check_text_env
-from llmmarl.envs.registry import EnvSpec, UnknownEnvError, list_envs, make, register
+from llmmarl.envs.bots import BotSpec
+from llmmarl.envs.registry import (
+    EnvSpec,
+    FamilySpec,
+    UnknownEnvError,
+    list_envs,
+    make,
+    register,
+    register_family,
+    register_game,
+)
 
 __all__ = [
+    "BotSpec",
     "EnvSpec",
+    "FamilySpec",
     "MessageRules",
     "Observation",
     "TextEnv",
@@ -14,4 +29,6 @@ __all__ = [
     "list_envs",
     "make",
     "register",
+    "register_family",
+    "register_game",
 ]

@@ -13,24 +13,26 @@
   it cut kuhn_poker after the first move and bargaining before its last offers. OpenSpiel games always end by
   themselves; :class:`_OpenSpielAEC` ends them when the state is terminal and never truncates.
 
-Text comes from an :class:`OpenSpielRenderer`: by default the seat's ``observation_string`` (which OpenSpiel
-defines as what that player may see) and ``action_to_string`` labels. Curated games override :meth:`text` and
-:meth:`label`. Any OpenSpiel game is playable as ``make("openspiel:<game>")``, e.g. ``"openspiel:tic_tac_toe"``
-or ``"openspiel:hanabi(colors=2,ranks=3)"``; keyword arguments of ``make`` become game parameters.
+Text comes from a :class:`~llmmarl.envs.renderer.Renderer`, the same contract as PettingZoo games'. The default,
+:class:`OpenSpielRenderer`, shows the seat's ``observation_string`` (which OpenSpiel defines as what that player
+may see) and ``action_to_string`` labels; curated games override its ``observation`` and ``action_label``.
+Any OpenSpiel game is playable as ``make("openspiel:<game>")``, e.g. ``"openspiel:tic_tac_toe"`` or
+``"openspiel:hanabi(colors=2,ranks=3)"``; keyword arguments of ``make`` become game parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import pyspiel
 from shimmy.openspiel_compatibility import OpenSpielCompatibilityV0
 
 from llmmarl.envs.base import MessageRules
-from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
-from llmmarl.envs.registry import UnknownEnvError, register_prefix
+from llmmarl.envs.pettingzoo import AECTextEnv
+from llmmarl.envs.registry import UnknownEnvError
+from llmmarl.envs.renderer import Renderer
 
 TextSource = Literal["observation", "information_state"]
 
@@ -44,12 +46,13 @@ class _OpenSpielAEC(OpenSpielCompatibilityV0):
         self.truncations = {a: False for a in self.agents}
 
 
-class OpenSpielRenderer(Renderer):
-    """How an OpenSpiel game looks as text. Override :meth:`text` and :meth:`label` for a curated game.
+class OpenSpielRenderer(Renderer["OpenSpielTextEnv"]):
+    """The fallback :class:`~llmmarl.envs.renderer.Renderer` of OpenSpiel games: OpenSpiel's own strings.
 
-    Both get the seat's OpenSpiel player id. Read the seat's own view (``observation_string(player)``,
+    A curated OpenSpiel game subclasses it and overrides the same methods as any renderer, reading the seat's
+    OpenSpiel player id from ``env.player(agent)``. Read the seat's own view (``observation_string(player)``,
     ``information_state_string(player)``) or public facts; ``str(state)`` and ``state.history()`` show hidden
-    cards and must not reach a seat's text.
+    cards and must not reach a seat's text. The ``raw`` observation (shimmy's) is not used.
     """
 
     #: Empty: the env describes the game from its OpenSpiel type. Curated renderers write the rules here.
@@ -59,27 +62,18 @@ class OpenSpielRenderer(Renderer):
         #: Which OpenSpiel string is the default text; None: the observation string when the game has one.
         self.source = source
 
-    def text(self, env: OpenSpielTextEnv, player: int) -> str:
-        state, kind = env.state, env.game.get_type()
+    def observation(self, env: OpenSpielTextEnv, agent: str, raw: Any) -> str:
+        state, kind, player = env.state, env.game.get_type(), env.player(agent)
         use_obs = self.source == "observation" or (self.source is None and kind.provides_observation_string)
         return state.observation_string(player) if use_obs else state.information_state_string(player)
 
-    def label(self, env: OpenSpielTextEnv, player: int, action: int) -> str:
-        return env.state.action_to_string(player, action)
+    def action_label(self, env: OpenSpielTextEnv, agent: str, action: int) -> str:
+        return env.state.action_to_string(env.player(agent), action)
 
-    def vocabulary(self, env: OpenSpielTextEnv, player: int) -> list[str] | None:
-        """Every label ``player`` can ever play, or None (the default: OpenSpiel's action strings may depend
-        on the state, so they cannot be listed ahead of it)."""
+    def vocabulary(self, env: OpenSpielTextEnv, agent: str) -> list[str] | None:
+        """None by default: OpenSpiel's action strings may depend on the state, so they cannot be listed ahead
+        of it. Curated games whose labels are fixed list them."""
         return None
-
-    # The Renderer interface, in terms of the hooks above.
-    def observation(self, env: PettingZooTextEnv, agent: str, raw: Any) -> str:
-        os_env = cast(OpenSpielTextEnv, env)
-        return self.text(os_env, os_env.player(agent))
-
-    def action_label(self, env: PettingZooTextEnv, agent: str, action: int) -> str:
-        os_env = cast(OpenSpielTextEnv, env)
-        return self.label(os_env, os_env.player(agent), action)
 
 
 class OpenSpielTextEnv(AECTextEnv):
@@ -132,9 +126,6 @@ class OpenSpielTextEnv(AECTextEnv):
         """OpenSpiel player id of a seat."""
         return self.possible_agents.index(agent)
 
-    def action_vocabulary(self, agent: str) -> list[str] | None:
-        return cast(OpenSpielRenderer, self.renderer).vocabulary(self, self.player(agent))
-
     def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
         before = self.state.returns()
         (action,) = actions.values()
@@ -176,6 +167,3 @@ def make_openspiel(game: str, **params: Any) -> OpenSpielTextEnv:
         first_line = str(e).splitlines()[0]  # the rest lists every game
         raise UnknownEnvError(f"{first_line}; pyspiel.registered_names() lists OpenSpiel's games") from None
     return OpenSpielTextEnv(loaded, name=f"openspiel:{game}", **params)
-
-
-register_prefix("openspiel", make_openspiel)

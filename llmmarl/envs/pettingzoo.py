@@ -1,9 +1,10 @@
 """PettingZoo environments as text environments.
 
 :class:`AECTextEnv` wraps a turn-based AEC env, :class:`ParallelTextEnv` a simultaneous-move Parallel env. Both
-need Discrete action spaces. What the text looks like is a :class:`Renderer`'s job: the generic
-base :class:`Renderer` makes *any* such env playable (array summary + numbered actions); curated renderers in
-``llmmarl/envs/games/`` give the games where text matters a readable board and named moves.
+need Discrete action spaces. What the text looks like is a :class:`~llmmarl.envs.renderer.Renderer`'s job
+(re-exported here): the generic base class makes *any* such env playable (array summary + numbered actions);
+curated renderers in the game packages of ``llmmarl/envs/games/`` give the games where text matters a readable
+board and named moves.
 """
 
 from __future__ import annotations
@@ -16,45 +17,9 @@ from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 
 from llmmarl.envs.base import MessageRules, Observation, TextEnv
+from llmmarl.envs.renderer import Renderer
 
-
-class Renderer:
-    """How one game looks as text. Subclass it for a curated game; the base class is the generic fallback.
-
-    Renderers get the wrapper (``env.pz`` is the PettingZoo env) and must show a seat only what its player may
-    see: read the seat's own observation, or public state, never another seat's hidden information.
-    """
-
-    description: str = "A multi-agent game. Choose one of the legal actions each turn."
-
-    def observation(self, env: PettingZooTextEnv, agent: str, raw: Any) -> str:
-        return "Your observation: " + _summarise(_strip_mask(raw))
-
-    def action_label(self, env: PettingZooTextEnv, agent: str, action: int) -> str:
-        return str(action)
-
-
-def _strip_mask(raw: Any) -> Any:
-    if isinstance(raw, dict) and "observation" in raw:
-        return raw["observation"]
-    return raw
-
-
-def _summarise(obs: Any, max_items: int = 64) -> str:
-    """A compact, faithful text form of a numeric observation (nanoGPT-style: say the shape)."""
-    if isinstance(obs, dict):
-        return "; ".join(f"{k}: {_summarise(v, max_items)}" for k, v in obs.items())
-    arr = np.asarray(obs)
-    if arr.ndim == 0:
-        return str(arr.item())
-    if arr.size <= max_items:
-        return f"array{list(arr.shape)} = {np.array2string(arr.reshape(-1), separator=',', max_line_width=10**6)}"
-    nz = np.flatnonzero(arr)
-    shown = ", ".join(
-        f"{tuple(int(i) for i in np.unravel_index(k, arr.shape))}={arr.flat[k]:g}" for k in nz[:max_items]
-    )
-    more = f" (+{len(nz) - max_items} more)" if len(nz) > max_items else ""
-    return f"array{list(arr.shape)}, non-zero entries: {shown or 'none'}{more}"
+__all__ = ["AECTextEnv", "ParallelTextEnv", "PettingZooTextEnv", "Renderer"]
 
 
 def _legal_ids(space: spaces.Space, raw: Any, info: Mapping[str, Any] | None) -> list[int]:
@@ -77,13 +42,13 @@ class PettingZooTextEnv(TextEnv):
         self,
         name: str,
         factory: Callable[[], AECEnv | ParallelEnv],
-        renderer: Renderer | None = None,
+        renderer: Renderer[Any] | None = None,
         teams: Mapping[str, str] | None = None,
         message_rules: MessageRules | None = None,
     ) -> None:
         self.name = name
         self.pz = factory()
-        self.renderer = renderer or Renderer()
+        self.renderer: Renderer[Any] = renderer or Renderer()
         self.possible_agents = list(self.pz.possible_agents)
         self.teams = dict(teams) if teams else {a: a for a in self.possible_agents}
         self.description = self.renderer.description
@@ -103,12 +68,7 @@ class PettingZooTextEnv(TextEnv):
     max_vocabulary: int = 64
 
     def action_vocabulary(self, agent: str) -> list[str] | None:
-        space = self.pz.action_space(agent)
-        if not isinstance(space, spaces.Discrete) or int(space.n) > self.max_vocabulary:
-            return None
-        start = int(space.start)
-        labels = [self.renderer.action_label(self, agent, a) for a in range(start, start + int(space.n))]
-        return labels if len(set(labels)) == len(labels) else None  # ambiguous labels cannot be scored
+        return self.renderer.vocabulary(self, agent)
 
     def _returns(self) -> dict[str, float]:
         return dict(self._totals)

@@ -1,10 +1,13 @@
-"""Registry of playable games.
+"""Registry of playable games and the scripted bots that come with them.
 
-A new game is a new module in ``llmmarl/envs/games/`` that calls :func:`register` once (PettingZoo-registry
-style); nothing in the core changes. Besides registered names, :func:`make` accepts:
+The built-in games are listed in one place, :mod:`llmmarl.envs.games` (``BUILTIN_GAMES``): each is a package there
+that describes itself with one :class:`EnvSpec` (name, factory, summary, kind, its bots), and the list registers
+them the first time a game is asked for. Your own game is a :class:`EnvSpec` passed to :func:`register_game` (or
+:func:`register`, the same from its fields); nothing in the core changes. Besides registered names, :func:`make`
+accepts:
 
 * ``"pettingzoo:classic.go_v5"`` - any PettingZoo module with Discrete actions, through the generic renderer;
-* ``"openspiel:kuhn_poker"`` - any OpenSpiel game (a prefix registered with :func:`register_prefix`);
+* ``"openspiel:kuhn_poker"`` - any OpenSpiel game (a :class:`FamilySpec`: a name prefix and its factory);
 * ``"some.module:factory"`` - a callable returning a :class:`TextEnv`, a PettingZoo ``AECEnv`` or ``ParallelEnv``.
 """
 
@@ -13,28 +16,61 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pettingzoo import AECEnv, ParallelEnv
 
 from llmmarl.envs.base import TextEnv
+from llmmarl.envs.bots import BotSpec
 from llmmarl.envs.pettingzoo import AECTextEnv, ParallelTextEnv
+
+__all__ = [
+    "BotSpec",
+    "EnvSpec",
+    "FamilySpec",
+    "Kind",
+    "UnknownEnvError",
+    "game_bots",
+    "list_envs",
+    "make",
+    "register",
+    "register_family",
+    "register_game",
+    "register_prefix",
+]
 
 Kind = Literal["competitive", "cooperative", "general-sum"]
 
 
 @dataclass(frozen=True)
 class EnvSpec:
+    """One game: how to build it (``factory(**kwargs)``), a one-line summary, its kind and its bots."""
+
     name: str
     factory: Callable[..., TextEnv]
     summary: str
     kind: Kind
+    #: Where the game comes from: "llmmarl" (our own), "pettingzoo", "openspiel".
     source: str = "llmmarl"
+    bots: tuple[BotSpec, ...] = ()
+    #: The game's own prompt templates (``NAME.j2``, ``ROLE/NAME.j2``), usually its package's ``prompts/`` folder;
+    #: they replace the defaults, and ``prompts/GAME/`` of the prompt root replaces them (``prompts/README.md``).
+    prompts: Path | None = None
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A family of games reached by a name prefix: ``make("<prefix>:<rest>", **kw)`` calls ``factory(rest, **kw)``."""
+
+    prefix: str
+    factory: Callable[..., TextEnv]
+    bots: tuple[BotSpec, ...] = ()
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
-#: Name prefixes routed to a factory: ``make("openspiel:tic_tac_toe", **kw)`` calls ``factory("tic_tac_toe", **kw)``.
-_PREFIXES: dict[str, Callable[..., TextEnv]] = {}
+_FAMILIES: dict[str, FamilySpec] = {}
+_builtin_loaded = False
 
 
 class UnknownEnvError(KeyError):
@@ -42,23 +78,59 @@ class UnknownEnvError(KeyError):
         return str(self.args[0])
 
 
-def register(name: str, factory: Callable[..., TextEnv], summary: str, kind: Kind, source: str = "llmmarl") -> None:
-    """Register a game under ``name``. Re-registering a name replaces it (handy in notebooks)."""
-    _REGISTRY[name] = EnvSpec(name=name, factory=factory, summary=summary, kind=kind, source=source)
+def register_game(spec: EnvSpec) -> None:
+    """Register a game under ``spec.name``. Re-registering a name replaces it, bots included (handy in notebooks)."""
+    _load_builtin_games()  # the built-ins first, so that yours replace them and not the other way round
+    _REGISTRY[spec.name] = spec
+
+
+def register(
+    name: str,
+    factory: Callable[..., TextEnv],
+    summary: str,
+    kind: Kind,
+    source: str = "llmmarl",
+    bots: tuple[BotSpec, ...] = (),
+    prompts: Path | None = None,
+) -> None:
+    """Register a game from its fields (:func:`register_game` of an :class:`EnvSpec`)."""
+    register_game(EnvSpec(name, factory, summary, kind, source=source, bots=bots, prompts=prompts))
+
+
+def register_family(spec: FamilySpec) -> None:
+    """Route every name ``"<prefix>:<rest>"`` to ``spec.factory(rest, **kwargs)`` (a family such as OpenSpiel's)."""
+    _load_builtin_games()
+    _FAMILIES[spec.prefix] = spec
 
 
 def register_prefix(prefix: str, factory: Callable[..., TextEnv]) -> None:
-    """Route every name ``"<prefix>:<rest>"`` to ``factory(rest, **kwargs)`` (a family of games, e.g. OpenSpiel's)."""
-    _PREFIXES[prefix] = factory
+    """:func:`register_family` without bots."""
+    register_family(FamilySpec(prefix=prefix, factory=factory))
 
 
 def _load_builtin_games() -> None:
-    importlib.import_module("llmmarl.envs.games")
+    """Register the games and families that :mod:`llmmarl.envs.games` lists, once, before any other."""
+    global _builtin_loaded
+    if _builtin_loaded:
+        return
+    # Imported here, not at the top: the game packages import this module for EnvSpec.
+    from llmmarl.envs.games import BUILTIN_FAMILIES, BUILTIN_GAMES
+
+    _REGISTRY.update({spec.name: spec for spec in BUILTIN_GAMES})
+    _FAMILIES.update({spec.prefix: spec for spec in BUILTIN_FAMILIES})
+    _builtin_loaded = True
 
 
 def list_envs() -> list[EnvSpec]:
     _load_builtin_games()
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
+
+
+def game_bots() -> list[BotSpec]:
+    """The bots of every registered game, in registration order, then those of the families."""
+    _load_builtin_games()
+    games = [bot for spec in _REGISTRY.values() for bot in spec.bots]
+    return games + [bot for family in _FAMILIES.values() for bot in family.bots]
 
 
 def make(name: str, **kwargs: Any) -> TextEnv:
@@ -67,8 +139,8 @@ def make(name: str, **kwargs: Any) -> TextEnv:
     if name in _REGISTRY:
         return _REGISTRY[name].factory(**kwargs)
     prefix, sep, rest = name.partition(":")
-    if sep and prefix in _PREFIXES:
-        return _PREFIXES[prefix](rest, **kwargs)
+    if sep and prefix in _FAMILIES:
+        return _FAMILIES[prefix].factory(rest, **kwargs)
     if sep:
         return _make_from_path(name, **kwargs)
     known = ", ".join(sorted(_REGISTRY))

@@ -1,12 +1,37 @@
-"""Built-in games. Each module registers itself; add a game by adding a module and one import line here."""
+"""The built-in games: each is a package in this folder, and this module is the one place that lists them.
+
+A game package holds everything of one game: its renderer and factory (``game.py``), its scripted bots
+(``bots.py``), and ``GAME``, the :class:`~llmmarl.envs.registry.EnvSpec` that names them. Adding a built-in game
+is one package and one line in ``BUILTIN_GAMES``; :mod:`llmmarl.envs.registry` registers the lists below the first
+time a game or a bot is asked for. Nothing registers itself on import.
+"""
 
 from llmmarl.envs.games import (
-    bargaining,  # noqa: F401
-    connect_four,  # noqa: F401
-    hanabi,  # noqa: F401
-    kuhn_poker,  # noqa: F401
-    leduc_holdem,  # noqa: F401
-    rps,  # noqa: F401
-    signal,  # noqa: F401
-    tictactoe,  # noqa: F401
+    bargaining,
+    connect_four,
+    hanabi,
+    kuhn_poker,
+    leduc_holdem,
+    openspiel_any,
+    rps,
+    signal,
+    tictactoe,
 )
+from llmmarl.envs.registry import EnvSpec, FamilySpec
+
+#: The built-in games. Their bots are offered (``llmmarl agents``) in this order, after ``random``.
+BUILTIN_GAMES: tuple[EnvSpec, ...] = (
+    tictactoe.GAME,
+    kuhn_poker.GAME,
+    signal.GAME,
+    bargaining.GAME,
+    connect_four.GAME,
+    hanabi.GAME,
+    leduc_holdem.GAME,
+    rps.GAME,
+)
+
+#: Families of games reached by a name prefix, e.g. ``openspiel:liars_dice``; their bots come after the games'.
+BUILTIN_FAMILIES: tuple[FamilySpec, ...] = (openspiel_any.FAMILY,)
+
+__all__ = ["BUILTIN_FAMILIES", "BUILTIN_GAMES"]

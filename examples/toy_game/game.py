@@ -1,7 +1,7 @@
-"""A new game in one file: Nim with one pile. Players take 1 or 2 stones in turn; whoever takes the last one wins.
+"""Nim with one pile as a text game. Players take 1 or 2 stones in turn; whoever takes the last one wins.
 
-A game is a :class:`~llmmarl.envs.base.TextEnv` (text observations, labelled legal actions, returns) plus one
-``register`` call; ``llmmarl.envs.check_text_env`` checks it like PettingZoo's API test.
+A game is a :class:`~llmmarl.envs.base.TextEnv` (text observations, labelled legal actions, returns);
+``llmmarl.envs.check_text_env`` checks it like PettingZoo's API test.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from llmmarl.envs.base import Observation, TextEnv
-from llmmarl.envs.registry import register
 
 
 class Nim(TextEnv):
@@ -22,7 +21,8 @@ class Nim(TextEnv):
 
     def reset(self, seed: int | None = None) -> None:
         self._reset_forfeit()
-        self.stones, self.turn, self.winner = self.start, 0, None
+        self.stones, self.turn = self.start, 0
+        self.winner: str | None = None
 
     def pending(self) -> list[str]:
         return [] if self.done else [self.possible_agents[self.turn]]
@@ -50,6 +50,3 @@ class Nim(TextEnv):
     @property
     def _finished(self) -> bool:
         return self.winner is not None
-
-
-register("toy_nim", Nim, "Nim with one pile (a worked example of adding a game)", "competitive")

@@ -9,12 +9,12 @@ beyond their label. General-sum: each player scores the value of the items it en
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pyspiel
 
 from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
-from llmmarl.envs.registry import register
 
 #: OpenSpiel's bargaining has exactly these three item types, in this order (its ``kNumItemTypes`` is 3).
 ITEMS = ("book", "hat", "basketball")
@@ -42,8 +42,8 @@ class BargainingRenderer(OpenSpielRenderer):
             rules.append(f"After each turn the game may end without a deal with probability {prob_end:g}.")
         self.description = " ".join(rules)
 
-    def text(self, env: OpenSpielTextEnv, player: int) -> str:
-        state = env.state
+    def observation(self, env: OpenSpielTextEnv, agent: str, raw: Any) -> str:
+        state, player = env.state, env.player(agent)
         pool, values = list(state.instance().pool), list(state.instance().values[player])  # only this seat's values
         worth = sum(q * v for q, v in zip(pool, values, strict=True))
         lines = [
@@ -68,7 +68,7 @@ class BargainingRenderer(OpenSpielRenderer):
         lines.append("Make an offer, or accept the other player's last offer." if offers else "Make the first offer.")
         return "\n".join(lines)
 
-    def label(self, env: OpenSpielTextEnv, player: int, action: int) -> str:
+    def action_label(self, env: OpenSpielTextEnv, agent: str, action: int) -> str:
         if action == env.state.agree_action():
             return "accept"
         return "take " + items_text(env.game.all_offers()[action].quantities)
@@ -83,12 +83,3 @@ def make_bargaining(max_turns: int = 10, discount: float = 1.0, prob_end: float 
     # The value of the deal reached; OpenSpiel bounds it (10 with its built-in instances).
     env.forecast = ForecastSpec(target="payoff", scale=pyspiel.load_game("bargaining").max_utility())
     return env
-
-
-register(
-    "bargaining",
-    make_bargaining,
-    "Bargaining (OpenSpiel): split books, hats and balls with private values, 2 players, general-sum.",
-    "general-sum",
-    "openspiel",
-)

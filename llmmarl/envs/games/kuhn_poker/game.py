@@ -7,9 +7,10 @@ bet yet, action 0 is "check" and 1 is "bet"; facing a bet, 0 is "fold" and 1 is 
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
-from llmmarl.envs.registry import register
 
 #: Card ids 0, 1, 2 (and 3 in the 3-player variant); the highest card wins.
 CARD_NAMES = ("J", "Q", "K", "A")
@@ -31,7 +32,8 @@ class KuhnPokerRenderer(OpenSpielRenderer):
             raise ValueError(f"unexpected kuhn_poker information state {info!r}")
         return int(info[0]), info[1:]
 
-    def text(self, env: OpenSpielTextEnv, player: int) -> str:
+    def observation(self, env: OpenSpielTextEnv, agent: str, raw: Any) -> str:
+        player = env.player(agent)
         card, moves = self._view(env, player)
         n = env.game.num_players()
         names = ["you" if p == player else "your opponent" if n == 2 else f"player {p}" for p in range(n)]
@@ -51,12 +53,12 @@ class KuhnPokerRenderer(OpenSpielRenderer):
         lines.append("You face a bet: call or fold." if bet else "No bet yet: check or bet.")
         return "\n".join(lines)
 
-    def label(self, env: OpenSpielTextEnv, player: int, action: int) -> str:
-        _, moves = self._view(env, player)
+    def action_label(self, env: OpenSpielTextEnv, agent: str, action: int) -> str:
+        _, moves = self._view(env, env.player(agent))
         facing_bet = "b" in moves
         return ("fold", "call")[action] if facing_bet else ("check", "bet")[action]
 
-    def vocabulary(self, env: OpenSpielTextEnv, player: int) -> list[str] | None:
+    def vocabulary(self, env: OpenSpielTextEnv, agent: str) -> list[str] | None:
         return ["check", "bet", "fold", "call"]
 
 
@@ -75,8 +77,3 @@ class KuhnPokerEnv(OpenSpielTextEnv):
 
 def make_kuhn_poker() -> OpenSpielTextEnv:
     return KuhnPokerEnv("kuhn_poker", name="kuhn_poker", renderer=KuhnPokerRenderer())
-
-
-register(
-    "kuhn_poker", make_kuhn_poker, "Kuhn poker (OpenSpiel), 3 cards, 2 players, zero-sum.", "competitive", "openspiel"
-)

@@ -11,7 +11,6 @@ import numpy as np
 from pettingzoo.classic.rps import rps
 
 from llmmarl.envs.pettingzoo import ParallelTextEnv, PettingZooTextEnv, Renderer
-from llmmarl.envs.registry import register
 
 #: Move names in action-id order (PettingZoo: 0 rock, 1 paper, 2 scissors); also the action labels.
 MOVES = ("rock", "paper", "scissors")
@@ -66,8 +65,3 @@ class RPSRenderer(Renderer):
 def make_rps(max_cycles: int = DEFAULT_ROUNDS) -> ParallelTextEnv:
     """``max_cycles`` is the number of rounds; PettingZoo truncates the game after it."""
     return ParallelTextEnv("rps_v2", lambda: rps.parallel_env(max_cycles=max_cycles), RPSRenderer(max_cycles))
-
-
-register(
-    "rps_v2", make_rps, "Rock-paper-scissors, 2 players, simultaneous, zero-sum.", "competitive", source="pettingzoo"
-)

@@ -9,7 +9,6 @@ from pettingzoo.classic import tictactoe_v3
 
 from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
-from llmmarl.envs.registry import register
 
 
 class TicTacToeRenderer(Renderer):
@@ -43,6 +42,3 @@ def make_tictactoe() -> AECTextEnv:
     env = AECTextEnv("tictactoe_v3", tictactoe_v3.env, TicTacToeRenderer())
     env.forecast = ENDS_WITHIN_2
     return env
-
-
-register("tictactoe_v3", make_tictactoe, "Tic-tac-toe, 2 players, zero-sum.", "competitive", source="pettingzoo")

@@ -12,7 +12,6 @@ from pettingzoo.classic.rlcard_envs import leduc_holdem
 
 from llmmarl.envs.base import ForecastSpec
 from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
-from llmmarl.envs.registry import register
 
 #: Action labels in action-id order (RLCard's LeducholdemEnv.actions).
 ACTIONS = ("call", "raise", "fold", "check")
@@ -80,12 +79,3 @@ def make_leduc_holdem() -> AECTextEnv:
     # A chip game: forecast the expected payoff, in big blinds as rlcard pays (at most 13 chips = 6.5 blinds).
     env.forecast = ForecastSpec(target="payoff", scale=6.5)
     return env
-
-
-register(
-    "leduc_holdem_v4",
-    make_leduc_holdem,
-    "Leduc Hold'em poker, 2 players, hidden cards, zero-sum.",
-    "competitive",
-    source="pettingzoo",
-)

@@ -10,9 +10,8 @@ import numpy as np
 # DeprecationWarning on import. Same env (v3 of this installed version).
 from pettingzoo.classic.connect_four import connect_four
 
-from llmmarl.envs.games.tictactoe import ENDS_WITHIN_2
+from llmmarl.envs.games.tictactoe.game import ENDS_WITHIN_2
 from llmmarl.envs.pettingzoo import AECTextEnv, PettingZooTextEnv, Renderer
-from llmmarl.envs.registry import register
 
 ROWS, COLUMNS = 6, 7
 #: Column numbers as printed above and below the board; the action labels are these numbers.
@@ -49,6 +48,3 @@ def make_connect_four() -> AECTextEnv:
     env = AECTextEnv("connect_four_v3", connect_four.env, ConnectFourRenderer())
     env.forecast = ENDS_WITHIN_2  # how the game stands after this move and the reply
     return env
-
-
-register("connect_four_v3", make_connect_four, "Connect Four, 2 players, zero-sum.", "competitive", source="pettingzoo")

@@ -13,7 +13,6 @@ from typing import Any
 
 from llmmarl.envs.base import ForecastSpec, MessageRules
 from llmmarl.envs.openspiel import OpenSpielRenderer, OpenSpielTextEnv
-from llmmarl.envs.registry import register
 
 COLOR_LETTERS = "RYGWB"  # OpenSpiel/HLE color order
 _REVEAL = re.compile(r"Reveal player \+(\d+) (color|rank) (\w+)")
@@ -46,8 +45,9 @@ class HanabiRenderer(OpenSpielRenderer):
         self.players = players
         self.description = description
 
-    def label(self, env: OpenSpielTextEnv, player: int, action: int) -> str:
-        native = env.state.action_to_string(player, action).strip("()")  # "(Play 0)", "(Reveal player +1 rank 2)"
+    def action_label(self, env: OpenSpielTextEnv, agent: str, action: int) -> str:
+        # "(Play 0)", "(Reveal player +1 rank 2)"
+        native = env.state.action_to_string(env.player(agent), action).strip("()")
         reveal = _REVEAL.fullmatch(native)
         if reveal:
             offset, kind, value = reveal.groups()
@@ -86,12 +86,3 @@ def make_hanabi(
     )
     env.forecast = ForecastSpec(target="payoff", scale=float(colors * ranks))  # the team's final score
     return env
-
-
-register(
-    "hanabi_v5",
-    make_hanabi,
-    "Hanabi (OpenSpiel; default 2 colors, ranks 1-3, 3-card hands, 2 players), cooperative, no free talk.",
-    "cooperative",
-    "openspiel",
-)

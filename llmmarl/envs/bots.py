@@ -1,0 +1,43 @@
+"""The contract of a scripted player (a bot), and how a game names the bots that come with it.
+
+A bot gets the environment, the seat's observation and the runner's RNG, and returns a legal action id. Bots for
+perfect-information games may read the game state; bots for imperfect-information games must use only the
+seat's observation (as an LLM agent would). A game lists its bots in its :class:`~llmmarl.envs.registry.EnvSpec`;
+:mod:`llmmarl.agents.scripted` offers them by name, with the policies that play any game.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from llmmarl.envs.base import Observation, TextEnv
+
+
+class ScriptedPolicy(Protocol):
+    def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> int: ...
+
+
+@runtime_checkable
+class TalkingPolicy(ScriptedPolicy, Protocol):
+    """A scripted policy that may also message its teammates, before its move (as an LLM's turn does).
+
+    The runner delivers the text under the game's :class:`~llmmarl.envs.base.MessageRules`, as it would an LLM's
+    message: sanitised, cut to the budget, dropped (and counted) when talk is off or the word is outside the
+    vocabulary. A scripted teammate that talks is a teacher: a listener can learn to read its messages before
+    it has to learn them together with a learning speaker.
+    """
+
+    def message(self, env: TextEnv, obs: Observation, rng: random.Random) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class BotSpec:
+    """A scripted player that comes with a game, offered by name like any scripted policy (``llmmarl agents``)."""
+
+    name: str
+    #: Builds the bot; called once per seat that plays it, so a bot may keep state for one game.
+    factory: Callable[[], ScriptedPolicy]
+    summary: str

@@ -1,0 +1,17 @@
+"""Bargaining (OpenSpiel ``bargaining``): split a pool of items with private values.
+
+``game.py``: the renderer and the factory. ``GAME`` describes the game to the registry, :mod:`llmmarl.envs.games`.
+"""
+
+from llmmarl.envs.games.bargaining.game import ITEMS, BargainingRenderer, items_text, make_bargaining
+from llmmarl.envs.registry import EnvSpec
+
+GAME = EnvSpec(
+    name="bargaining",
+    factory=make_bargaining,
+    summary="Bargaining (OpenSpiel): split books, hats and balls with private values, 2 players, general-sum.",
+    kind="general-sum",
+    source="openspiel",
+)
+
+__all__ = ["GAME", "ITEMS", "BargainingRenderer", "items_text", "make_bargaining"]

@@ -1,0 +1,29 @@
+"""Kuhn poker (OpenSpiel ``kuhn_poker``) told in words, with its Nash-equilibrium bot ``kuhn_nash``.
+
+``game.py``: the renderer and the factory; ``bots.py``: its scripted bots. ``GAME`` describes the game to the
+registry, :mod:`llmmarl.envs.games`.
+"""
+
+from llmmarl.envs.games.kuhn_poker.bots import DEFAULT_ALPHA, kuhn_nash, nash_bet_probability
+from llmmarl.envs.games.kuhn_poker.game import CARD_NAMES, KuhnPokerEnv, KuhnPokerRenderer, make_kuhn_poker
+from llmmarl.envs.registry import BotSpec, EnvSpec
+
+GAME = EnvSpec(
+    name="kuhn_poker",
+    factory=make_kuhn_poker,
+    summary="Kuhn poker (OpenSpiel), 3 cards, 2 players, zero-sum.",
+    kind="competitive",
+    source="openspiel",
+    bots=(BotSpec("kuhn_nash", lambda: kuhn_nash, "Kuhn poker Nash equilibrium (alpha = 1/6; kuhn_poker only)"),),
+)
+
+__all__ = [
+    "CARD_NAMES",
+    "DEFAULT_ALPHA",
+    "GAME",
+    "KuhnPokerEnv",
+    "KuhnPokerRenderer",
+    "kuhn_nash",
+    "make_kuhn_poker",
+    "nash_bet_probability",
+]
