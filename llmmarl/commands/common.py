@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +25,12 @@ def load_config(from_yaml: Callable[[Path, Sequence[str]], C], path: Path, overr
     except CONFIG_ERRORS as e:
         typer.echo(describe_config_error(path, e), err=True)
         raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``message`` (rich markup) and exit with ``code``, without a traceback."""
+    console.print(message)
+    raise typer.Exit(code) from None
 
 
 def interrupt(signum: int, frame: object) -> None:

@@ -14,7 +14,7 @@ from llmmarl.agents.scripted import scripted_policies
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
 from llmmarl.backends.base import Backend, BackendError
 from llmmarl.backends.factory import BackendSpec, build_backend
-from llmmarl.commands.common import console, interrupt
+from llmmarl.commands.common import console, fail, interrupt
 from llmmarl.envs import UnknownEnvError, list_envs, make
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
 from llmmarl.records import EpisodeRecord, summarise
@@ -105,15 +105,13 @@ def play(
         try:
             backend = build_backend(spec)
         except BackendError as e:
-            console.print(f"[red]{e}[/]")
-            raise typer.Exit(1) from None
+            fail(f"[red]{e}[/]")
     elif any(isinstance(s, LLMAgentSpec) for s in specs):
         with console.status(f"loading model {model!r}"):
             try:
                 backend = build_backend(BackendSpec(model=model, max_batch_size=max_batch_size, seed=seed))
             except (ModelNotAvailableError, OSError, BackendError) as e:
-                console.print(f"[red]cannot load model {model!r}:[/] {e}")
-                raise typer.Exit(1) from None
+                fail(f"[red]cannot load model {model!r}:[/] {e}")
     out = out or Path("runs") / f"{env.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     runner = Runner(backend, concurrency=concurrency, out=out)
     start = time.perf_counter()
@@ -121,11 +119,9 @@ def play(
     try:
         episodes = runner.play(matches)
     except BackendError as e:
-        console.print(f"[red]backend error:[/] {e} (finished games are in {out})")
-        raise typer.Exit(1) from None
+        fail(f"[red]backend error:[/] {e} (finished games are in {out})")
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted.[/] Finished games are in {out}.")
-        raise typer.Exit(130) from None
+        fail(f"[yellow]interrupted.[/] Finished games are in {out}.", 130)
     elapsed = time.perf_counter() - start
     for ep in episodes[:show]:
         print_transcript(ep, console)
@@ -170,14 +166,12 @@ def demo(
             backend = build_backend(BackendSpec(model=model, adapters={adapter.name: adapter}, seed=seed))
         except (ModelNotAvailableError, OSError, BackendError, RuntimeError, ValueError) as e:
             why = str(e).splitlines()[0]  # a shape mismatch lists every layer: the first line says enough
-            console.print(f"[red]cannot load model {model!r} with adapter {adapter}[/] (made for another model?) {why}")
-            raise typer.Exit(1) from None
+            fail(f"[red]cannot load model {model!r} with adapter {adapter}[/] (made for another model?) {why}")
     start = time.perf_counter()
     try:
         rows, _ = run_demo(backend, contenders(adapter), games, seed)
     except BackendError as e:
-        console.print(f"[red]backend error:[/] {e}")
-        raise typer.Exit(1) from None
+        fail(f"[red]backend error:[/] {e}")
     elapsed = time.perf_counter() - start
     console.print(demo_table(rows, title=f"tic-tac-toe vs random: {games} games each, {elapsed:.0f}s"))
     if note := published_eval(adapter):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llmmarl.backends.base import BackendError
-from llmmarl.commands.common import console, interrupt
+from llmmarl.commands.common import console, fail, interrupt
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
 
 
@@ -82,11 +82,9 @@ def serve(
         )
         server = VLLMServer(config)
     except (ManifestError, ServeError, ModelNotAvailableError) as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(2) from None
+        fail(f"[red]{e}[/]", 2)
     except ValidationError as e:
-        console.print(f"[red]invalid serve options:[/] {'; '.join(err['msg'] for err in e.errors())}")
-        raise typer.Exit(2) from None
+        fail(f"[red]invalid serve options:[/] {'; '.join(err['msg'] for err in e.errors())}", 2)
     # SIGTERM (systemd, docker stop, kill) takes the same way out as Ctrl-C: stop the server's process group.
     signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -107,8 +105,7 @@ def serve(
         )
         raise typer.Exit(1)
     except ServeError as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(1) from None
+        fail(f"[red]{e}[/]")
     except KeyboardInterrupt:
         console.print("stopping the server")
     finally:
@@ -127,6 +124,5 @@ def serve_reload(
     try:
         names = hot_reload(endpoint, name, path, api_key=api_key)
     except BackendError as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(1) from None
+        fail(f"[red]{e}[/]")
     console.print(f"{endpoint} now serves {name} from {path.resolve()}; agents: {', '.join(names)}")

@@ -10,7 +10,7 @@ import typer
 from rich.markdown import Markdown
 
 from llmmarl.backends.base import BackendError
-from llmmarl.commands.common import SET_HELP, console, interrupt, load_config
+from llmmarl.commands.common import SET_HELP, console, fail, interrupt, load_config
 from llmmarl.models import ModelNotAvailableError
 
 
@@ -40,11 +40,9 @@ def tournament(
     try:
         summary = run_tournament(cfg, console=console)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted.[/] Finished games are stored in {cfg.db}; run the same command to resume.")
-        raise typer.Exit(130) from None
+        fail(f"[yellow]interrupted.[/] Finished games are stored in {cfg.db}; run the same command to resume.", 130)
     except (BackendError, ModelNotAvailableError, StoreError, ValueError, RuntimeError) as e:
-        console.print(f"[red]tournament failed:[/] {e}")
-        raise typer.Exit(1) from None
+        fail(f"[red]tournament failed:[/] {e}")
     with TournamentStore(cfg.db) as store:
         report = build_report(store, cfg.name, bootstrap=cfg.bootstrap)
     out = write_html(report, html or cfg.report_path)
@@ -84,8 +82,7 @@ def report_cmd(
             if json:
                 console.print(f"JSON: {store.export_json(report.name, json)}")
     except (StoreError, ValueError) as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(1) from None
+        fail(f"[red]{e}[/]")
     if html:
         console.print(f"HTML report: {write_html(report, html)}")
     if md or not (html or csv or json):
