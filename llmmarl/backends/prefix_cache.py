@@ -59,6 +59,7 @@ class PrefixCache:
 
     @property
     def adapters(self) -> list[str]:
+        """The names of the adapters loaded (the backend's own property)."""
         raise NotImplementedError
 
     def clear_prefix_cache(self, adapter: str | None = None) -> None:

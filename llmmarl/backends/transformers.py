@@ -29,7 +29,7 @@ from transformers.cache_utils import DynamicLayer
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters
 from llmmarl.backends.device import resolve_device, resolve_dtype
 from llmmarl.backends.logits import BitmaskApply, GrammarProcessor, LogprobRecorder
-from llmmarl.backends.prefix_cache import KV, PrefixCache, common_prefix_len
+from llmmarl.backends.prefix_cache import PrefixCache, common_prefix_len
 from llmmarl.backends.sampling import SeededSampler
 from llmmarl.models import resolve_model
 
@@ -89,12 +89,10 @@ class TransformersBackend(PrefixCache):
         self.prefix_cache_size = prefix_cache_size
         self.colocate = colocate
         self._sync_dir: Path | None = None  # where refresh_adapters writes adapter versions of a separate learner
-        # (adapter, prefix tokens) -> per-layer keys/values of the prefix at batch size 1; most recently used last.
-        self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], KV] = OrderedDict()
-        # What the weights were when the cache was filled: (storage, version) of every parameter, and a copy of the
-        # LoRA and trainable ones (see _check_weights).
-        self._weights: tuple[tuple[int, int], ...] | None = None
-        self._watched: list[torch.Tensor] = []
+        # The prefix cache's state (what each attribute holds: see PrefixCache).
+        self._prefixes = OrderedDict()
+        self._weights = None
+        self._watched = []
         text_config = self.model.config.get_text_config(decoder=True)
         layers = DynamicCache(config=text_config).layers
         # Sliding-window or linear-attention layers cannot be cut to a prefix, and a static cache cannot take ours:
