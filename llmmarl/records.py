@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from llmmarl.agents.turn import Turn
-from llmmarl.backends.base import ChatMessage
+from llmmarl.backends.base import ChatMessage, Generation
 
 Outcome = Literal["win", "draw", "loss"]
 
@@ -38,6 +38,16 @@ class Attempt(BaseModel):
         "model's doing, so it never counts as an invalid answer.",
     )
     adapter_version: str | None = Field(None, description="Stamp of the adapter weights that answered, if stamped.")
+
+    @classmethod
+    def of(cls, messages: list[ChatMessage], gen: Generation, error: str | None) -> Attempt:
+        """The attempt that ``gen`` answered ``messages`` with: its text and every token field the two share;
+        ``error`` says why the answer was not usable (None if it was)."""
+        return cls(messages=messages, response=gen.text, error=error, **gen.model_dump(include=_FROM_GENERATION))
+
+
+# The fields an Attempt copies from the Generation it records, under the same names.
+_FROM_GENERATION = {"prompt_ids", "completion_ids", "logprobs", "finish_reason", "adapter_version"}
 
 
 class TurnRecord(BaseModel):

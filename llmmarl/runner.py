@@ -21,102 +21,38 @@ Two schedules (``mode``):
 ``auto`` picks ``stream`` for backends that say they take concurrent calls (``concurrent_calls = True``).
 
 The LLM agent itself (prompt context, requests, grammar, reading answers) is
-:class:`~llmmarl.agents.llm.LLMDecision`; the runner schedules decisions. It owns no model: training, tournaments
-and ``llmmarl play`` all drive it with a backend and a list of :class:`Match` es, and get
+:class:`~llmmarl.agents.llm.LLMDecision`, and what a decision becomes (the action, the
+:class:`~llmmarl.records.TurnRecord`, the delivered message, scored predictions) is :mod:`llmmarl.game_turns`;
+the runner schedules decisions. It owns no model: training, tournaments and ``llmmarl play`` all drive it with a
+backend and a list of :class:`Match` es (:mod:`llmmarl.matches`, re-exported here), and get
 :class:`~llmmarl.records.EpisodeRecord` s back.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from llmmarl.agents.llm import LLMAgents, LLMDecision
 from llmmarl.agents.messages import MessageBoard, special_tokens
 from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
-from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
-from llmmarl.agents.turn import match_action
+from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word_truncate
 from llmmarl.envs import make
-from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
+from llmmarl.matches import Match, request_seed, seatings
 from llmmarl.records import EpisodeRecord, JsonlWriter, TurnRecord, outcomes_from_returns
 from llmmarl.scoring import score_turns
 
-
-class Match(BaseModel):
-    """One game to play: which game, who sits where, which seed."""
-
-    game_id: int | str
-    env: str
-    env_kwargs: dict[str, Any] = Field(default_factory=dict)
-    seats: dict[str, AgentSpec] = Field(description="Seat (env agent name) -> agent spec.")
-    seed: int
-
-
-def request_seed(match: Match, step: int, seat: str, attempt: int) -> int:
-    """The sampling seed of one LLM answer: a hash of the game (seed and id), turn, seat and attempt (0, re-ask 1).
-
-    Seeding each request, not each backend call, makes a game's moves independent of which games share its
-    batches, of concurrency and of how many workers play the schedule. The game id is part of it because games of
-    one training group share their seed (the same deal) and must still draw different answers.
-    """
-    key = f"{match.seed}|{match.game_id}|{step}|{seat}|{attempt}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 2**31
-
-
-def seatings(env: TextEnv, agents: Sequence[AgentSpec], games: int, rotate: bool = True) -> list[dict[str, AgentSpec]]:
-    """Assign agents to seats for ``games`` games; with ``rotate`` each agent takes every seat in turn.
-
-    With fewer agents than seats the list is cycled (``--agents llm`` in a 2-seat game is self-play).
-    """
-    seats = env.possible_agents
-    if not agents:
-        raise ValueError("at least one agent is needed")
-    out = []
-    for g in range(games):
-        shift = g % len(agents) if rotate else 0
-        out.append({seat: agents[(i + shift) % len(agents)] for i, seat in enumerate(seats)})
-    return out
-
-
-@dataclass
-class _Game:
-    match: Match
-    env: TextEnv
-    board: MessageBoard
-    rng: random.Random
-    turns: list[TurnRecord] = field(default_factory=list)
-    # target seat -> {predictor seat: (record of the predicting turn, predicted label)}
-    open_predictions: dict[str, dict[str, tuple[TurnRecord, str]]] = field(default_factory=dict)
-    step: int = 0
-    forfeit: str | None = None
-    error: str | None = None
-    outage: bool = False  # error is the server's failure, not the game's
-
-
-@dataclass
-class _Decision:
-    """One seat's pending decision: an LLM agent's (``llm``) or a scripted policy's (``scripted_*``)."""
-
-    game: _Game
-    seat: str
-    spec: AgentSpec
-    obs: Observation
-    inbox: list[str]
-    llm: LLMDecision | None = None
-    scripted_action: int | None = None
-    scripted_message: str | None = None
+__all__ = ["Match", "Runner", "request_seed", "seatings"]  # Match and the seeding helpers live in llmmarl.matches
 
 
 class Runner:
@@ -186,13 +122,13 @@ class Runner:
         return episodes
 
     def _play_rounds(self, queue: deque[Match], done: Callable[[EpisodeRecord], None], bar: Any) -> None:
-        live: list[_Game] = []
+        live: list[LiveGame] = []
         try:
             while queue or live:
                 while queue and len(live) < self.concurrency:
                     live.append(self._start(queue.popleft()))
                 self._round(live)
-                still: list[_Game] = []
+                still: list[LiveGame] = []
                 for g in live:
                     if g.error is None and not g.env.done:
                         still.append(g)
@@ -239,11 +175,11 @@ class Runner:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- game lifecycle -----------------------------------------------------------------------------------
-    def _start(self, match: Match) -> _Game:
+    def _start(self, match: Match) -> LiveGame:
         env = make(match.env, **match.env_kwargs)
         truncate = self.backend.truncate if self.backend is not None else word_truncate
         board = MessageBoard(env, truncate, special_tokens(self.backend))
-        game = _Game(match=match, env=env, board=board, rng=random.Random(match.seed))
+        game = LiveGame(match=match, env=env, board=board, rng=random.Random(match.seed))
         missing = set(env.possible_agents) - set(match.seats)
         if missing:
             game.error = f"no agent for seats {sorted(missing)}"
@@ -254,7 +190,7 @@ class Runner:
             game.error = f"reset failed: {e!r}"
         return game
 
-    def _finish(self, g: _Game) -> EpisodeRecord:
+    def _finish(self, g: LiveGame) -> EpisodeRecord:
         returns = g.env.returns() if g.error is None else {}
         forecasts = {seat: g.env.forecast_spec(seat) for seat in g.env.possible_agents} if g.error is None else {}
         g.env.close()
@@ -275,15 +211,15 @@ class Runner:
         return episode
 
     # ---- one round: every pending decision of every live game ---------------------------------------------
-    def _round(self, games: list[_Game]) -> None:
-        decisions: list[_Decision] = []
+    def _round(self, games: list[LiveGame]) -> None:
+        decisions: list[Decision] = []
         for g in games:
             if g.error is not None or g.env.done:
                 continue
             try:
                 for seat in g.env.pending():
                     decisions.append(
-                        _Decision(g, seat, g.match.seats[seat], g.env.observe(seat), inbox=g.board.take(seat))
+                        Decision(g, seat, g.match.seats[seat], g.env.observe(seat), inbox=g.board.take(seat))
                     )
             except Exception as e:
                 g.error = f"observe failed: {e!r}\n{traceback.format_exc(limit=3)}"
@@ -292,14 +228,14 @@ class Runner:
         for d in decisions:
             if isinstance(d.spec, ScriptedAgentSpec) and d.game.error is None:
                 self._decide_scripted(d)
-        by_game: dict[int, list[_Decision]] = {}
+        by_game: dict[int, list[Decision]] = {}
         for d in decisions:
             by_game.setdefault(id(d.game), []).append(d)
         for ds in by_game.values():
             self._apply(ds[0].game, ds)
         self._count("decisions", len(decisions))
 
-    def _decide_llm(self, decisions: list[_Decision]) -> None:
+    def _decide_llm(self, decisions: list[Decision]) -> None:
         if not decisions:
             return
         if self.backend is None:
@@ -324,18 +260,18 @@ class Runner:
                 g.outage = True
                 g.error = f"server outage at step {g.step} ({d.seat}): {why}"
 
-    def _start_llm(self, d: _Decision) -> LLMDecision:
+    def _start_llm(self, d: Decision) -> LLMDecision:
         assert isinstance(d.spec, LLMAgentSpec)
         d.llm = self._agents.start(d.spec, d.game.env, d.seat, d.obs, d.inbox)
         return d.llm
 
     @staticmethod
-    def _seed(d: _Decision) -> int:
+    def _seed(d: Decision) -> int:
         """The sampling seed of ``d``'s next request (see :func:`request_seed`)."""
         assert d.llm is not None
         return request_seed(d.game.match, d.game.step, d.seat, len(d.llm.attempts))
 
-    def _generate(self, decisions: list[_Decision], requests: list[GenerationRequest]) -> None:
+    def _generate(self, decisions: list[Decision], requests: list[GenerationRequest]) -> None:
         assert self.backend is not None
         gens = self.backend.generate(requests)
         self._count("backend_calls", 1)
@@ -346,7 +282,7 @@ class Runner:
             assert d.llm is not None
             d.llm.read(req, gen)
 
-    def _decide_scripted(self, d: _Decision) -> None:
+    def _decide_scripted(self, d: Decision) -> None:
         spec = d.spec
         assert isinstance(spec, ScriptedAgentSpec)
         policy = self._policies.get(spec.policy) or self._policies.setdefault(spec.policy, make_policy(spec.policy))
@@ -360,13 +296,13 @@ class Runner:
         d.scripted_action = action
 
     # ---- applying a game's decisions -------------------------------------------------------------------------
-    def _apply(self, g: _Game, decisions: list[_Decision]) -> None:
+    def _apply(self, g: LiveGame, decisions: list[Decision]) -> None:
         if g.error is not None:
             return
         actions: dict[str, int] = {}
         records: dict[str, TurnRecord] = {}
         for d in decisions:
-            record = self._record(g, d)
+            record = record_turn(g, d)
             records[d.seat] = record
             actions[d.seat] = record.action_id
             if record.fallback == "forfeit" and g.forfeit is None:
@@ -383,62 +319,10 @@ class Runner:
         for seat, record in records.items():
             record.reward = rewards.get(seat, 0.0)
             g.turns.append(record)
-        self._score_predictions(g, records)
+        score_predictions(g, records)
         g.step += 1
         if not g.env.done and g.step >= self.max_steps:
             g.error = f"game exceeded max_steps={self.max_steps}"
-
-    def _record(self, g: _Game, d: _Decision) -> TurnRecord:
-        spec, obs = d.spec, d.obs
-        turn = d.llm.parsed.turn if d.llm and d.llm.parsed else None
-        fallback = None
-        if isinstance(spec, ScriptedAgentSpec):
-            assert d.scripted_action is not None
-            action_id = int(d.scripted_action)
-            label = obs.label(action_id)
-        elif turn is not None:
-            label = turn.action
-            action_id = obs.action_id(label)
-        else:
-            assert isinstance(spec, LLMAgentSpec)
-            fallback = spec.fallback
-            action_id = g.rng.choice(obs.action_ids)
-            label = obs.label(action_id)
-        record = TurnRecord(
-            step=g.step,
-            seat=d.seat,
-            player=spec.name,
-            observation=obs.text,
-            legal_actions=obs.legal_actions,
-            inbox=d.inbox,
-            attempts=d.llm.attempts if d.llm else [],
-            turn=turn,
-            action=label,
-            action_id=action_id,
-            fallback=fallback,
-        )
-        if turn is not None and turn.forecast is not None:
-            record.forecast_truth = g.env.forecast_truth(d.seat)  # hidden-state forecasts: the truth now
-        message, message_to = (turn.message, turn.message_to) if turn else (d.scripted_message, None)
-        if message:
-            delivered = g.board.post(d.seat, message, message_to)
-            if delivered is not None:
-                record.message, record.message_to = delivered
-            else:
-                record.message_dropped = g.board.last_dropped
-        return record
-
-    def _score_predictions(self, g: _Game, records: dict[str, TurnRecord]) -> None:
-        # Register this step's predictions first: in simultaneous games the others' "next action" is this one.
-        for seat, rec in records.items():
-            if rec.turn is None:
-                continue
-            for target, label in rec.turn.predictions.items():
-                if target != seat:
-                    g.open_predictions.setdefault(target, {})[seat] = (rec, label)
-        for seat, rec in records.items():
-            for predictor_rec, label in g.open_predictions.pop(seat, {}).values():
-                predictor_rec.prediction_hits[seat] = match_action(label, [rec.action]) is not None
 
     def _count(self, key: str, n: int) -> None:
         with self._lock:

@@ -271,3 +271,13 @@ def test_prefix_cache_is_bounded():
     assert len(b._prefixes) == 2
     b.clear_prefix_cache()
     assert not b._prefixes
+
+
+def test_the_factory_passes_every_setting_of_the_spec() -> None:
+    from llmmarl.backends.factory import BackendSpec, build_backend
+
+    spec = BackendSpec(model="tiny", dtype=EXACT, device="cpu", max_batch_size=3, seed=7, prefix_cache=False)
+    b = build_backend(spec.model_copy(update={"colocate": False}))
+    assert isinstance(b, TransformersBackend)
+    assert (b.max_batch_size, b.seed, b.prefix_cache, b.colocate, b.device) == (3, 7, False, False, "cpu")
+    assert b.model.dtype == torch.float32 and b.learner_model() is None

@@ -182,18 +182,7 @@ class LLMDecision:
             )
             return
         self.parsed = keep_asked(parse_turn(gen.text, self.context.legal, self.context.others), self.spec)
-        self.attempts.append(
-            Attempt(
-                messages=request.messages,
-                response=gen.text,
-                prompt_ids=gen.prompt_ids,
-                completion_ids=gen.completion_ids,
-                logprobs=gen.logprobs,
-                finish_reason=gen.finish_reason,
-                error=self.parsed.error,
-                adapter_version=gen.adapter_version,
-            )
-        )
+        self.attempts.append(Attempt.of(request.messages, gen, self.parsed.error))
 
     @property
     def server_failed(self) -> bool:

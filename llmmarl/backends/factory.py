@@ -72,17 +72,13 @@ def build_engine(spec: BackendSpec) -> RolloutEngine:
 def _transformers(spec: BackendSpec) -> Backend:
     from llmmarl.backends.transformers import TransformersBackend  # torch loads only when a local model is built
 
-    engine: RolloutEngine = TransformersBackend(  # typed: mypy checks that it implements the engine interface
-        spec.model,
-        adapters=spec.adapters,
-        max_batch_size=spec.max_batch_size,
-        dtype=spec.dtype,
-        device=spec.device,
-        seed=spec.seed,
-        prefix_cache=spec.prefix_cache,
-        colocate=spec.colocate,
-    )
+    # Typed, so that mypy checks that the backend implements the engine interface.
+    engine: RolloutEngine = TransformersBackend(spec.model, **spec.model_dump(include=_TRANSFORMERS_ARGS))
     return engine
+
+
+# The BackendSpec fields that TransformersBackend takes as keyword arguments of the same name.
+_TRANSFORMERS_ARGS = {"adapters", "max_batch_size", "dtype", "device", "seed", "prefix_cache", "colocate"}
 
 
 def _openai(spec: BackendSpec) -> Backend:

@@ -20,9 +20,10 @@ Failures, and what each becomes (the README's "Reliability" section has the whol
 * transient ones (connection drops, 408/409/429/5xx) are retried with exponential backoff by the ``openai``
   client itself (``max_retries``; a server's ``retry-after`` is honoured);
 * what is left, and every malformed 200 response (a body that is not JSON, whatever its content type; no
-  ``choices``; missing fields or wrong types), a response over ``max_response_bytes``, or one not complete by
-  its deadline, fails *that request only*: :meth:`OpenAIBackend.generate` returns :meth:`Generation.failed`
-  with the reason, and the rest of the batch is unaffected;
+  ``choices``; missing fields or wrong types: :mod:`llmmarl.backends.openai_reply` reads replies), a response
+  over ``max_response_bytes``, or one not complete by its deadline, fails *that request only*:
+  :meth:`OpenAIBackend.generate` returns :meth:`Generation.failed` with the reason, and the rest of the batch is
+  unaffected;
 * a refused key or a model the server does not serve raises :class:`BackendError` at once (no game can be
   played), and so does a server that failed ``max_failures_in_a_row`` requests in a row (16 by default: with
   every request already retried, that is a server that is down or broken, not a blip).
@@ -44,10 +45,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters, word_truncate
 from llmmarl.backends.guard import GuardedTransport, ResponseRejected
+from llmmarl.backends.openai_reply import Malformed, read_reply, server_message
 
 API_KEY_ENV = "LLMMARL_API_KEY"
 _NO_KEY = "EMPTY"  # the openai client insists on some key; servers started without --api-key ignore it
@@ -211,7 +212,7 @@ class OpenAIBackend:
                     f"{root} does not load adapters at run time: start it with `llmmarl serve` (which sets "
                     "VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), or serve the adapter from the start with --adapter NAME=PATH"
                 ) from None
-            raise BackendError(f"{method} {root + path} failed ({e.code}): {_server_message(detail)}") from None
+            raise BackendError(f"{method} {root + path} failed ({e.code}): {server_message(detail)}") from None
         except (urllib.error.URLError, OSError) as e:
             raise BackendError(_unreachable(self.base_url, e)) from None
 
@@ -297,9 +298,9 @@ class OpenAIBackend:
             for attempt in range(5):
                 try:
                     raw = self._client.chat.completions.with_raw_response.create(**kwargs, extra_body=extra or None)
-                    return _generation(raw.http_response, req.max_new_tokens)
-                except (_Malformed, ResponseRejected) as e:
-                    return Generation.failed(f"malformed response: {e}" if isinstance(e, _Malformed) else str(e))
+                    return read_reply(raw.http_response, req.max_new_tokens)
+                except (Malformed, ResponseRejected) as e:
+                    return Generation.failed(f"malformed response: {e}" if isinstance(e, Malformed) else str(e))
                 except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
                     raise self._error(e, model) from None
                 except openai.NotFoundError as e:
@@ -374,84 +375,8 @@ class OpenAIBackend:
         self.close()
 
 
-# ---- reading a reply ---------------------------------------------------------------------------------------------
-# What we read of a chat completion, strictly typed: anything else in a 200 response is a malformed reply, which
-# fails its request (with the reason) instead of raising from deep inside the openai client.
-_CHARS_PER_TOKEN = 64  # a reply longer than this many characters per requested token is cut (and marked "length")
-
-
-class _Malformed(ValueError):
-    """A 200 response that is not a usable chat completion."""
-
-
-class _TokenLogprob(BaseModel):
-    logprob: float
-
-
-class _Logprobs(BaseModel):
-    content: list[_TokenLogprob] | None = None
-
-
-class _Message(BaseModel):
-    content: str | None = None
-
-
-class _Choice(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    message: _Message
-    finish_reason: str | None = None
-    logprobs: _Logprobs | None = None
-    token_ids: list[int] | None = None  # vLLM's return_token_ids
-
-
-class _Reply(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    choices: list[_Choice] = Field(min_length=1)
-    prompt_token_ids: list[int] | None = None  # vLLM's return_token_ids
-
-
-def _generation(response: Any, max_new_tokens: int) -> Generation:
-    """The :class:`Generation` in an HTTP 200 response, or :class:`_Malformed` saying what is wrong with it."""
-    content_type = response.headers.get("content-type", "?")
-    body: bytes = response.content
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise _Malformed(f"the body is not JSON (content-type {content_type}): {body[:80]!r}") from None
-    try:
-        reply = _Reply.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "body"
-        raise _Malformed(f"{where}: {first['msg']} ({e.error_count()} problem(s))") from None
-    choice = reply.choices[0]
-    text = choice.message.content or ""
-    cut = len(text) > max_new_tokens * _CHARS_PER_TOKEN
-    return Generation(
-        text=text[: max_new_tokens * _CHARS_PER_TOKEN],
-        prompt_ids=reply.prompt_token_ids or [],
-        completion_ids=choice.token_ids or [],
-        logprobs=[t.logprob for t in (choice.logprobs.content or [])] if choice.logprobs else [],
-        finish_reason="length" if cut or choice.finish_reason == "length" else "stop",
-    )
-
-
 def _unreachable(url: str, e: BaseException) -> str:
     return (
         f"cannot reach {url}: is the server running? start one with `llmmarl serve --port PORT` "
         f"(or point --endpoint at a running OpenAI-compatible server). ({type(e).__name__})"
     )
-
-
-def _server_message(text: str) -> str:
-    """The ``message`` of an OpenAI-style JSON error body, else the text itself (cut short)."""
-    try:
-        data = json.loads(text)
-        err = data.get("error", data) if isinstance(data, dict) else data
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])
-    except (json.JSONDecodeError, TypeError):
-        pass
-    return text[:500]

@@ -118,14 +118,9 @@ def _local_backend(config: TournamentConfig, model: str, participants: list[Loca
                 f"adapter folders; for an adapter served by vLLM use `kind: openai` with `model: {p.adapter}`."
             )
         adapters[p.name] = p.adapter
-    spec = factory.BackendSpec(
-        model=model,
-        adapters=adapters,
-        max_batch_size=config.max_batch_size,
-        dtype=config.dtype,
-        device=config.device,
-        seed=config.seed,
-    )
+    # The tournament's decoding and seeding settings carry the backend's names.
+    shared = config.model_dump(include={"max_batch_size", "dtype", "device", "seed"})
+    spec = factory.BackendSpec(model=model, adapters=adapters, **shared)
     return factory.build_backend(spec)
 
 

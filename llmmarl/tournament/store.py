@@ -221,20 +221,7 @@ class TournamentStore:
             round=round,
         )
         rows = self.conn.execute(sql + " ORDER BY g.id", args).fetchall()
-        return [
-            StoredGame(
-                id=r["id"],
-                key=r["key"],
-                round=r["round"],
-                game=r["game"],
-                env=r["env"],
-                env_kwargs=json.loads(r["env_kwargs"]),
-                seats=json.loads(r["seats"]),
-                seed=r["seed"],
-                done=bool(r["done"]),
-            )
-            for r in rows
-        ]
+        return [StoredGame.model_validate(_fields(r, ("env_kwargs", "seats"), done=bool(r["done"]))) for r in rows]
 
     def missing(self, tournament: str, round: int | None = None) -> list[StoredGame]:
         """Games to play: no result yet, or only an outage (see the module docstring)."""
@@ -281,19 +268,8 @@ class TournamentStore:
             if r["error"] is not None and not include_errors:
                 continue
             returns = json.loads(r["returns"])
-            out.append(
-                GameResult(
-                    game_id=r["id"],
-                    key=r["key"],
-                    game=r["game"],
-                    round=r["round"],
-                    seats=json.loads(r["seats"]),
-                    teams=json.loads(r["teams"]),
-                    returns={} if r["error"] is not None else {k: float(v) for k, v in returns.items()},
-                    error=r["error"],
-                    seed=r["seed"],
-                )
-            )
+            returns = {} if r["error"] is not None else {k: float(v) for k, v in returns.items()}
+            out.append(GameResult.model_validate(_fields(r, ("seats", "teams"), game_id=r["id"], returns=returns)))
         return out
 
     def seat_stats(self, tournament: str) -> list[SeatStats]:
@@ -377,6 +353,14 @@ def _seat_row(ep: EpisodeRecord, seat: str) -> tuple[Any, ...]:
         sum(t.fallback is not None for t in llm),
         sum(len(a.completion_ids) for t in llm for a in t.attempts),
     )
+
+
+def _fields(row: sqlite3.Row, json_columns: Sequence[str], **fields: Any) -> dict[str, Any]:
+    """A row's columns by name, the ``json_columns`` decoded, then ``fields`` added or replaced: what a model
+    validates (columns it has no field for are ignored)."""
+    out = dict(zip(row.keys(), row, strict=True))  # a sqlite3.Row iterates over its values
+    out.update({k: json.loads(row[k]) for k in json_columns})
+    return out | fields
 
 
 def _filtered(select: str, **columns: Any) -> tuple[str, tuple[Any, ...]]:
