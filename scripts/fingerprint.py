@@ -43,13 +43,14 @@ schedule: {format: round_robin, games_per_pairing: 6}
 seed: 0
 db: DB
 """
-_VOLATILE = re.compile(r"(^time/|_s$|per_s$|/seconds|tokens_per_s|throughput)")
+_VOLATILE = re.compile(r"(^time/|^time$|_s$|per_s$|_time$|/seconds|tokens_per_s|throughput)")
+_PATHS = {"db", "output_dir", "path", "created"}  # where a run wrote, not what it did
 
 
 def _clean(value: Any) -> Any:
     """Drop timings, round floats (the same computation can differ in the last bits between processes)."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if not _VOLATILE.search(str(k))}
+        return {k: _clean(v) for k, v in value.items() if not _VOLATILE.search(str(k)) and k not in _PATHS}
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, float):
@@ -96,13 +97,13 @@ def fingerprint(threads: int) -> dict[str, Any]:
             _run([*CLI, "tournament", str(cfg), "--html", str(Path(tmp) / "t.html")], ROOT)
             _run([*CLI, "report", str(db), "--json", str(js)], ROOT)
             report = json.loads(js.read_text())
-            out[f"tournament {game}"] = _clean({k: v for k, v in report.items() if k not in ("db", "path", "created")})
+            out[f"tournament {game}"] = _clean(report)
         print("tournaments: done", flush=True)
     return out
 
 
 def compare(a: Path, b: Path) -> int:
-    left, right = json.loads(a.read_text()), json.loads(b.read_text())
+    left, right = _clean(json.loads(a.read_text())), _clean(json.loads(b.read_text()))
     differ = 0
     for key in sorted(set(left) | set(right)):
         same = left.get(key) == right.get(key)
