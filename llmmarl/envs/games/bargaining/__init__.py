@@ -6,12 +6,7 @@
 from llmmarl.envs.games.bargaining.game import ITEMS, BargainingRenderer, items_text, make_bargaining
 from llmmarl.envs.registry import EnvSpec
 
-GAME = EnvSpec(
-    name="bargaining",
-    factory=make_bargaining,
-    summary="Bargaining (OpenSpiel): split books, hats and balls with private values, 2 players, general-sum.",
-    kind="general-sum",
-    source="openspiel",
-)
+SUMMARY = "Bargaining (OpenSpiel): split books, hats and balls with private values, 2 players, general-sum."
+GAME = EnvSpec("bargaining", make_bargaining, SUMMARY, kind="general-sum", source="openspiel")
 
 __all__ = ["GAME", "ITEMS", "BargainingRenderer", "items_text", "make_bargaining"]

@@ -6,12 +6,7 @@
 from llmmarl.envs.games.connect_four.game import COLUMNS, ROWS, ConnectFourRenderer, make_connect_four
 from llmmarl.envs.registry import EnvSpec
 
-GAME = EnvSpec(
-    name="connect_four_v3",
-    factory=make_connect_four,
-    summary="Connect Four, 2 players, zero-sum.",
-    kind="competitive",
-    source="pettingzoo",
-)
+SUMMARY = "Connect Four, 2 players, zero-sum."
+GAME = EnvSpec("connect_four_v3", make_connect_four, SUMMARY, kind="competitive", source="pettingzoo")
 
 __all__ = ["COLUMNS", "GAME", "ROWS", "ConnectFourRenderer", "make_connect_four"]

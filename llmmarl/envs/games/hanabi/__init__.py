@@ -6,12 +6,7 @@
 from llmmarl.envs.games.hanabi.game import COLOR_LETTERS, HanabiRenderer, describe_hanabi, make_hanabi
 from llmmarl.envs.registry import EnvSpec
 
-GAME = EnvSpec(
-    name="hanabi_v5",
-    factory=make_hanabi,
-    summary="Hanabi (OpenSpiel; default 2 colors, ranks 1-3, 3-card hands, 2 players), cooperative, no free talk.",
-    kind="cooperative",
-    source="openspiel",
-)
+SUMMARY = "Hanabi (OpenSpiel; default 2 colors, ranks 1-3, 3-card hands, 2 players), cooperative, no free talk."
+GAME = EnvSpec("hanabi_v5", make_hanabi, SUMMARY, kind="cooperative", source="openspiel")
 
 __all__ = ["COLOR_LETTERS", "GAME", "HanabiRenderer", "describe_hanabi", "make_hanabi"]

@@ -8,14 +8,9 @@ from llmmarl.envs.games.kuhn_poker.bots import DEFAULT_ALPHA, kuhn_nash, nash_be
 from llmmarl.envs.games.kuhn_poker.game import CARD_NAMES, KuhnPokerEnv, KuhnPokerRenderer, make_kuhn_poker
 from llmmarl.envs.registry import BotSpec, EnvSpec
 
-GAME = EnvSpec(
-    name="kuhn_poker",
-    factory=make_kuhn_poker,
-    summary="Kuhn poker (OpenSpiel), 3 cards, 2 players, zero-sum.",
-    kind="competitive",
-    source="openspiel",
-    bots=(BotSpec("kuhn_nash", lambda: kuhn_nash, "Kuhn poker Nash equilibrium (alpha = 1/6; kuhn_poker only)"),),
-)
+SUMMARY = "Kuhn poker (OpenSpiel), 3 cards, 2 players, zero-sum."
+BOTS = (BotSpec("kuhn_nash", lambda: kuhn_nash, "Kuhn poker Nash equilibrium (alpha = 1/6; kuhn_poker only)"),)
+GAME = EnvSpec("kuhn_poker", make_kuhn_poker, SUMMARY, kind="competitive", source="openspiel", bots=BOTS)
 
 __all__ = [
     "CARD_NAMES",

@@ -6,12 +6,7 @@
 from llmmarl.envs.games.rps.game import DEFAULT_ROUNDS, MOVES, RPSRenderer, make_rps
 from llmmarl.envs.registry import EnvSpec
 
-GAME = EnvSpec(
-    name="rps_v2",
-    factory=make_rps,
-    summary="Rock-paper-scissors, 2 players, simultaneous, zero-sum.",
-    kind="competitive",
-    source="pettingzoo",
-)
+SUMMARY = "Rock-paper-scissors, 2 players, simultaneous, zero-sum."
+GAME = EnvSpec("rps_v2", make_rps, SUMMARY, kind="competitive", source="pettingzoo")
 
 __all__ = ["DEFAULT_ROUNDS", "GAME", "MOVES", "RPSRenderer", "make_rps"]

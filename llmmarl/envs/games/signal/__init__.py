@@ -9,13 +9,9 @@ from llmmarl.envs.games.signal.bots import SignalTruthful
 from llmmarl.envs.games.signal.game import SYMBOLS, VOCABULARIES, SignalRenderer, make_signal
 from llmmarl.envs.registry import BotSpec, EnvSpec
 
-GAME = EnvSpec(
-    name="signal_v0",
-    factory=make_signal,
-    summary="Signal: speaker sees a secret color, listener must pick it; only messages beat chance. Cooperative.",
-    kind="cooperative",
-    bots=(BotSpec("signal_truthful", SignalTruthful, "names the secret goal in its message (signal_v0 speaker only)"),),
-)
+SUMMARY = "Signal: speaker sees a secret color, listener must pick it; only messages beat chance. Cooperative."
+BOTS = (BotSpec("signal_truthful", SignalTruthful, "names the secret goal in its message (signal_v0 speaker only)"),)
+GAME = EnvSpec("signal_v0", make_signal, SUMMARY, kind="cooperative", bots=BOTS)
 
 __all__ = [
     "GAME",

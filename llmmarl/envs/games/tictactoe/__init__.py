@@ -8,13 +8,8 @@ from llmmarl.envs.games.tictactoe.bots import minimax_tictactoe
 from llmmarl.envs.games.tictactoe.game import ENDS_WITHIN_2, TicTacToeRenderer, make_tictactoe
 from llmmarl.envs.registry import BotSpec, EnvSpec
 
-GAME = EnvSpec(
-    name="tictactoe_v3",
-    factory=make_tictactoe,
-    summary="Tic-tac-toe, 2 players, zero-sum.",
-    kind="competitive",
-    source="pettingzoo",
-    bots=(BotSpec("minimax", lambda: minimax_tictactoe, "perfect tic-tac-toe (tictactoe_v3 only)"),),
-)
+SUMMARY = "Tic-tac-toe, 2 players, zero-sum."
+BOTS = (BotSpec("minimax", lambda: minimax_tictactoe, "perfect tic-tac-toe (tictactoe_v3 only)"),)
+GAME = EnvSpec("tictactoe_v3", make_tictactoe, SUMMARY, kind="competitive", source="pettingzoo", bots=BOTS)
 
 __all__ = ["ENDS_WITHIN_2", "GAME", "TicTacToeRenderer", "make_tictactoe", "minimax_tictactoe"]
