@@ -56,26 +56,17 @@ class HanabiRenderer(OpenSpielRenderer):
         return native.replace("Play", "play card").replace("Discard", "discard card")
 
 
-def make_hanabi(
-    players: int = 2,
-    colors: int = 2,
-    ranks: int = 3,
-    hand_size: int = 3,
-    max_life_tokens: int = 3,
-    max_information_tokens: int = 8,
-    **params: Any,
-) -> OpenSpielTextEnv:
-    """Hanabi on OpenSpiel; defaults are a small game. ``params``: other OpenSpiel hanabi parameters."""
-    config = dict(
-        players=players,
-        colors=colors,
-        ranks=ranks,
-        hand_size=hand_size,
-        max_life_tokens=max_life_tokens,
-        max_information_tokens=max_information_tokens,
-        **params,
+# The small default game; OpenSpiel's own names, so any other hanabi parameter passes through unchanged.
+SMALL_GAME = {"players": 2, "colors": 2, "ranks": 3, "hand_size": 3, "max_life_tokens": 3, "max_information_tokens": 8}
+
+
+def make_hanabi(**params: Any) -> OpenSpielTextEnv:
+    """Hanabi on OpenSpiel: ``SMALL_GAME`` unless ``params`` (any OpenSpiel hanabi parameter) say otherwise."""
+    config = {**SMALL_GAME, **params}
+    players, colors, ranks = (int(config[k]) for k in ("players", "colors", "ranks"))
+    text = describe_hanabi(
+        players, colors, ranks, config["hand_size"], config["max_life_tokens"], config["max_information_tokens"]
     )
-    text = describe_hanabi(players, colors, ranks, hand_size, max_life_tokens, max_information_tokens)
     env = OpenSpielTextEnv(
         "hanabi",
         name="hanabi_v5",
