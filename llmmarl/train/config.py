@@ -272,6 +272,11 @@ class VLLMSettings(_Strict):
     )
     extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments, verbatim.")
 
+    def server_settings(self) -> dict[str, Any]:
+        """The settings :class:`~llmmarl.backends.vllm_engine.VLLMEngine` takes as they are, by its argument names
+        (the adapter slots and the importance correction are the run's to derive and apply)."""
+        return self.model_dump(include={"python", "kv_cache_gib", "max_model_len", "startup_timeout", "extra_args"})
+
 
 class TrainConfig(_Strict):
     """Multi-agent training (GRPO or PPO): one LoRA adapter per learner, all updated from the same games each step."""

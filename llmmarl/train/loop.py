@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, BackendError, RolloutEngine
 from llmmarl.backends.device import model_device, resolve_device, resolve_dtype
-from llmmarl.backends.factory import BackendSpec, build_engine
+from llmmarl.backends.factory import build_engine
 from llmmarl.backends.vllm_engine import VLLMEngine
 from llmmarl.envs import make
 from llmmarl.models import portable_name
@@ -45,7 +45,7 @@ from llmmarl.train.checkpoint import (
 )
 from llmmarl.train.config import LoraSettings, TrainConfig
 from llmmarl.train.engine import build_engine as build_vllm_engine
-from llmmarl.train.engine import publish_learners
+from llmmarl.train.engine import engine_spec, publish_learners
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import Group, eval_lineups, group_matches, training_groups
 from llmmarl.train.metrics import EvalWith, MetricsRow, UpdateTimes, append_metrics
@@ -263,9 +263,7 @@ class MultiAgentTrainer(ABC):
         cfg.check_env(self.env)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.backend: RolloutEngine = backend or build_engine(
-            BackendSpec(model=cfg.model, max_batch_size=cfg.max_batch_size, device=cfg.device, seed=cfg.seed)
-        )
+        self.backend: RolloutEngine = backend or build_engine(engine_spec(cfg))
         shared = self.backend.learner_model()
         base = shared if shared is not None else load_base_model(cfg.model, cfg.device)
         self.model = attach_adapters(base, cfg, self.extra_adapters())
@@ -446,11 +444,8 @@ class MultiAgentTrainer(ABC):
             vllm = cfg.rollout_backend == "vllm"
             self.rollout_pool = RolloutPool(
                 cfg.rollout_workers,
-                cfg.model,
+                engine_spec(cfg),
                 address=cfg.ray_address,
-                max_batch_size=cfg.max_batch_size,
-                device=cfg.device,
-                seed=cfg.seed,
                 concurrency=cfg.concurrency,
                 num_gpus=cfg.rollout_worker_gpus,
                 worker_cls=VLLMRolloutWorker if vllm else RolloutWorker,
