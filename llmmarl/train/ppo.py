@@ -107,11 +107,7 @@ def explained_variance(values: Sequence[float], returns: Sequence[float]) -> flo
 class MultiAgentPPO(MultiAgentTrainer):
     """Turn-level PPO for every learner of a :class:`TrainConfig` (``algorithm: ppo``), from shared rollouts.
 
-    Args:
-        cfg: the run.
-        backend: the rollout engine (see :class:`~llmmarl.train.loop.MultiAgentTrainer`); default: built for
-            ``cfg.model``.
-        progress: show a progress bar with per-agent monitors.
+    Its arguments are :class:`~llmmarl.train.loop.MultiAgentTrainer`'s.
     """
 
     algorithm: ClassVar[str] = "ppo"
