@@ -1,8 +1,9 @@
 """Training: multi-agent GRPO (through TRL), turn-level PPO or RLOO, one LoRA adapter per learner.
 
-``config`` (what to run) -> ``lineup`` (who plays whom) -> runner -> ``rollout`` (samples, reward terms) ->
-``grpo`` (baselines, TRL steps) or ``ppo`` (``critic``, ``gae``, clipped steps) -> ``loop`` (monitors, evaluation)
--> ``checkpoint`` (resume, adapters/ + manifest.json). ``league`` keeps the pool.
+``config`` (what to run) -> ``lineup`` (who plays whom) -> ``playing`` (the games, on the run's engine) ->
+``rollout`` (samples, reward terms) -> ``grpo`` (baselines, TRL steps), ``ppo`` (``critic``, ``gae``, clipped
+steps) or ``rloo`` -> ``loop`` (the update and the run) -> ``evaluation`` -> ``saving`` (checkpoints, resume,
+adapters/ + manifest.json). ``league`` keeps the pool; ``adapters`` builds the learner model.
 
 Algorithms are registered by name (:func:`register_algorithm`): a config's ``algorithm:`` picks the trainer class.
 A new algorithm is a :class:`~llmmarl.train.loop.MultiAgentTrainer` subclass plus one registration; see

@@ -1,5 +1,9 @@
 """One config per training run: :class:`TrainConfig`, loadable from YAML, every field documented once.
 
+Its nested blocks are declared in :mod:`llmmarl.train.settings` (learners, rewards, league, vLLM engine) and
+:mod:`llmmarl.train.algorithm_settings` (``grpo:``, ``ppo:``, and reading configs of the earlier layout); they
+are importable from here too.
+
 Field-level checks live on the fields (``ge=``, ``Literal``); the cross-checks that need several fields are in
 :meth:`TrainConfig._cross_check`, and the ones that need the game itself (seat names, team layout) in
 :meth:`TrainConfig.check_env`. Every error says what to change.
@@ -8,269 +12,54 @@ Field-level checks live on the fields (``ge=``, ``Literal``); the cross-checks t
 from __future__ import annotations
 
 import importlib.util
-import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llmmarl.agents.specs import DEFAULT_LINES, TURN_LINES, LLMAgentSpec, ScriptedAgentSpec, TurnLine, parse_agent
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
+from llmmarl.train.algorithm_settings import (
+    ALGORITHM_SETTINGS,
+    CRITIC_SUFFIX,
+    Credit,
+    GRPOSettings,
+    PPOSettings,
+    migrate_layout,
+)
+from llmmarl.train.settings import (
+    LLAMA_LINEAR,
+    LeagueSettings,
+    LearnerConfig,
+    LoraSettings,
+    RewardWeights,
+    VLLMSettings,
+    _Strict,
+)
+
+# The blocks moved to their own modules, importable from here as before.
+__all__ = [
+    "ALGORITHM_SETTINGS",
+    "CRITIC_SUFFIX",
+    "LLAMA_LINEAR",
+    "Algorithm",
+    "Credit",
+    "GRPOSettings",
+    "LeagueSettings",
+    "LearnerConfig",
+    "LoraSettings",
+    "PPOSettings",
+    "RewardWeights",
+    "Setting",
+    "TrainConfig",
+    "VLLMSettings",
+]
 
 Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
-Credit = Literal["group", "role", "agent"]
 Algorithm = str  # a name registered with llmmarl.train.register_algorithm: grpo and ppo are built in
-
-# A PEFT adapter name is a torch ModuleDict key (no dots) and also a folder name under adapters/.
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-# PPO gives each learner a second adapter, its critic, named after it.
-CRITIC_SUFFIX = "__critic"
-# All linear layers of a Llama block; PEFT's "all-linear" would do the same but is spelled out for vLLM's sake.
-LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class _Strict(BaseModel):
-    # A misspelt key in a YAML file is an error, not a silently ignored option.
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoraSettings(_Strict):
-    """The LoRA adapter of one learner."""
-
-    r: int = Field(16, ge=1, description="LoRA rank. vLLM serves ranks 8, 16, 32, 64...; keep it one of those.")
-    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
-    dropout: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="LoRA dropout. 0 keeps the policy that played (eval mode) and the policy that is trained "
-        "identical, so GRPO's importance ratio starts at exactly 1.",
-    )
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(LLAMA_LINEAR), description="Module names that get a LoRA pair."
-    )
-    layers: list[int] | None = Field(
-        None,
-        description="Only these decoder layers get LoRA (e.g. the last 8). Backpropagation then stops at the "
-        "lowest of them, which on CPU roughly halves the cost of an update. None = every layer.",
-    )
-
-
-class LearnerConfig(_Strict):
-    """An agent that learns: its own named LoRA adapter on the shared base model."""
-
-    name: str = Field(description="Adapter name and folder name under adapters/ (letters, digits, '-', '_').")
-    seats: list[str] = Field(
-        default_factory=list,
-        description="Seats this learner may take (e.g. [speaker_0]); empty = any seat, rotated across games.",
-    )
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="Its adapter's shape.")
-    init_adapter: str | None = Field(None, description="Start from this PEFT adapter folder instead of a fresh one.")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"learner name {v!r}: use a letter then letters, digits, '-' or '_' (at most 64)")
-        if v in "lora_":  # PEFT finds a LoRA weight by its prefix; a name inside it breaks loading saved weights
-            raise ValueError(f"learner name {v!r} is part of PEFT's weight prefix 'lora_': choose another name")
-        return v
-
-    @field_validator("init_adapter")
-    @classmethod
-    def _adapter_exists(cls, v: str | None) -> str | None:
-        if v is not None and not (Path(v) / "adapter_config.json").exists():
-            raise ValueError(f"init_adapter {v!r} is not a PEFT adapter folder (no adapter_config.json in it)")
-        return v
-
-
-class RewardWeights(_Strict):
-    """Weights of the reward terms. Each term is logged on its own (``rewards/<term>/mean``) before weighting."""
-
-    game: float = Field(
-        1.0,
-        description="The seat's episode return (the game's payoff). An unusable answer is credited the game's "
-        "forfeit reward instead, whatever the random fallback move went on to achieve.",
-    )
-    format: float = Field(
-        1.0,
-        ge=0.0,
-        description="Format/legality term: 0 for a usable answer; otherwise -1, +0.5 if it had an ACTION line, "
-        "+0.25 if it ended by itself (not cut at max_new_tokens). Graded so that a model whose answers all fail "
-        "(the 135M default at first) still sees which failures are closer to the format.",
-    )
-    prediction: float = Field(
-        0.0, ge=0.0, description="Prediction accuracy: share of this turn's predictions of others that came true."
-    )
-    message: float = Field(
-        0.0, ge=0.0, description="Message cost: -1 per message delivered to teammates (talk is not free)."
-    )
-    forecast: float = Field(
-        0.0,
-        ge=0.0,
-        description="Forecast skill in [0, 1] of the turn's FORECAST (1 - Brier/2, normalised squared error, or "
-        "exact match; 0 if absent or unreadable). Needs agents asked to forecast (LLMAgentSpec.forecast).",
-    )
-    plan: float = Field(
-        0.0, ge=0.0, description="Plan following: 1 if the seat's next action was this turn's PLAN's first step."
-    )
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "game": self.game,
-            "format": self.format,
-            "prediction": self.prediction,
-            "message": self.message,
-            "forecast": self.forecast,
-            "plan": self.plan,
-        }
-
-
-class LeagueSettings(_Strict):
-    """The opponent pool of ``setting: league``: frozen snapshots of the learners, sampled as opponents."""
-
-    pool_size: int = Field(8, ge=1, description="Snapshots kept; the oldest is dropped first.")
-    snapshot_every: int = Field(10, ge=1, description="Add a snapshot of every learner after this many updates.")
-    sampling: Literal["uniform", "win_rate", "match_quality"] = Field(
-        "match_quality",
-        description="How opponents are drawn: uniform; win_rate = favour snapshots the learner beats least "
-        "(prioritised fictitious self-play); match_quality = favour even matches (win rate near 50%).",
-    )
-    self_play_prob: float = Field(
-        0.2, ge=0.0, le=1.0, description="Share of game groups where the learner plays its current self instead."
-    )
-
-
-class GRPOSettings(_Strict):
-    """Multi-agent GRPO (``algorithm: grpo``): baselines over an update's samples instead of a critic."""
-
-    credit: Credit = Field(
-        "role",
-        description="Baseline for advantages. role (default): one baseline per learner and seat, as in SPIRAL's "
-        "role-conditioned advantage estimation - seats differ in expected return (first mover, speaker vs "
-        "listener), and without it self-play learns the seat instead of the move; works for any group size. "
-        "group: per learner, seat and group of games from the same seed - also removes the luck of the deal "
-        "(poker cards), needs group_size >= 2. agent: one baseline over all of a learner's samples.",
-    )
-    role_baseline_ema: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="With credit: role, smooth each role's baseline across updates: b <- ema*b + (1-ema)*mean "
-        "(SPIRAL uses 0.95). 0 = this update's mean only.",
-    )
-    steps_per_update: int = Field(
-        1,
-        ge=1,
-        description="Optimizer steps per update, each on its own part of the update's samples (TRL's "
-        "steps_per_generation). Above 1, TRL's clipped ratio against the rollout's log-probs bounds the change; "
-        "more learning per rollout, which is what costs on CPU.",
-    )
-    beta: float = Field(
-        0.0, ge=0.0, description="KL penalty to the base model (adapters disabled). 0 = none (TRL's default)."
-    )
-    warmup_updates: int = Field(
-        0,
-        ge=0,
-        description="Format warm-up: the first N updates play with grammar-constrained decoding and train by "
-        "reward-weighted self-imitation (each sample weighted max(0, 1 + 0.5 * advantage), so every well-formed "
-        "answer is imitated and the better ones more). A small model that almost never answers in the turn format "
-        "gives GRPO no signal; this teaches the format from its own answers, then GRPO takes over unconstrained.",
-    )
-
-
-#: Each algorithm's settings block: ``grpo:`` and ``ppo:`` in a config. A block is read only by its algorithm.
-ALGORITHM_SETTINGS: dict[str, type[BaseModel]] = {}
-#: Top-level keys of configs written before GRPO's settings moved under ``grpo:``.
-_LEGACY_GRPO_KEYS = ("credit", "role_baseline_ema", "steps_per_update", "beta", "warmup_updates")
-
-
-class PPOSettings(_Strict):
-    """Turn-level PPO (``algorithm: ppo``): one critic per learner, GAE over each agent's own turns."""
-
-    gamma: float = Field(
-        1.0,
-        ge=0.0,
-        le=1.0,
-        description="Discount per turn of the agent (not per game step: the other seats' moves do not count).",
-    )
-    gae_lambda: float = Field(
-        0.95, ge=0.0, le=1.0, description="GAE's lambda: 0 = one-step TD advantages, 1 = Monte Carlo returns."
-    )
-    clip_range: float = Field(0.2, gt=0.0, lt=1.0, description="PPO's clip on the token probability ratio.")
-    value_clip: float | None = Field(
-        None,
-        gt=0.0,
-        description="Clip the new value to within this of the value before the update (PPO2's value clipping); "
-        "None = plain squared error.",
-    )
-    vf_coef: float = Field(
-        0.5,
-        gt=0.0,
-        description="Weight of the value loss. The critic has its own weights and optimizer, so this scales its "
-        "gradient before clipping at max_grad_norm; with Adam its step size is set by critic_lr.",
-    )
-    entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus on the answer tokens; 0 = none.")
-    kl_coef: float = Field(
-        0.0, ge=0.0, description="KL penalty to the base model (adapter disabled), per answer token; 0 = none."
-    )
-    ppo_epochs: int = Field(2, ge=1, description="Passes over an update's samples.")
-    minibatches: int = Field(
-        2, ge=1, description="Optimizer steps per pass (the samples are shuffled and split this many ways)."
-    )
-    critic: Literal["decentralised", "centralised"] = Field(
-        "decentralised",
-        description="decentralised: the critic sees what the acting seat saw. centralised (MAPPO-style, "
-        "centralised training with decentralised execution): it also sees every other seat's latest observation, "
-        "hidden cards and secret goals included; the policy's prompt is unchanged.",
-    )
-    critic_lr: float = Field(
-        1e-4, gt=0.0, description="AdamW learning rate of each critic (its adapter and value head)."
-    )
-    critic_max_tokens: int = Field(
-        512,
-        ge=16,
-        description="The critic's input is cut to its last this many tokens (the value head reads the last).",
-    )
-
-
-ALGORITHM_SETTINGS.update(grpo=GRPOSettings, ppo=PPOSettings)
-
-
-class VLLMSettings(_Strict):
-    """The vLLM rollout engine (``rollout_backend: vllm``): a server of the base model with every adapter hot-loaded.
-
-    See :mod:`llmmarl.backends.vllm_engine` for why a server, and :mod:`llmmarl.train.importance` for the
-    correction of the engine-trainer mismatch.
-    """
-
-    python: str | None = Field(
-        None, description="Interpreter with vLLM installed (default: $LLMMARL_VLLM_PYTHON, then .venv-vllm)."
-    )
-    kv_cache_gib: float = Field(1.0, gt=0.0, description="KV cache of the server in GiB (fixed, not a share of RAM).")
-    max_model_len: int = Field(4096, ge=64, description="Longest prompt + answer in tokens the server accepts.")
-    startup_timeout: float = Field(600.0, gt=0.0, description="Seconds to wait for the server to answer.")
-    importance: Literal["token_truncate", "token_mask", "none"] = Field(
-        "token_truncate",
-        description="Correction of the engine-trainer mismatch, per answer token, w = pi_learner / pi_engine: "
-        "token_truncate multiplies each token's loss by min(w, importance_cap) (TRL's token_truncate); token_mask "
-        "drops tokens with w > importance_cap; none trains as if the engine were the learner.",
-    )
-    importance_cap: float = Field(2.0, gt=1.0, description="Cap of the importance weight (see importance).")
-    max_loras: int | None = Field(
-        None,
-        ge=1,
-        description="Adapters in one engine batch; default learners + frozen LLM opponents + league pool + 1 "
-        "(the swap: a new version loads before the old one is unloaded).",
-    )
-    max_cpu_loras: int | None = Field(
-        None, ge=1, description="Adapters the engine keeps in CPU memory; default twice max_loras."
-    )
-    extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments, verbatim.")
 
 
 class TrainConfig(_Strict):
@@ -463,34 +252,7 @@ class TrainConfig(_Strict):
         into every state.json and manifest.json is dropped."""
         if not isinstance(data, dict):
             return data
-        legacy = [k for k in _LEGACY_GRPO_KEYS if k in data]
-        if legacy:
-            warnings.warn(
-                f"{', '.join(legacy)} at the top level of a training config is deprecated: put "
-                f"{'them' if len(legacy) > 1 else 'it'} under grpo: (e.g. grpo: {{{legacy[0]}: ...}})",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            data = dict(data)
-            moved = {k: data.pop(k) for k in legacy}
-            block = data.get("grpo")
-            if isinstance(block, dict):
-                clash = sorted(set(moved) & set(block))
-                if clash:
-                    raise ValueError(f"{', '.join(clash)}: given both at the top level and under grpo: keep one")
-                moved = {**moved, **block}
-            if data.get("algorithm", "grpo") == "grpo":
-                data["grpo"] = moved
-            elif any(v != GRPOSettings.model_fields[k].default for k, v in moved.items()):
-                # The earlier layout dumped them with every config; only values set on purpose are an error.
-                raise ValueError(
-                    f"{', '.join(moved)}: GRPO settings, and this config has algorithm: {data['algorithm']}: "
-                    "remove them"
-                )
-            default_ppo = PPOSettings().model_dump(mode="json")
-            if data.get("algorithm", "grpo") != "ppo" and data.get("ppo") == default_ppo:
-                del data["ppo"]  # the earlier layout dumped ppo: with every config
-        return data
+        return migrate_layout(data)
 
     @field_validator("algorithm")
     @classmethod

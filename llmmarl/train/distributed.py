@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmmarl.backends.base import Generation, GenerationRequest
+from llmmarl.backends.factory import BackendSpec
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.cluster import connect, require_ray
 from llmmarl.records import EpisodeRecord
@@ -161,6 +162,9 @@ class VLLMRolloutWorker:
 class RolloutPool:
     """``workers`` rollout actors; :meth:`sync` before every :meth:`play`. Call :meth:`close` when done.
 
+    Each :class:`RolloutWorker` runs the transformers engine ``engine`` describes (a model name: its defaults);
+    ``worker_cls`` and ``worker_args`` put other actors in the pool (:class:`VLLMRolloutWorker`).
+
     An actor that dies during :meth:`play` is replaced, synced with the same adapters and given its share of games
     again (counted in :attr:`retried`); more than ``max_failures`` deaths in one rollout end it with one error.
     """
@@ -168,12 +172,9 @@ class RolloutPool:
     def __init__(
         self,
         workers: int,
-        model: str,
+        engine: BackendSpec | str,
         *,
         address: str = "local",
-        max_batch_size: int = 64,
-        device: str | None = None,
-        seed: int = 0,
         concurrency: int = 64,
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
@@ -184,7 +185,12 @@ class RolloutPool:
         self._ray = require_ray()
         self._started_ray = connect(address)
         cls = self._ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
-        args = worker_args if worker_args is not None else (model, max_batch_size, device, seed, concurrency)
+        spec = engine if isinstance(engine, BackendSpec) else BackendSpec(model=engine)
+        args = (
+            worker_args
+            if worker_args is not None
+            else (spec.model, spec.max_batch_size, spec.device, spec.seed, concurrency)
+        )
         self._new_actor = lambda: cls.remote(*args)
         self.actors = [self._new_actor() for _ in range(workers)]
         self.max_failures = max_failures

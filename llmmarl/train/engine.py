@@ -1,4 +1,4 @@
-"""The rollout engine of a training run, built from its config, and the adapter sync after each update.
+"""The rollout engines of a training run, described by its config, and the adapter sync after each update.
 
 ``rollout_backend: transformers`` plays the games with the trainer's own model (nothing to sync: the backend and
 the trainers share the weights; only cached prefixes are dropped). ``rollout_backend: vllm`` plays them on a
@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from llmmarl.agents.specs import LLMAgentSpec
+from llmmarl.backends.factory import BackendSpec
 from llmmarl.backends.vllm_engine import VLLMEngine, adapter_ranks
 from llmmarl.train.checkpoint import save_adapter
 from llmmarl.train.config import TrainConfig
+
+
+def engine_spec(cfg: TrainConfig) -> BackendSpec:
+    """The in-process engine of a run: the trainer's own, and each rollout actor's (``rollout_workers``)."""
+    return BackendSpec(model=cfg.model, max_batch_size=cfg.max_batch_size, device=cfg.device, seed=cfg.seed)
 
 
 def engine_sizes(cfg: TrainConfig) -> tuple[int, int, int]:
@@ -33,8 +39,9 @@ def engine_sizes(cfg: TrainConfig) -> tuple[int, int, int]:
 
 
 def build_engine(cfg: TrainConfig, tokenizer: Any) -> VLLMEngine:
+    """The run's vLLM engine (not started): its adapter slots sized by :func:`engine_sizes`, the server settings
+    of ``cfg.vllm`` passed as they are (:meth:`~llmmarl.train.config.VLLMSettings.server_settings`)."""
     loras, cpu_loras, rank = engine_sizes(cfg)
-    v = cfg.vllm
     return VLLMEngine(
         cfg.model,
         Path(cfg.output_dir) / "engine",
@@ -42,12 +49,8 @@ def build_engine(cfg: TrainConfig, tokenizer: Any) -> VLLMEngine:
         max_loras=loras,
         max_cpu_loras=cpu_loras,
         max_lora_rank=rank,
-        python=v.python,
-        kv_cache_gib=v.kv_cache_gib,
-        max_model_len=v.max_model_len,
-        startup_timeout=v.startup_timeout,
-        extra_args=v.extra_args,
         seed=cfg.seed,
+        **cfg.vllm.server_settings(),
     )
 
 

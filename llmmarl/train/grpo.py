@@ -331,11 +331,7 @@ def grpo_args(cfg: TrainConfig, learner: str, device: str, dtype: torch.dtype = 
 class MultiAgentGRPO(MultiAgentTrainer):
     """Multi-agent GRPO: one :class:`AgentGRPOTrainer` per learner, all stepped on the same rollout.
 
-    Args:
-        cfg: the run (``algorithm: grpo``).
-        backend: the rollout engine (see :class:`~llmmarl.train.loop.MultiAgentTrainer`); default: built for
-            ``cfg.model``.
-        progress: show a progress bar with per-agent monitors.
+    Its arguments are :class:`~llmmarl.train.loop.MultiAgentTrainer`'s.
     """
 
     algorithm: ClassVar[str] = "grpo"

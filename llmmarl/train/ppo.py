@@ -58,6 +58,7 @@ from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, PPOSettings, Train
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
+from llmmarl.train.logprobs import answer_logprobs, per_answer
 from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run
 from llmmarl.train.rollout import TurnSample, split, subsample
 
@@ -90,11 +91,6 @@ def _micro(items: Sequence[PPOSample], size: int, length: Callable[[PPOSample], 
         yield ordered[i : i + size]
 
 
-def _per_turn(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over each row's answer tokens, (B, K) -> (B,)."""
-    return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-
 def explained_variance(values: Sequence[float], returns: Sequence[float]) -> float:
     """``1 - Var(R - V) / Var(R)``: 1 = the critic predicts the returns, 0 = no better than their mean."""
     n = len(returns)
@@ -111,11 +107,7 @@ def explained_variance(values: Sequence[float], returns: Sequence[float]) -> flo
 class MultiAgentPPO(MultiAgentTrainer):
     """Turn-level PPO for every learner of a :class:`TrainConfig` (``algorithm: ppo``), from shared rollouts.
 
-    Args:
-        cfg: the run.
-        backend: the rollout engine (see :class:`~llmmarl.train.loop.MultiAgentTrainer`); default: built for
-            ``cfg.model``.
-        progress: show a progress bar with per-agent monitors.
+    Its arguments are :class:`~llmmarl.train.loop.MultiAgentTrainer`'s.
     """
 
     algorithm: ClassVar[str] = "ppo"
@@ -264,36 +256,16 @@ class MultiAgentPPO(MultiAgentTrainer):
     def _token_logprobs(
         self, micro: Sequence[PPOSample], entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Log-probabilities of the answer tokens under the active adapter: (B, K), entropies (B, K), mask (B, K).
-
-        Rows are ``[left pad | prompt | answer]``, so the answers end in the last column and only the last ``K + 1``
-        positions need logits; positions count from each row's first real token, as in generation.
-        """
-        rows = [x.sample.prompt_ids + x.sample.completion_ids for x in micro]
-        lengths = [len(x.sample.completion_ids) for x in micro]
-        width, k = max(len(r) for r in rows), max(lengths)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), k))
-        for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
-            input_ids[i, width - len(row) :] = torch.tensor(row)
-            attention[i, width - len(row) :] = 1
-            mask[i, k - n :] = 1.0
-        device = self.device
-        input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=k + 1
-        ).logits
-        # Position t predicts token t + 1: the last K + 1 positions' logits, minus the final one, score K tokens.
-        logp_all = torch.log_softmax(logits[:, :-1, :].float() / self.cfg.temperature, dim=-1)
-        logp = logp_all.gather(-1, input_ids[:, -k:, None]).squeeze(-1)
+        """Log-probabilities of the answer tokens under the active adapter: (B, K), entropies (B, K), mask (B, K);
+        the layout is :func:`~llmmarl.train.logprobs.answer_logprobs`'s."""
+        scored = answer_logprobs(
+            self.model, [x.sample for x in micro], self.tokenizer.pad_token_id, self.cfg.temperature, self.device
+        )
         ent = None
         if entropy:
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.settings.entropy_coef > 0):
-                ent = -(logp_all.exp() * logp_all).sum(-1)
-        return logp, ent, mask
+                ent = -(scored.log_softmax.exp() * scored.log_softmax).sum(-1)
+        return scored.token, ent, scored.mask
 
     @torch.no_grad()
     def score_old(self, name: str, batch: Sequence[PPOSample]) -> None:
@@ -340,17 +312,17 @@ class MultiAgentPPO(MultiAgentTrainer):
             ratio = log_ratio.exp()
             clipped = ratio.clamp(1.0 - ppo.clip_range, 1.0 + ppo.clip_range)
             weights = self._aligned([x.is_weights or [1.0] * len(x.old_logprobs) for x in micro], mask)
-            policy = _per_turn(-torch.min(ratio * adv, clipped * adv) * weights, mask)
-            loss = policy - ppo.entropy_coef * _per_turn(ent, mask)
+            policy = per_answer(-torch.min(ratio * adv, clipped * adv) * weights, mask)
+            loss = policy - ppo.entropy_coef * per_answer(ent, mask)
             if ppo.kl_coef > 0:
                 ref_gap = self._aligned([x.ref_logprobs for x in micro], mask) - logp
-                kl = _per_turn(ref_gap.exp() - ref_gap - 1.0, mask)
+                kl = per_answer(ref_gap.exp() - ref_gap - 1.0, mask)
                 loss = loss + ppo.kl_coef * kl
                 sums["ppo/kl_ref"] += float(kl.detach().sum())
             (loss.sum() / n).backward()  # the minibatch's loss is the mean over its turns
             with torch.no_grad():
                 sums["ppo/policy_loss"] += float(policy.sum())
-                sums["entropy"] += float(_per_turn(ent.detach(), mask).sum())
+                sums["entropy"] += float(per_answer(ent.detach(), mask).sum())
                 # CleanRL's monitors, per token: the k3 estimate of KL(old || new) and the share clipped.
                 sums["ppo/approx_kl"] += float((((ratio - 1.0) - log_ratio) * mask).sum())
                 sums["ppo/clip_fraction"] += float((((ratio - 1.0).abs() > ppo.clip_range).float() * mask).sum())

@@ -28,6 +28,7 @@ from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord
 from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.config import TrainConfig
+from llmmarl.train.logprobs import answer_logprobs, per_answer
 from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters
 from llmmarl.train.rollout import TurnSample, split, subsample
 
@@ -81,11 +82,12 @@ class MultiAgentRLOO(MultiAgentTrainer):
         if batch:  # none if every game broke, or the learner never reached an LLM turn
             self.model.set_adapter(learner)  # PEFT: this adapter's weights are the trainable ones
             self.model.train()
-            loss = 0.0
+            loss, pad = 0.0, self.tokenizer.pad_token_id
             ordered = sorted(batch, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))  # less padding
             for micro in split(ordered, -(-len(ordered) // cfg.micro_batch_size)):
                 advantages = torch.tensor([s.advantage for s in micro], device=self.device)
-                part = -(advantages * self._mean_logprobs(micro)).sum() / len(batch)
+                scored = answer_logprobs(self.model, micro, pad, cfg.temperature, self.device)
+                part = -(advantages * per_answer(scored.token, scored.mask)).sum() / len(batch)
                 part.backward()  # gradients of the micro-batches add up to the batch mean's
                 loss += float(part.detach())
             norm = opt.step(cfg.max_grad_norm)
@@ -93,26 +95,3 @@ class MultiAgentRLOO(MultiAgentTrainer):
             metrics |= {"loss": loss, "grad_norm": norm, "learning_rate": cfg.learning_rate}
         opt.state.global_step += 1  # the optimizer's count equals the update count
         return metrics
-
-    def _mean_logprobs(self, micro: Sequence[TurnSample]) -> torch.Tensor:
-        """Each answer's mean token log-probability under the active adapter, (B,). Rows are ``[left pad | prompt |
-        answer]``; positions count from each row's first real token, as in generation."""
-        rows = [s.prompt_ids + s.completion_ids for s in micro]
-        lengths = [len(s.completion_ids) for s in micro]
-        width, k = max(len(r) for r in rows), max(lengths)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), k))
-        for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
-            ids[i, width - len(row) :] = torch.tensor(row)
-            attention[i, width - len(row) :] = 1
-            mask[i, k - n :] = 1.0
-        ids, attention, mask = ids.to(self.device), attention.to(self.device), mask.to(self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=k + 1
-        ).logits
-        # Position t predicts token t + 1: the last K + 1 positions' logits, minus the final one, score the K tokens.
-        logp = torch.log_softmax(logits[:, :-1, :].float() / self.cfg.temperature, dim=-1)
-        token = logp.gather(-1, ids[:, -k:, None]).squeeze(-1)
-        return (token * mask).sum(1) / mask.sum(1).clamp(min=1.0)

@@ -1,0 +1,124 @@
+"""Evaluation during and after training: the learners against the evaluation lineups, the same games under other
+game settings, other agents in a learner's seat (:func:`compare`), and Kuhn poker's NashConv.
+
+Every evaluation plays the same games (deals, starts, seats) for the same seed, so two evaluations of a run, or
+of two runs, differ only by the agents' own moves. :class:`~llmmarl.train.loop.MultiAgentTrainer` calls these
+with itself; its methods of the same names are the public entry points.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from llmmarl.agents.specs import AgentSpec, LLMAgentSpec
+from llmmarl.backends.base import Backend
+from llmmarl.records import AgentSummary, summarise
+from llmmarl.runner import Match, Runner
+from llmmarl.train.lineup import eval_lineups
+from llmmarl.train.metrics import EvalWith, MetricsRow
+from llmmarl.train.monitors import summary_metrics
+
+if TYPE_CHECKING:
+    from llmmarl.train.loop import MultiAgentTrainer
+
+
+def play_lineups(
+    backend: Backend,
+    env: str,
+    env_kwargs: dict[str, Any],
+    lineups: dict[str, list[dict[str, AgentSpec]]],
+    seed: int,
+    concurrency: int = 64,
+    progress: bool = False,
+) -> dict[str, list[AgentSummary]]:
+    """Play every seating of every named lineup; the same ``seed`` gives the same games (deals, starts).
+
+    ``progress`` shows a bar per lineup: a final evaluation of a few hundred games takes minutes on a CPU.
+    """
+    out = {}
+    for name, seatings in lineups.items():
+        rng = random.Random(f"{seed}/eval")  # the same games for every lineup and every evaluation
+        matches = [
+            Match(game_id=i, env=env, env_kwargs=env_kwargs, seats=s, seed=rng.randrange(2**31))
+            for i, s in enumerate(seatings)
+        ]
+        out[name] = summarise(Runner(backend, concurrency=concurrency, progress=progress).play(matches, desc=name))
+    return out
+
+
+def eval_opponents(trainer: MultiAgentTrainer) -> list[AgentSpec]:
+    """The evaluation opponents (the training lineup's if none are set), decoded as evaluation decodes."""
+    cfg = trainer.cfg
+    specs = cfg.eval_opponent_specs() or cfg.opponent_specs()
+    return [trainer._decoding(s, cfg.eval_temperature) for s in specs]
+
+
+def evaluate(
+    trainer: MultiAgentTrainer, games: int | None = None, env_overrides: dict[str, Any] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """What :meth:`MultiAgentTrainer.evaluate <llmmarl.train.loop.MultiAgentTrainer.evaluate>` documents."""
+    cfg = trainer.cfg
+    n = cfg.eval_games if games is None else games
+    if n == 0:
+        return {}
+    learners = [trainer.eval_spec(lr.name, lr.name) for lr in cfg.learners]
+    opponents = trainer._eval_opponents()
+    lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), trainer.env, learners, opponents)
+    trainer.model.eval()
+    env_kwargs = {**cfg.env_kwargs, **(env_overrides or {})}
+    played = play_lineups(trainer.backend, cfg.env, env_kwargs, lineups, cfg.seed, cfg.concurrency, trainer.progress)
+    results = {
+        lineup: {s.player: summary_metrics(s) for s in summaries if s.player in trainer.learners}
+        for lineup, summaries in played.items()
+    }
+    if env_overrides:
+        # Not under "eval": readers of metrics.jsonl take that key as the run's own evaluation.
+        trainer._append_metrics(
+            MetricsRow(step=trainer.step, eval_with=EvalWith(env_overrides=env_overrides, eval=results))
+        )
+        return results
+    trainer.eval_results = results
+    nash = trainer.nash_conv() if cfg.eval_nash_conv else {}
+    for name in trainer.learners:
+        logged = {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
+        trainer.log(name, logged | {f"eval/{k}": v for k, v in nash.get(name, {}).items()})
+    trainer._append_metrics(MetricsRow(step=trainer.step, eval=results, nash_conv=nash or None))
+    return results
+
+
+def nash_conv(trainer: MultiAgentTrainer) -> dict[str, dict[str, float]]:
+    """Each learner's Kuhn poker NashConv, its policy read as evaluation decodes it (see ``eval_nash_conv``)."""
+    from llmmarl.eval.exploitability import agent_nash_conv
+
+    cfg = trainer.cfg
+    trainer.model.eval()
+    out = {}
+    for name in trainer.learners:
+        r = agent_nash_conv(trainer.eval_spec(name, name), trainer.backend, cfg.eval_nash_conv, cfg.seed)
+        out[name] = {"nash_conv": r.nash_conv, "nash_conv_lo": r.ci95[0], "nash_conv_hi": r.ci95[1]}
+    return out
+
+
+def compare(
+    trainer: MultiAgentTrainer, learner: str, stand_ins: Sequence[LLMAgentSpec], games: int | None = None
+) -> dict[str, dict[str, float]]:
+    """What :meth:`MultiAgentTrainer.compare <llmmarl.train.loop.MultiAgentTrainer.compare>` documents."""
+    cfg = trainer.cfg
+    run = cfg.model_copy(update={"eval_games": cfg.eval_games if games is None else games})
+    opponents = trainer._eval_opponents()
+    lineups: dict[str, list[dict[str, AgentSpec]]] = {}
+    for spec in stand_ins:
+        seatings = eval_lineups(run, trainer.env, [spec.model_copy(update={"name": learner})], opponents)
+        for key, rows in seatings.items():  # "<learner> vs <opponent>"
+            label = key.replace(learner, spec.name, 1) if key.startswith(learner) else f"{spec.name} ({key})"
+            lineups[label] = [{seat: spec if a.name == learner else a for seat, a in row.items()} for row in rows]
+    trainer.model.eval()
+    played = play_lineups(
+        trainer.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency, trainer.progress
+    )
+    names = {spec.name for spec in stand_ins}
+    return {
+        lineup: next(summary_metrics(s) for s in summaries if s.player in names) for lineup, summaries in played.items()
+    }

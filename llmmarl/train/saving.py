@@ -1,0 +1,141 @@
+"""What a run keeps on disk and reads back: resumable checkpoints, the checks a resume makes, and the exported
+adapters with their ``manifest.json``.
+
+The files themselves (adapter folders, optimizer state, pruning old checkpoints, the manifest's layout) are
+:mod:`llmmarl.train.checkpoint`'s; this module decides what a run puts in them.
+:class:`~llmmarl.train.loop.MultiAgentTrainer` calls these with itself; its ``save``, ``resume`` and ``export``
+methods are the public entry points.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmmarl.models import portable_name
+from llmmarl.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_extra,
+    save_adapter,
+    save_checkpoint,
+    write_manifest,
+)
+from llmmarl.train.config import TrainConfig
+from llmmarl.train.league import League
+
+if TYPE_CHECKING:
+    from llmmarl.train.loop import MultiAgentTrainer
+
+# Settings a checkpoint must share with the config that resumes it: the games, the model and what is trained.
+_RESUME_KEYS = ("env", "env_kwargs", "model", "setting", "algorithm")
+# Checkpoints written before ``algorithm:`` existed have no such key: GRPO was then the only algorithm.
+_LEGACY_ALGORITHM = "grpo"
+
+
+def training_summary(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that shaped an adapter, for its manifest entry."""
+    keys = ("algorithm", "setting", "learning_rate", "games_per_update", "group_size", "temperature")
+    out = {k: getattr(cfg, k) for k in keys}
+    settings = cfg.algorithm_settings()
+    if settings is not None:
+        out[cfg.algorithm] = settings.model_dump(mode="json")
+    return out | {
+        "rewards": cfg.rewards.as_dict(),
+        "max_new_tokens": cfg.max_new_tokens,
+        "steps": cfg.steps,
+        "reask": cfg.reask,
+        "constrained": cfg.constrained,
+        "lines": cfg.lines,  # an adapter trained to answer ACTION only expects that prompt again
+        "plan_actions": cfg.plan_actions,
+    }
+
+
+def run_state(trainer: MultiAgentTrainer) -> dict[str, Any]:
+    """What a checkpoint's state.json keeps besides the step: the config, league, engine counters, evaluation,
+    the time budget's clock and the algorithm's own :meth:`~llmmarl.train.loop.MultiAgentTrainer.json_state`."""
+    engine = trainer.engine
+    return {
+        "config": trainer.cfg.model_dump(mode="json"),
+        "league": trainer.league.model_dump() if trainer.league else None,
+        "engine": trainer.backend.state_dict(),  # e.g. the counter each generate call's seed derives from
+        "engine_calls": engine.client._calls if engine and engine.client else trainer.engine_calls,
+        "eval": trainer.eval_results,
+        "train_seconds": trainer.train_seconds,
+        "longest_update_s": trainer.longest_update_s,
+        **trainer.json_state(),
+    }
+
+
+def save(trainer: MultiAgentTrainer) -> Path:
+    """A resumable checkpoint of the current step, and the adapters exported beside their manifest."""
+    path = save_checkpoint(
+        trainer.out / "checkpoints",
+        trainer.step,
+        trainer.model,
+        trainer.optimizers(),
+        trainer._state(),
+        trainer.cfg.keep_checkpoints,
+        extra=trainer.extra_state(),
+    )
+    trainer.export()
+    return path
+
+
+def resume(trainer: MultiAgentTrainer) -> bool:
+    """Continue from the newest checkpoint in ``output_dir``; False if there is none."""
+    found = list_checkpoints(trainer.out / "checkpoints")
+    if not found:
+        return False
+    state = json.loads((found[-1] / "state.json").read_text())
+    saved, ours = state["config"], trainer.cfg.model_dump(mode="json")
+    for key in _RESUME_KEYS:
+        theirs = saved.get(key, _LEGACY_ALGORITHM if key == "algorithm" else None)
+        if theirs != ours[key]:
+            raise ValueError(
+                f"{found[-1]} was written with {key}={theirs!r}, this config has {ours[key]!r}: "
+                "resume with the same config, or use another output_dir"
+            )
+    if sorted(lr["name"] for lr in saved["learners"]) != sorted(trainer.learners):
+        raise ValueError(f"{found[-1]} has learners {[lr['name'] for lr in saved['learners']]}: not this config's")
+    state = load_checkpoint(found[-1], trainer.model, trainer.optimizers())
+    trainer.load_extra_state(load_extra(found[-1]))
+    trainer.step = state["step"]
+    # Checkpoints from before the engine interface kept the transformers backend's call counter on its own.
+    trainer.backend.load_state_dict(state.get("engine") or {"calls": state["backend_calls"]})
+    trainer.engine_calls = state.get("engine_calls", 0)
+    trainer.eval_results = state.get("eval") or {}
+    trainer.train_seconds = state.get("train_seconds", 0.0)
+    trainer.longest_update_s = state.get("longest_update_s", 0.0)
+    if state.get("league") is not None:
+        trainer.league = League.model_validate(state["league"])
+    trainer.load_json_state(state)
+    return True
+
+
+def export(trainer: MultiAgentTrainer) -> Path:
+    """Write every learner's adapter to ``<adapters_dir>/<name>/`` and list them in ``manifest.json``."""
+    cfg = trainer.cfg
+    folder = cfg.adapters_path
+    entries = []
+    for lr in cfg.learners:
+        save_adapter(trainer.model, lr.name, folder / lr.name, portable_name(cfg.model))
+        entries.append(
+            {
+                "name": lr.name,
+                "path": lr.name,
+                "algorithm": cfg.algorithm,
+                "base_model": cfg.model,
+                "base_model_id": portable_name(cfg.model),  # not the local cache path: manifests travel
+                "game": cfg.env,
+                "env_kwargs": cfg.env_kwargs,
+                "seats": lr.seats or list(trainer.env.possible_agents),
+                "role": lr.seats[0] if len(lr.seats) == 1 else "any seat",
+                "setting": cfg.setting,
+                "steps": trainer.step,
+                "config": {"learner": lr.model_dump(mode="json"), **training_summary(cfg)},
+                "eval": {lineup: r[lr.name] for lineup, r in trainer.eval_results.items() if lr.name in r},
+            }
+        )
+    return write_manifest(folder, entries, {"output_dir": cfg.output_dir, "config": cfg.model_dump(mode="json")})
