@@ -102,7 +102,7 @@ def algorithm_config(name: str) -> TrainConfig:
     data = {k: v for k, v in run.items() if k not in ALGORITHM_SETTINGS or k == algorithm}
     for key, value in {**ALGORITHMS[name], "output_dir": str(out / name)}.items():
         set_key(data, key, value)
-    return TrainConfig.model_validate(data)
+    return p.validate(data)
 
 
 def curves(metrics: Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ predictions that come true.
 
 from __future__ import annotations
 
-from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics
 from llmmarl.train.script_args import ScriptParser
@@ -55,7 +54,7 @@ p = ScriptParser(
 p.add_argument("--opponent", help="scripted policy name or llm@ADAPTER_FOLDER (default: the recipe's opponents)")
 p.add_argument("--skip-base", action="store_true", help="do not evaluate the base model at the end")
 args = p.parse_args()
-cfg = TrainConfig.model_validate(p.config(args, {"opponents": [args.opponent]} if args.opponent else {}))
+cfg = p.validate(p.config(args, {"opponents": [args.opponent]} if args.opponent else {}))
 
 # ---- training and the final evaluation ------------------------------------------------------------------------
 trainer = MultiAgentGRPO(cfg)

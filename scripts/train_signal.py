@@ -27,7 +27,6 @@ switched off (the listener then hears nothing), which measures what the messages
 
 from __future__ import annotations
 
-from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics
 from llmmarl.train.script_args import Alias, ScriptParser
@@ -101,7 +100,7 @@ run = p.config(args, silent if args.no_messages else {})
 # Both stages play the same games with the same optimisation; they differ in who learns, rewards and budget.
 speaker, listener = (next(lr for lr in run["learners"] if lr["name"] == name) for name in ("speaker", "listener"))
 if args.teach:
-    teach = TrainConfig.model_validate(
+    teach = p.validate(
         {
             **{k: v for k, v in run.items() if k not in MAIN_ONLY},
             "setting": "fixed_opponents",  # "opponent" in the config's sense: an agent that does not learn
@@ -130,7 +129,7 @@ if args.teach:
     listener["init_adapter"] = str(taught)
     if args.freeze_listener:  # the speaker alone learns, the taught listener its fixed teammate
         run.update(setting="fixed_opponents", learners=[speaker], opponents=[f"llm@{taught}"])
-cfg = TrainConfig.model_validate(run)
+cfg = p.validate(run)
 
 # ---- training and the final evaluation ------------------------------------------------------------------------
 trainer = MultiAgentGRPO(cfg)

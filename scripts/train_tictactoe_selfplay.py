@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 
-from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics, separated
 from llmmarl.train.script_args import ScriptParser
@@ -66,7 +65,7 @@ args = p.parse_args()
 
 name = "ttt_self" if args.opponent == "self" else "ttt"
 self_play = {"setting": "self_play", "learners": [{"name": name}], "opponents": [], "output_dir": f"runs/train/{name}"}
-cfg = TrainConfig.model_validate(p.config(args, self_play if args.opponent == "self" else {}))
+cfg = p.validate(p.config(args, self_play if args.opponent == "self" else {}))
 
 # ---- training (ends with the evaluation of the adapter against random) ----------------------------------------
 trainer = MultiAgentGRPO(cfg)

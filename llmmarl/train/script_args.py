@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from llmmarl.config_overrides import apply_overrides, set_key
+from llmmarl.config_overrides import OverrideError, apply_overrides, set_key
 from llmmarl.train.config import TrainConfig
 
 _VALUE: Any = object()  # Alias.const when the flag takes a value
@@ -155,11 +155,24 @@ class ScriptParser(argparse.ArgumentParser):
             data["output_dir"] = args.output_dir
         elif args.smoke:
             data["output_dir"] = f"{data['output_dir']}-smoke"
-        data = apply_overrides(data, args.overrides)
+        try:
+            data = apply_overrides(data, args.overrides)
+        except OverrideError as e:
+            self.error(str(e))
         continued = any(getattr(args, flag, False) for flag in _CONTINUES)
         if args.smoke and self.resume_flag and not continued:
             shutil.rmtree(data["output_dir"], ignore_errors=True)  # a smoke run always starts afresh
         return data
+
+    def validate(self, data: Mapping[str, Any]) -> TrainConfig:
+        """``data`` as a TrainConfig; a value it rejects ends the script with the parser's usage and the reason."""
+        try:
+            return TrainConfig.model_validate(data)
+        except ValidationError as e:
+            reasons = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'config'}: {_reason(err['msg'])}" for err in e.errors()
+            )
+            self.error(f"the run's config is not valid: {reasons}")
 
     # ---- help ---------------------------------------------------------------------------------------------------
     def _add_alias(self, alias: Alias) -> None:
@@ -224,6 +237,10 @@ def field_info(key: str) -> FieldInfo | None:
 def yaml_value(value: Any) -> str:
     """A value as it would be written in the YAML config (``false``, ``null``, ``0.0001``)."""
     return str(yaml.safe_dump(value, default_flow_style=True, width=1000)).removesuffix("\n...\n").strip()
+
+
+def _reason(message: str) -> str:
+    return message.removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
 
 
 def _dest(alias: Alias) -> str:
