@@ -12,6 +12,7 @@ learners); a final greedy evaluation is added when --eval-games > 0. Output unde
     python scripts/compare_algorithms.py --game signal_v0 --steps 30
     python scripts/compare_algorithms.py --game tictactoe_v3 --steps 30 --games-per-update 16
     python scripts/compare_algorithms.py --smoke           # tiny model, 2 updates of 4 games (a plumbing check)
+    python scripts/compare_algorithms.py --set ppo.vf_coef=1.0   # any config key; an algorithm's block, its runs
 
 Re-running with the same --out resumes unfinished runs and re-plots finished ones.
 """
@@ -83,7 +84,7 @@ p = ScriptParser(
     output_flag="--out",
     resume_flag=False,  # always resumes: re-running with the same --out finishes unfinished runs
 )
-p.add_argument("--game", choices=list(GAMES), default="signal_v0")
+p.add_argument("--game", choices=list(GAMES), default="signal_v0", help="the game, its learners and opponents")
 p.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated subset")
 args = p.parse_args()
 

@@ -10,6 +10,7 @@ predictions that come true.
     python scripts/train_kuhn.py --opponent llm@runs/train/kuhn/adapters/kuhn   # against an earlier self
     python scripts/train_kuhn.py --warmup 4 --steps 10 --no-reask --max-new-tokens 40 --lr 2e-4   # adapters/kuhn-grpo
     python scripts/train_kuhn.py --smoke
+    python scripts/train_kuhn.py --set grpo.credit=role               # any config key (RECIPE below is the run)
 """
 
 from __future__ import annotations

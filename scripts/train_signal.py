@@ -14,6 +14,7 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --vocabulary colors --teach 4 --freeze-listener
                                                     # ... then train only the speaker, to that listener
     python scripts/train_signal.py --smoke          # tiny budget
+    python scripts/train_signal.py --set env_kwargs.num_items=3     # any config key (RECIPE below is the run)
 
 Both agents start at chance, and each can only learn as fast as the other becomes reliable. ``--teach N`` breaks
 that deadlock the way a child learns words from an adult: N updates train the listener alone, its teammate the

@@ -10,6 +10,7 @@ trained adapter and of the base model against a random player, with 95% confiden
     python scripts/train_tictactoe_selfplay.py --smoke                    # tiny budget: does it run end to end?
     python scripts/train_tictactoe_selfplay.py --resume                   # continue a killed run
     python scripts/train_tictactoe_selfplay.py --eval-only --eval-games 400   # evaluate a finished run again
+    python scripts/train_tictactoe_selfplay.py --set temperature=0.8      # any config key (RECIPE below is the run)
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ class ScriptParser(argparse.ArgumentParser):
             metavar="KEY=VALUE",
             help="Change any config key, applied last: --set temperature=0.8, --set grpo.beta=0.01 (repeatable).",
         )
-        smoke_sizes = ", ".join(f"{k}={v}" for k, v in self.smoke.items())
+        smoke_sizes = ", ".join(f"{k}={yaml_value(v)}" for k, v in self.smoke.items())
         self.add_argument("--smoke", action="store_true", help=f"Tiny budget ({smoke_sizes}); flags given win.")
         if resume_flag:
             self.add_argument("--resume", action="store_true", help="Continue from the newest checkpoint.")
