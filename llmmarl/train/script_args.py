@@ -154,7 +154,7 @@ class ScriptParser(argparse.ArgumentParser):
         if args.output_dir:
             data["output_dir"] = args.output_dir
         elif args.smoke:
-            data["output_dir"] = f"{data['output_dir']}-smoke"
+            data["output_dir"] = f"{data.get('output_dir') or self.default_of('output_dir')}-smoke"
         try:
             data = apply_overrides(data, args.overrides)
         except OverrideError as e:
