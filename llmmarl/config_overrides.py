@@ -37,12 +37,19 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     out = yaml.safe_load(yaml.safe_dump(data, sort_keys=False)) if data else {}  # a deep copy, key order kept
     for item in overrides:
         path, value = parse_override(item)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise OverrideError(f"--set {item!r}: {where} is {child!r}, not a mapping of keys")
-            node = child
-        node[path[-1]] = value
+        set_key(out, path, value, source=f"--set {item!r}")
     return out
+
+
+def set_key(data: dict[str, Any], key: str | Sequence[str], value: Any, source: str = "") -> None:
+    """Set the dotted ``key`` (``"ppo.critic"`` or ``["ppo", "critic"]``) of ``data`` in place to an already typed
+    ``value``, creating nested mappings as needed. ``source`` names the setting in the error message."""
+    path = key.split(".") if isinstance(key, str) else list(key)
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise OverrideError(f"{source or '.'.join(path)}: {where} is {child!r}, not a mapping of keys")
+        node = child
+    node[path[-1]] = value

@@ -12,13 +12,13 @@ learners); a final greedy evaluation is added when --eval-games > 0. Output unde
     python scripts/compare_algorithms.py --game signal_v0 --steps 30
     python scripts/compare_algorithms.py --game tictactoe_v3 --steps 30 --games-per-update 16
     python scripts/compare_algorithms.py --smoke           # tiny model, 2 updates of 4 games (a plumbing check)
+    python scripts/compare_algorithms.py --set ppo.vf_coef=1.0   # any config key; an algorithm's block, its runs
 
 Re-running with the same --out resumes unfinished runs and re-plots finished ones.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -28,77 +28,82 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from llmmarl.config_overrides import set_key
 from llmmarl.train import TrainConfig, train
+from llmmarl.train.config import ALGORITHM_SETTINGS
 from llmmarl.train.metrics import read_metrics
+from llmmarl.train.script_args import ScriptParser
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument("--game", choices=["signal_v0", "tictactoe_v3"], default="signal_v0")
-p.add_argument("--model", default="default", help="base model: default, tiny, a folder or hub id")
-p.add_argument("--steps", "--budget", type=int, default=30, help="updates per algorithm")
-p.add_argument("--games-per-update", type=int, default=16)
-p.add_argument("--group-size", type=int, default=4, help="GRPO's games per seed; PPO plays the same games")
-p.add_argument("--algorithms", default="grpo,ppo,ppo_central", help="comma-separated subset")
-p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the policies' adapters")
-p.add_argument("--grpo-steps", type=int, default=4, help="GRPO's optimizer steps per update (PPO: 2x2)")
-p.add_argument("--critic-lr", type=float, default=2e-4, help="PPO critics' learning rate")
-p.add_argument("--max-new-tokens", type=int, default=48)
-p.add_argument("--constrained", action="store_true", help="grammar-constrained answers (all legal)")
-p.add_argument("--eval-games", type=int, default=32, help="final greedy evaluation games per learner; 0 = none")
-p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)")
-p.add_argument("--seed", type=int, default=0)
-p.add_argument("--out", default=None, help="output folder (default runs/compare/<game>)")
-p.add_argument("--smoke", action="store_true", help="tiny model, 2 updates of 4 games, constrained")
-args = p.parse_args()
-
-if args.smoke:
-    args.model, args.steps, args.games_per_update, args.group_size = "tiny", 2, 4, 2
-    args.eval_games, args.constrained, args.max_new_tokens = 4, True, 96
-out = Path(args.out or f"runs/compare/{args.game}{'-smoke' if args.smoke else ''}")
-
-# ---- the game: who learns, against whom ------------------------------------------------------------------------
-if args.game == "signal_v0":
-    game: dict[str, Any] = {
-        "env": "signal_v0",
-        "env_kwargs": {"num_items": 4, "rounds": 1, "talk": True},
-        "setting": "team",
-        "learners": [{"name": "speaker", "seats": ["speaker_0"]}, {"name": "listener", "seats": ["listener_0"]}],
-    }
-else:
-    game = {
+# ---- the runs: what every algorithm shares, with each algorithm's own block (flags and --set change them) ---------
+RECIPE: dict[str, Any] = {
+    "env": "signal_v0",
+    "env_kwargs": {"num_items": 4, "rounds": 1, "talk": True},
+    "setting": "team",
+    "learners": [{"name": "speaker", "seats": ["speaker_0"]}, {"name": "listener", "seats": ["listener_0"]}],
+    "model": "default",
+    "games_per_update": 16,
+    "group_size": 4,  # GRPO's games per seed; PPO plays the same games
+    "steps": 30,
+    "learning_rate": 1e-4,
+    "max_new_tokens": 48,
+    "constrained": False,
+    "rewards": {"game": 1.0, "format": 1.0},
+    "eval_games": 32,
+    "threads": None,
+    "seed": 0,
+    "output_dir": "runs/compare/signal_v0",  # one folder per algorithm in it
+    # As many optimizer steps per update as PPO's default (2 epochs x 2 minibatches), so the algorithms differ in
+    # their objective and baseline, not in how hard they train on each rollout. Each run keeps its own block.
+    "grpo": {"credit": "role", "steps_per_update": 4},
+    "ppo": {"critic_lr": 2e-4},
+}
+GAMES: dict[str, dict[str, Any]] = {  # --game: who learns, against whom
+    "signal_v0": {},
+    "tictactoe_v3": {
         "env": "tictactoe_v3",
+        "env_kwargs": {},
         "setting": "fixed_opponents",
         "learners": [{"name": "ttt"}],
         "opponents": ["random"],
         "eval_opponents": ["random"],
-    }
-
-# ---- one config per algorithm: everything shared except the algorithm's own settings -----------------------------
-shared: dict[str, Any] = {
-    **game,
-    "model": args.model,
-    "games_per_update": args.games_per_update,
-    "group_size": args.group_size,
-    "steps": args.steps,
-    "learning_rate": args.lr,
-    "max_new_tokens": args.max_new_tokens,
-    "constrained": args.constrained,
-    "rewards": {"game": 1.0, "format": 1.0},
-    "eval_games": args.eval_games,
-    "save_every": max(1, args.steps // 4),
-    "threads": args.threads,
-    "seed": args.seed,
+        "output_dir": "runs/compare/tictactoe_v3",
+    },
 }
 ALGORITHMS: dict[str, dict[str, Any]] = {
-    # As many optimizer steps per update as PPO's default (2 epochs x 2 minibatches), so the algorithms differ in
-    # their objective and baseline, not in how hard they train on each rollout.
-    "grpo": {"algorithm": "grpo", "grpo": {"credit": "role", "steps_per_update": args.grpo_steps}},
-    "ppo": {"algorithm": "ppo", "ppo": {"critic": "decentralised", "critic_lr": args.critic_lr}},
-    "ppo_central": {"algorithm": "ppo", "ppo": {"critic": "centralised", "critic_lr": args.critic_lr}},
+    "grpo": {"algorithm": "grpo"},
+    "ppo": {"algorithm": "ppo", "ppo.critic": "decentralised"},
+    "ppo_central": {"algorithm": "ppo", "ppo.critic": "centralised"},
 }
+
+p = ScriptParser(
+    __doc__,
+    RECIPE,
+    aliases="--model --steps --budget --games-per-update --group-size --lr --grpo-steps --critic-lr --max-new-tokens "
+    "--constrained --eval-games --threads --seed",
+    smoke={"model": "tiny", "eval_games": 4, "constrained": True, "max_new_tokens": 96},
+    output_flag="--out",
+    resume_flag=False,  # always resumes: re-running with the same --out finishes unfinished runs
+)
+p.add_argument("--game", choices=list(GAMES), default="signal_v0", help="the game, its learners and opponents")
+p.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated subset")
+args = p.parse_args()
+
 names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
 unknown = sorted(set(names) - set(ALGORITHMS))
 if unknown:
     p.error(f"unknown algorithms {unknown}; choose from {list(ALGORITHMS)}")
+run = p.config(args, GAMES[args.game])
+run.setdefault("save_every", max(1, run["steps"] // 4))
+out = Path(run["output_dir"])
+
+
+def algorithm_config(name: str) -> TrainConfig:
+    """The shared run with ``name``'s algorithm and its settings block (the other algorithms' blocks dropped)."""
+    algorithm = ALGORITHMS[name]["algorithm"]
+    data = {k: v for k, v in run.items() if k not in ALGORITHM_SETTINGS or k == algorithm}
+    for key, value in {**ALGORITHMS[name], "output_dir": str(out / name)}.items():
+        set_key(data, key, value)
+    return p.validate(data)
 
 
 def curves(metrics: Path) -> dict[str, Any]:
@@ -126,14 +131,14 @@ def curves(metrics: Path) -> dict[str, Any]:
 results: dict[str, dict[str, Any]] = {}
 for name in names:
     run_dir = out / name
-    cfg = TrainConfig.model_validate({**shared, **ALGORITHMS[name], "output_dir": str(run_dir)})
+    cfg = algorithm_config(name)
     print(f"== {name}: {cfg.algorithm}, {cfg.steps} updates x {cfg.games_per_update} games -> {run_dir}")
     train(cfg, resume=True)
     results[name] = curves(run_dir / "metrics.jsonl")
 
 # ---- curves.json, curves.png, a table --------------------------------------------------------------------------------
 out.mkdir(parents=True, exist_ok=True)
-summary = {"game": args.game, "model": args.model, "steps": args.steps, "games_per_update": args.games_per_update}
+summary = {"game": args.game, **{k: run[k] for k in ("model", "steps", "games_per_update")}}
 (out / "curves.json").write_text(json.dumps({**summary, "runs": results}, indent=1))
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -145,7 +150,7 @@ axes[1].set(xlabel="update", ylabel="win / success rate", title=f"{args.game}: s
 for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend()
-fig.suptitle(f"{args.model}, {args.steps} updates x {args.games_per_update} games")
+fig.suptitle(f"{run['model']}, {run['steps']} updates x {run['games_per_update']} games")
 fig.tight_layout()
 fig.savefig(out / "curves.png", dpi=120)
 

@@ -10,93 +10,70 @@ trained adapter and of the base model against a random player, with 95% confiden
     python scripts/train_tictactoe_selfplay.py --smoke                    # tiny budget: does it run end to end?
     python scripts/train_tictactoe_selfplay.py --resume                   # continue a killed run
     python scripts/train_tictactoe_selfplay.py --eval-only --eval-games 400   # evaluate a finished run again
+    python scripts/train_tictactoe_selfplay.py --set temperature=0.8      # any config key (RECIPE below is the run)
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
 import time
 
-from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.loop import format_metrics, separated
+from llmmarl.train.script_args import ScriptParser
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument("--opponent", choices=["random", "self"], default="random", help="train against random, or self-play")
-p.add_argument("--model", default="default", help="base model: default (SmolLM2-135M-Instruct), tiny, a folder")
-p.add_argument("--steps", type=int, default=60, help="updates (one rollout + one optimizer step each)")
-p.add_argument("--games-per-update", type=int, default=16)
-p.add_argument("--group-size", type=int, default=4, help="games per group (same seed, same seating)")
-p.add_argument("--credit", choices=["role", "group", "agent"], default="role")
-p.add_argument("--lr", type=float, default=1e-4)
-p.add_argument("--steps-per-update", type=int, default=1, help="optimizer steps per rollout (clipped ratio)")
-p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of the updates (stops early)")
-p.add_argument("--warmup", type=int, default=0, help="format warm-up updates (constrained, imitated) before GRPO")
-p.add_argument("--no-reask", action="store_true", help="no re-ask in training games (halves a failing turn's cost)")
-p.add_argument(
-    "--constrained",
-    action="store_true",
-    help="grammar-constrained answers in training and evaluation (only play is learned)",
+# ---- the run: one learner, its own LoRA adapter, against a random player (flags and --set change it) -----------
+RECIPE = {
+    "env": "tictactoe_v3",
+    "model": "default",
+    "setting": "fixed_opponents",
+    "learners": [{"name": "ttt"}],
+    "opponents": ["random"],
+    "games_per_update": 16,
+    "group_size": 4,
+    "max_samples_per_learner": 32,  # bounds an update's cost
+    "rewards": {"game": 1.0, "format": 1.0},  # the format term is what teaches a 135M model to answer legally
+    "learning_rate": 1e-4,
+    "grpo": {"credit": "role", "steps_per_update": 1, "warmup_updates": 0},
+    "constrained": False,
+    "reask": True,
+    "steps": 60,
+    "max_new_tokens": 48,
+    "micro_batch_size": 8,
+    "output_dir": "runs/train/ttt",
+    "save_every": 5,
+    "eval_every": 0,
+    "eval_games": 200,  # at the end: greedy, against random, seats alternating
+    "eval_opponents": ["random"],
+    "threads": None,
+    "seed": 0,
+}
+
+p = ScriptParser(
+    __doc__,
+    RECIPE,
+    aliases="--model --steps --games-per-update --group-size --credit --lr --steps-per-update --minutes --warmup "
+    "--no-reask --constrained --max-new-tokens --max-samples --eval-games --threads --seed",
+    smoke={"max_samples_per_learner": 8, "eval_games": 8},
 )
+p.add_argument("--opponent", choices=["random", "self"], default="random", help="train against random, or self-play")
 p.add_argument("--skip-base", action="store_true", help="do not evaluate the base model at the end")
-p.add_argument("--max-new-tokens", type=int, default=48)
-p.add_argument("--max-samples", type=int, default=32, help="cap on answers trained per update (bounds its cost)")
-p.add_argument("--eval-games", type=int, default=200, help="games per agent in the final comparison")
-p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)")
-p.add_argument("--output-dir", default=None)
-p.add_argument("--seed", type=int, default=0)
-p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
 p.add_argument(
     "--eval-only",
     action="store_true",
     help="no training: evaluate the newest checkpoint in --output-dir (and the base model) on --eval-games games",
 )
-p.add_argument("--smoke", action="store_true", help="tiny budget: 2 updates of 4 games, 8 evaluation games")
-if "--smoke" in sys.argv:  # smoke sizes are defaults: flags given explicitly still win
-    p.set_defaults(steps=2, games_per_update=4, group_size=2, max_samples=8, eval_games=8, max_new_tokens=32)
 args = p.parse_args()
 
 name = "ttt_self" if args.opponent == "self" else "ttt"
-output_dir = args.output_dir or f"runs/train/{name}{'-smoke' if args.smoke else ''}"
-if args.smoke and not (args.resume or args.eval_only):
-    shutil.rmtree(output_dir, ignore_errors=True)  # a smoke run always starts afresh
-
-# ---- the run: one learner, its own LoRA adapter ----------------------------------------------------------------
-cfg = TrainConfig(
-    env="tictactoe_v3",
-    model=args.model,
-    setting="self_play" if args.opponent == "self" else "fixed_opponents",
-    learners=[{"name": name}],
-    opponents=[] if args.opponent == "self" else ["random"],
-    games_per_update=args.games_per_update,
-    group_size=args.group_size,
-    max_samples_per_learner=args.max_samples,
-    rewards={"game": 1.0, "format": 1.0},  # the format term is what teaches a 135M model to answer legally
-    learning_rate=args.lr,
-    time_budget_minutes=args.minutes,
-    grpo={"credit": args.credit, "steps_per_update": args.steps_per_update, "warmup_updates": args.warmup},
-    constrained=args.constrained,
-    reask=not args.no_reask,
-    steps=args.steps,
-    max_new_tokens=args.max_new_tokens,
-    micro_batch_size=8,
-    output_dir=output_dir,
-    save_every=5,
-    eval_every=0,
-    eval_games=args.eval_games,  # at the end: greedy, against random, seats alternating
-    eval_opponents=["random"],
-    threads=args.threads,
-    seed=args.seed,
-)
+self_play = {"setting": "self_play", "learners": [{"name": name}], "opponents": [], "output_dir": f"runs/train/{name}"}
+cfg = p.validate(p.config(args, self_play if args.opponent == "self" else {}))
 
 # ---- training (ends with the evaluation of the adapter against random) ----------------------------------------
 trainer = MultiAgentGRPO(cfg)
 if (args.resume or args.eval_only) and trainer.resume():
     print(f"resumed at update {trainer.step}")
 elif args.eval_only:
-    raise SystemExit(f"--eval-only: no checkpoint in {output_dir} to evaluate")
+    raise SystemExit(f"--eval-only: no checkpoint in {cfg.output_dir} to evaluate")
 start = time.perf_counter()
 results = trainer.evaluate() if args.eval_only else trainer.train()
 elapsed = time.perf_counter() - start

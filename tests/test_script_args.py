@@ -1,0 +1,91 @@
+"""The reference scripts' command lines build the runs they always built (tests/data/script_configs.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from script_configs import COMMANDS, FIXTURE, capture
+
+from llmmarl.train.script_args import ALIASES, Alias, ScriptParser, field_info
+
+EXPECTED = json.loads(FIXTURE.read_text())
+
+
+@pytest.mark.parametrize(("script", "command"), [(s, c) for s, commands in COMMANDS.items() for c in commands])
+def test_a_command_line_builds_the_same_configs_as_before(script: str, command: str, tmp_path: Path) -> None:
+    got, expected = capture(script, command, tmp_path), EXPECTED[script][command]
+    assert got["exit"] == expected["exit"]
+    assert len(got["configs"]) == len(expected["configs"])
+    for new, old in zip(got["configs"], expected["configs"], strict=True):
+        changed = {k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        assert not changed, f"(before, now) of the keys that differ: {changed}"
+
+
+def _run(script: str, command: str, tmp_path: Path) -> list[dict]:
+    result = capture(script, command, tmp_path)
+    assert result["exit"] == 0, result
+    return result["configs"]
+
+
+@pytest.mark.parametrize("script", ["train_tictactoe_selfplay.py", "train_signal.py", "train_kuhn.py"])
+def test_under_smoke_the_flags_given_win_and_set_comes_last(script: str, tmp_path: Path) -> None:
+    (cfg,) = _run(script, "--smoke --steps 3 --lr 2e-4 --set learning_rate=3e-4 --set grpo.beta=0.01", tmp_path)
+    assert (cfg["steps"], cfg["games_per_update"], cfg["max_new_tokens"]) == (3, 4, 32)  # smoke sizes, but --steps
+    assert cfg["learning_rate"] == 3e-4 and cfg["grpo"]["beta"] == 0.01
+    assert cfg["output_dir"].endswith("-smoke")
+
+
+def test_a_smoke_run_starts_afresh_unless_it_is_continued(tmp_path: Path) -> None:
+    old = tmp_path / "runs" / "train" / "kuhn-smoke" / "old.txt"
+    old.parent.mkdir(parents=True)
+    old.write_text("x")
+    _run("train_kuhn.py", "--smoke --resume", tmp_path)
+    assert old.exists()
+    _run("train_kuhn.py", "--smoke", tmp_path)
+    assert not old.exists()
+
+
+def test_compare_sends_an_algorithm_block_only_to_that_algorithms_runs(tmp_path: Path) -> None:
+    configs = _run(
+        "compare_algorithms.py", "--smoke --critic-lr 3e-4 --set ppo.vf_coef=1.0 --set grpo.beta=0.1", tmp_path
+    )
+    by_dir = {Path(c["output_dir"]).name: c for c in configs}
+    assert by_dir["grpo"]["ppo"] is None and by_dir["grpo"]["grpo"]["beta"] == 0.1
+    for name, critic in (("ppo", "decentralised"), ("ppo_central", "centralised")):
+        assert by_dir[name]["grpo"] is None
+        assert by_dir[name]["ppo"]["critic"] == critic
+        assert (by_dir[name]["ppo"]["critic_lr"], by_dir[name]["ppo"]["vf_coef"]) == (3e-4, 1.0)
+
+
+def test_help_states_the_recipe_and_each_alias_key_with_its_description() -> None:
+    recipe = {"env": "kuhn_poker", "learners": [{"name": "kuhn"}], "learning_rate": 1e-4, "output_dir": "runs/x"}
+    text = ScriptParser("doc", recipe, aliases="--lr --no-reask --steps --credit").format_help()
+    squashed = " ".join(text.split())
+    assert "learning_rate (default 0.0001): AdamW learning rate of every adapter (constant)." in squashed
+    assert "steps (default 100, --smoke 2): Updates to run." in squashed  # TrainConfig's default: not in the recipe
+    assert "Sets reask: false." in squashed and "{group,role,agent}" in squashed
+    assert "learning_rate: 0.0001" in text and "output_dir: runs/x" in text  # the recipe itself, in the epilog
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "seed"], "use KEY=VALUE"),
+        (["--set", "nope=1"], "nope: Extra inputs are not permitted"),
+        (["--steps", "x"], "invalid int value"),
+        (["--set", "games_per_update=6"], "must be a multiple of group_size (4)"),
+    ],
+)
+def test_bad_input_is_a_usage_error_that_says_why(argv: list[str], message: str, capsys, tmp_path: Path) -> None:
+    parser = ScriptParser("doc", {"env": "kuhn_poker", "learners": [{"name": "kuhn"}]}, aliases="--steps")
+    with pytest.raises(SystemExit) as exit_:
+        parser.validate(parser.config(parser.parse_args([*argv, "--output-dir", str(tmp_path)])))
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alias", list(ALIASES.values()), ids=list(ALIASES))
+def test_every_alias_names_a_config_field(alias: Alias) -> None:
+    info = field_info(alias.key)
+    assert info is not None and info.description
