@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
 from llmmarl.config_overrides import apply_overrides
@@ -134,17 +143,18 @@ class RayConfig(BaseModel):
         description="local: start a Ray instance on this machine; auto: join the cluster this machine belongs to "
         "(`ray start` ran here); or a cluster address (host:port or ray://host:10001).",
     )
-    num_workers: int = Field(2, ge=1, description="Actors playing games; on a GPU cluster, one per GPU or replica.")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs each actor reserves (also its torch threads on CPU).")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs each actor reserves; 1 puts a local model on its own GPU.")
-    chunk_size: int | None = Field(
+    num_workers: PositiveInt = Field(2, description="Actors playing games; on a GPU cluster, one per GPU or replica.")
+    num_cpus: NonNegativeFloat = Field(1.0, description="CPUs each actor reserves (also its torch threads on CPU).")
+    num_gpus: NonNegativeFloat = Field(
+        0.0, description="GPUs each actor reserves; 1 puts a local model on its own GPU."
+    )
+    chunk_size: PositiveInt | None = Field(
         None,
-        ge=1,
         description="Games per task sent to an actor (one runner batches them). None: the tournament's "
         "`concurrency`, capped so every actor gets work. Smaller chunks rerun less after a failure.",
     )
-    max_failures: int = Field(
-        3, ge=0, description="Actor deaths tolerated; each one's unfinished games are played again elsewhere."
+    max_failures: NonNegativeInt = Field(
+        3, description="Actor deaths tolerated; each one's unfinished games are played again elsewhere."
     )
 
 

@@ -87,15 +87,13 @@ def run_tournament(
                     player.play(store.missing(config.name, round=r), f"Swiss round {r + 1}/{config.schedule.rounds}")
         finally:
             player.close()
-        scheduled, finished, errors = store.counts(config.name)
+        counts = dict(zip(("scheduled", "finished", "errors"), store.counts(config.name), strict=True))
     return RunSummary(
         tournament=config.name,
-        scheduled=scheduled,
-        finished=finished,
-        errors=errors,
         played_now=player.played,
         seconds=time.perf_counter() - start,
         retried=player.retried,
+        **counts,
     )
 
 
