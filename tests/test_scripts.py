@@ -49,8 +49,9 @@ def test_a_finished_run_can_be_evaluated_again_on_more_games(tmp_path):
     smoke("train_tictactoe_selfplay.py", out)
     proc = smoke("train_tictactoe_selfplay.py", out, "--eval-only", "--eval-games", "12")
     assert "resumed at update 2" in proc.stdout
-    assert "over 12 games" in proc.stdout  # the adapter and the base model, on the new number of games
-    assert proc.stdout.count("over 12 games") == 2
+    # the adapter, random in its seat and the base model, all on the new number of games
+    assert proc.stdout.count("over 12 games") == 3
+    assert "random-seat vs random" in proc.stdout and "trained beats random with non-overlapping 95% CIs" in proc.stdout
 
 
 def test_evaluating_a_run_that_does_not_exist_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmmarl.agents.specs import AgentSpec, LLMAgentSpec
+from llmmarl.agents.specs import AgentSpec
 from llmmarl.backends.base import Backend
 from llmmarl.records import AgentSummary, summarise
 from llmmarl.runner import Match, Runner
@@ -102,7 +102,7 @@ def nash_conv(trainer: MultiAgentTrainer) -> dict[str, dict[str, float]]:
 
 
 def compare(
-    trainer: MultiAgentTrainer, learner: str, stand_ins: Sequence[LLMAgentSpec], games: int | None = None
+    trainer: MultiAgentTrainer, learner: str, stand_ins: Sequence[AgentSpec], games: int | None = None
 ) -> dict[str, dict[str, float]]:
     """What :meth:`MultiAgentTrainer.compare <llmmarl.train.loop.MultiAgentTrainer.compare>` documents."""
     cfg = trainer.cfg

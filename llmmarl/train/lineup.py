@@ -33,7 +33,7 @@ def _rotate(items: Sequence[str], k: int) -> list[str]:
     return [*items[k:], *items[:k]]
 
 
-def _place_learners(cfg: TrainConfig, env: TextEnv, learners: Sequence[LLMAgentSpec], g: int) -> dict[str, AgentSpec]:
+def _place_learners(cfg: TrainConfig, env: TextEnv, learners: Sequence[AgentSpec], g: int) -> dict[str, AgentSpec]:
     """independent / team: every learner in the game; pinned learners in their seats, the others rotated."""
     seats = env.possible_agents
     out: dict[str, AgentSpec] = {}
@@ -114,7 +114,7 @@ def group_matches(cfg: TrainConfig, groups: Sequence[Group], seeds: Sequence[int
 
 
 def eval_lineups(
-    cfg: TrainConfig, env: TextEnv, learners: Sequence[LLMAgentSpec], opponents: Sequence[AgentSpec]
+    cfg: TrainConfig, env: TextEnv, learners: Sequence[AgentSpec], opponents: Sequence[AgentSpec]
 ) -> dict[str, list[dict[str, AgentSpec]]]:
     """Evaluation seatings by name (``"<learner> vs <opponent>"`` or ``"team"``); seats rotate game by game."""
     seats = env.possible_agents

@@ -301,7 +301,7 @@ class MultiAgentTrainer(ABC):
         return evaluation.nash_conv(self)
 
     def compare(
-        self, learner: str, stand_ins: Sequence[LLMAgentSpec], games: int | None = None
+        self, learner: str, stand_ins: Sequence[AgentSpec], games: int | None = None
     ) -> dict[str, dict[str, float]]:
         """Other agents in ``learner``'s evaluation games: same seeds, seats and opponents, one lineup each.
 
