@@ -118,8 +118,8 @@ def published_eval(adapter: str | Path) -> str | None:
         games, mean, ci = int(m["games"]), float(m["return"]), float(m["ci95"])
     except (OSError, ValueError, KeyError, StopIteration, TypeError):
         return None
-    where = f" ({entry['report']})" if entry.get("report") else ""
-    return (
-        f"{adapter.name} over {games} games when published{where}: return {mean:+.3f} "
-        f"[{mean - ci:+.3f}, {mean + ci:+.3f}], invalid {float(m.get('invalid_rate', 0.0)):.1%}"
+    line = (  # short enough for 80 columns; the report, if any, on a line of its own
+        f"{adapter.name} at publication: {mean:+.3f} [{mean - ci:+.3f}, {mean + ci:+.3f}] over {games} games, "
+        f"{float(m.get('invalid_rate', 0.0)):.1%} invalid"
     )
+    return f"{line}\nDetails: {entry['report']}" if entry.get("report") else line

@@ -70,17 +70,25 @@ def test_demo_on_the_tiny_model_gives_one_row_per_contender_in_80_columns(tiny_b
 
 
 def test_published_eval_reads_the_manifest_and_is_silent_without_one(tiny_adapter, tmp_path):
-    assert published_eval(tiny_adapter) == (
-        "toy over 400 games when published: return +0.250 [+0.150, +0.350], invalid 0.0%"
-    )
+    assert published_eval(tiny_adapter) == ("toy at publication: +0.250 [+0.150, +0.350] over 400 games, 0.0% invalid")
     assert published_eval(tmp_path / "nowhere") is None
+    # with the report it came from: on a line of its own, so neither line wraps at 80 columns
+    (tmp_path / "ad").mkdir()
+    entry = {
+        "path": "ad",
+        "report": "reports/x.txt",
+        "eval": {"ad vs random": {"return": 0.2, "ci95": 0.1, "games": 9}},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps({"adapters": [entry]}))
+    lines = published_eval(tmp_path / "ad").splitlines()
+    assert lines[1] == "Details: reports/x.txt" and max(len(line) for line in lines) <= 80
 
 
 def test_cli_demo_runs_and_refuses_a_folder_that_is_not_an_adapter(tiny_adapter, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["demo", "--model", "tiny", "--games", "2", "--adapter", str(tiny_adapter)])
     assert result.exit_code == 0, result.output
-    assert "tic-tac-toe vs random: 2 games each" in result.output and "toy over 400 games" in result.output
+    assert "tic-tac-toe vs random: 2 games each" in result.output and "toy at publication" in result.output
     shipped = Path(__file__).resolve().parent.parent / "adapters" / "ttt-grpo"  # made for the default model
     result = runner.invoke(app, ["demo", "--model", "tiny", "--adapter", str(shipped)])
     assert result.exit_code == 1 and "cannot load model 'tiny' with adapter" in result.output
