@@ -9,34 +9,14 @@ proportion to its game's return (no baseline, no clipping).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from llmmarl.train import register_algorithm
+from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.loop import MultiAgentTrainer
 from llmmarl.train.rollout import TurnSample
-
-
-@dataclass
-class _Count:
-    global_step: int = 0
-
-
-@dataclass
-class Optimizer:
-    """What a checkpoint saves of one learner (see llmmarl.train.checkpoint.OptimizerHolder)."""
-
-    params: list[torch.nn.Parameter]
-    lr: float
-    optimizer: torch.optim.Optimizer = field(init=False)
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
-    state: _Count = field(default_factory=_Count)
-
-    def __post_init__(self) -> None:
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
 
 
 class ToyReinforce(MultiAgentTrainer):
@@ -45,11 +25,11 @@ class ToyReinforce(MultiAgentTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.optims = {
-            name: Optimizer([p for n, p in self.model.named_parameters() if f".{name}." in n], self.cfg.learning_rate)
+            name: AdamWHolder([p for n, p in self.model.named_parameters() if f".{name}." in n], self.cfg.learning_rate)
             for name in self.learners
         }
 
-    def optimizers(self) -> Mapping[str, Optimizer]:
+    def optimizers(self) -> Mapping[str, AdamWHolder]:
         return self.optims
 
     def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from llmmarl.backends.base import Generation, GenerationRequest, word_truncate
+from llmmarl.train.rollout import TurnSample
 
 
 def lowest_legal(request: GenerationRequest) -> str:
@@ -17,6 +18,28 @@ def lowest_legal(request: GenerationRequest) -> str:
     m = re.search(r"(?:Legal actions:|exactly one of:) (.*)", user)
     assert m, user
     return m.group(1).split(", ")[0]
+
+
+def turn_sample(
+    learner: str, group: int, seat: str, reward: float, terms: dict[str, float] | None = None
+) -> TurnSample:
+    """A one-token answer of ``learner`` in ``seat`` of game ``group`` whose game returned ``reward``."""
+    return TurnSample(
+        learner=learner,
+        game_id=group,
+        group=group,
+        seat=seat,
+        step=0,
+        attempt=0,
+        messages=[],
+        prompt_ids=[1],
+        completion_ids=[2],
+        logprobs=[0.0],
+        usable=True,
+        episode_return=reward,
+        terms=terms or {},
+        reward=reward,
+    )
 
 
 class CannedBackend:

@@ -6,28 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import turn_sample
 
 from llmmarl.train import TrainConfig, algorithms, trainer_class
 from llmmarl.train.rollout import TERMS, TurnSample
 
 
 def _sample(group: int, seat: str, reward: float, learner: str = "a") -> TurnSample:
-    return TurnSample(
-        learner=learner,
-        game_id=group,
-        group=group,
-        seat=seat,
-        step=0,
-        attempt=0,
-        messages=[],
-        prompt_ids=[1],
-        completion_ids=[2],
-        logprobs=[0.0],
-        usable=True,
-        episode_return=reward,
-        terms=dict.fromkeys(TERMS, 0.0),
-        reward=reward,
-    )
+    return turn_sample(learner, group, seat, reward, terms=dict.fromkeys(TERMS, 0.0))
 
 
 def test_advantages_are_reward_minus_the_mean_of_the_others() -> None:

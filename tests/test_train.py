@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import turn_sample
 from typer.testing import CliRunner
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
@@ -130,25 +131,7 @@ def test_each_learner_gets_exactly_its_own_turns() -> None:
 
 # ---- credit assignment ------------------------------------------------------------------------------------------
 def _samples(rows: list[tuple[str, int, str, float]]) -> list[TurnSample]:
-    return [
-        TurnSample(
-            learner=learner,
-            game_id=group,
-            group=group,
-            seat=seat,
-            step=0,
-            attempt=0,
-            messages=[],
-            prompt_ids=[1],
-            completion_ids=[2],
-            logprobs=[0.0],
-            usable=True,
-            episode_return=reward,
-            terms={},
-            reward=reward,
-        )
-        for learner, group, seat, reward in rows
-    ]
+    return [turn_sample(learner, group, seat, reward) for learner, group, seat, reward in rows]
 
 
 ROWS = [("a", 0, "x", 1.0), ("a", 0, "x", 3.0), ("a", 1, "x", 5.0), ("a", 0, "y", 0.0), ("a", 1, "y", 2.0)]
