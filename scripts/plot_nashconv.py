@@ -35,10 +35,12 @@ for path, label in zip(args.metrics, labels, strict=True):
     points = [(row.step, nc) for row in read_metrics(path) for nc in (row.nash_conv or {}).values()]
     if not points:
         p.error(f"{path} has no NashConv rows (train with eval_nash_conv and eval_every)")
-    steps = ([0] if args.start is not None else []) + [s for s, _ in points]
-    values = ([args.start] if args.start is not None else []) + [v["nash_conv"] for _, v in points]
-    lo = ([args.start] if args.start is not None else []) + [v.get("nash_conv_lo", v["nash_conv"]) for _, v in points]
-    hi = ([args.start] if args.start is not None else []) + [v.get("nash_conv_hi", v["nash_conv"]) for _, v in points]
+    if args.start is not None:  # the base model's reading, an exact point at update 0
+        points.insert(0, (0, {"nash_conv": args.start}))
+    steps = [s for s, _ in points]
+    values = [v["nash_conv"] for _, v in points]
+    lo = [v.get("nash_conv_lo", v["nash_conv"]) for _, v in points]
+    hi = [v.get("nash_conv_hi", v["nash_conv"]) for _, v in points]
     ax.plot(steps, values, marker="o", label=label)
     ax.fill_between(steps, lo, hi, alpha=0.2)
 ax.axhline(11 / 12, color="grey", linestyle="--", label="uniform random (0.9167)")
