@@ -60,8 +60,8 @@ def test_default_lines_keep_the_default_turn_and_reactive_grammar_is_action_only
     assert turn_grammar(["1"], ["o"], MessageRules()) == turn_grammar(["1"], ["o"], MessageRules(), plan=True)
 
 
-def _ablate(config: str, tmp: Path, arms: str | None = None) -> str:
-    sets = [*SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}"]
+def _ablate(config: str, tmp: Path, arms: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    sets = [*SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}", *extra]
     cmd = [sys.executable, str(ROOT / "scripts/ablate_turn.py"), str(ROOT / config), "--quiet"]
     cmd += ["--arms", arms] if arms else []
     for s in sets:
@@ -140,3 +140,61 @@ def test_a_reactive_agent_is_asked_for_action_only_and_cannot_talk_or_predict_an
     assert all(t.message is None and not t.prediction_hits for t in quiet.turns)
     (loud,) = Runner(backend, progress=False).play([Match(game_id=0, env="signal_v0", seats=talkers, seed=1)])
     assert any(t.message is not None for t in loud.turns)
+
+
+@pytest.mark.vllm
+def test_harness_and_nashconv_reader_run_unchanged_on_the_vllm_engine(tmp_path: Path) -> None:
+    """Kuhn's reactive and full arms with vLLM rollouts, evaluated and read on the engine (about 5 minutes on CPU).
+
+    The default model (vLLM needs a real checkpoint), under the turn grammar so that the policy read is the model's
+    and not the fallback's. The final adapter is then read again in-process: both engines decode greedily in
+    float32, so the NashConv and the evaluation must agree.
+    """
+    from llmmarl.serve import ServeError, find_vllm_python
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    try:
+        python = find_vllm_python()
+    except ServeError as e:
+        pytest.skip(f"no Python with vLLM: {e}")
+    config = "configs/ablate_kuhn.yaml"
+    extra = (
+        "train.model=default",
+        "train.constrained=true",
+        "train.max_new_tokens=100",  # room for the full turn under the grammar
+        "train.rollout_backend=vllm",
+        f"train.vllm.python={python}",
+        "train.vllm.kv_cache_gib=0.5",
+        "train.vllm.max_model_len=2048",
+    )
+    _ablate(config, tmp_path, arms="reactive,full", extra=extra)
+    summary = json.loads((tmp_path / "report" / "ablation.json").read_text())
+    assert set(summary["arms"]) == {"reactive", "full"}
+    study = AblationConfig.from_yaml(
+        ROOT / config,
+        [
+            *SMOKE,
+            f"output_dir={tmp_path / 'runs'}",
+            *extra,
+            "train.eval_backend=trainer",
+            "train.rollout_backend=transformers",
+        ],
+    )
+    for arm in ("reactive", "full"):
+        rows = [json.loads(x) for x in (study.run_dir(arm, 0) / "metrics.jsonl").read_text().splitlines()]
+        updates, evals = [r for r in rows if "learners" in r], [r for r in rows if "eval" in r]
+        assert updates and all(r["engine"] == "vllm" for r in updates)
+        assert evals and all(r["engine"] == "vllm" for r in evals)
+        on_engine = evals[-1]["nash_conv"]["kuhn"]["nash_conv"]
+        assert 0.0 <= on_engine <= 3.0
+        # The same adapter read in-process: the engine served exactly what the learner trained.
+        trainer = MultiAgentGRPO(study.run_config(arm, 0), progress=False)
+        try:
+            assert trainer.resume() and trainer.step == 1
+            in_process = trainer.nash_conv()["kuhn"]["nash_conv"]
+            assert in_process == pytest.approx(on_engine, abs=1e-9), (arm, in_process, on_engine)
+            results = trainer.evaluate()
+        finally:
+            trainer.close()
+        for lineup, per_learner in results.items():
+            assert per_learner["kuhn"]["return"] == pytest.approx(evals[-1]["eval"][lineup]["kuhn"]["return"]), lineup

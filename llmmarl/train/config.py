@@ -177,6 +177,12 @@ class TrainConfig(_Strict):
         "information states and log its NashConv (llmmarl.eval.exploitability). The value is the answers per state "
         "when eval_temperature > 0 (greedy reads one); 0 = off.",
     )
+    eval_backend: Literal["rollout", "trainer"] = Field(
+        "rollout",
+        description="What plays evaluation games and reads NashConv: rollout (the rollout engine: under "
+        "rollout_backend: vllm the vLLM server, which evaluates as fast as it samples) or trainer (the trainer's "
+        "in-process model). The two are the same under rollout_backend: transformers.",
+    )
     report_to: list[str] = Field(
         default_factory=list,
         description="TRL/transformers loggers, e.g. [tensorboard] (needs `pip install tensorboard`). "

@@ -48,6 +48,17 @@ def play_lineups(
     return out
 
 
+def eval_backend(trainer: MultiAgentTrainer) -> Backend:
+    """What plays evaluation games (``eval_backend``): the rollout engine, or the trainer's in-process model.
+
+    On the rollout engine an evaluation sees the adapters the engine serves; those are published after every update
+    (:meth:`~llmmarl.train.loop.MultiAgentTrainer.sync`), so they are the ones the learner just trained.
+    """
+    if trainer.cfg.eval_backend == "rollout":
+        return trainer.rollout_backend()
+    return trainer.backend
+
+
 def eval_opponents(trainer: MultiAgentTrainer) -> list[AgentSpec]:
     """The evaluation opponents (the training lineup's if none are set), decoded as evaluation decodes."""
     cfg = trainer.cfg
@@ -68,7 +79,9 @@ def evaluate(
     lineups = eval_lineups(cfg.model_copy(update={"eval_games": n}), trainer.env, learners, opponents)
     trainer.model.eval()
     env_kwargs = {**cfg.env_kwargs, **(env_overrides or {})}
-    played = play_lineups(trainer.backend, cfg.env, env_kwargs, lineups, cfg.seed, cfg.concurrency, trainer.progress)
+    played = play_lineups(
+        eval_backend(trainer), cfg.env, env_kwargs, lineups, cfg.seed, cfg.concurrency, trainer.progress
+    )
     results = {
         lineup: {s.player: summary_metrics(s) for s in summaries if s.player in trainer.learners}
         for lineup, summaries in played.items()
@@ -84,7 +97,8 @@ def evaluate(
     for name in trainer.learners:
         logged = {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
         trainer.log(name, logged | {f"eval/{k}": v for k, v in nash.get(name, {}).items()})
-    trainer._append_metrics(MetricsRow(step=trainer.step, eval=results, nash_conv=nash or None))
+    engine = cfg.rollout_backend if cfg.eval_backend == "rollout" else "transformers"
+    trainer._append_metrics(MetricsRow(step=trainer.step, eval=results, nash_conv=nash or None, engine=engine))
     return results
 
 
@@ -96,7 +110,7 @@ def nash_conv(trainer: MultiAgentTrainer) -> dict[str, dict[str, float]]:
     trainer.model.eval()
     out = {}
     for name in trainer.learners:
-        r = agent_nash_conv(trainer.eval_spec(name, name), trainer.backend, cfg.eval_nash_conv, cfg.seed)
+        r = agent_nash_conv(trainer.eval_spec(name, name), eval_backend(trainer), cfg.eval_nash_conv, cfg.seed)
         out[name] = {"nash_conv": r.nash_conv, "nash_conv_lo": r.ci95[0], "nash_conv_hi": r.ci95[1]}
     return out
 
@@ -116,7 +130,7 @@ def compare(
             lineups[label] = [{seat: spec if a.name == learner else a for seat, a in row.items()} for row in rows]
     trainer.model.eval()
     played = play_lineups(
-        trainer.backend, cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency, trainer.progress
+        eval_backend(trainer), cfg.env, cfg.env_kwargs, lineups, cfg.seed, cfg.concurrency, trainer.progress
     )
     names = {spec.name for spec in stand_ins}
     return {

@@ -47,7 +47,9 @@ class MetricsRow(BaseModel):
     step: int = Field(description="Updates done when the row was written.")
     learners: dict[str, Metrics] | None = Field(None, description="Update: learner -> its monitors.")
     time: UpdateTimes | None = Field(None, description="Update: seconds it took, by part.")
-    engine: str | None = Field(None, description="Update: the rollout engine (rollout_backend) that played it.")
+    engine: str | None = Field(
+        None, description="Update or evaluation: the engine that played its games (transformers or vllm)."
+    )
     rollout_games_retried: int | None = Field(
         None, description="Update with rollout workers: games played again after an actor died, so far."
     )
