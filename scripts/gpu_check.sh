@@ -3,7 +3,8 @@
 #   1. env     versions, GPU, whether Triton kernels run (they need a C compiler), missing packages
 #   2. models  a random-weight model of SmolLM2-135M-Instruct's exact shape becomes the `default` model
 #   3. tests   pytest -m gpu (tests/test_gpu.py: bf16 generation + logprobs, grammar, prefix cache, mixed adapters,
-#              one GRPO and one PPO update), then tests/test_backend.py's exact float32 checks on the same device
+#              one GRPO and one PPO update, NashConv reader, ablation harness), then tests/test_backend.py's
+#              exact float32 checks on the same device
 #   4. bench   rollout throughput: runner at 1/8/32/256 concurrent games vs raw batched generate vs one at a time
 # Each step runs under its own time limit, so one failure does not eat the others; the end prints pass/fail.
 #

@@ -1,5 +1,6 @@
 """The CUDA path in its default precision (bfloat16): generation, grammar, prefix cache, mixed adapters, one GRPO and
-one PPO update. Skipped without a CUDA GPU (see ``conftest.py``); ``scripts/gpu_check.sh`` runs them.
+one PPO update, the Kuhn NashConv reader and the turn-ablation harness. Skipped without a CUDA GPU (see
+``conftest.py``); ``scripts/gpu_check.sh`` runs them.
 
 Tolerance. In bfloat16 (8 significant bits) every matmul rounds to ~0.4% of its size, and a KV-cached decode step, a
 shared-prefix batch or a mixed-adapter batch rounds in another order than one plain forward pass over prompt and
@@ -213,3 +214,43 @@ def test_one_ppo_update(tmp_path: Path) -> None:
         assert sum(not torch.equal(weights[k], now[k]) for k in weights) > 0, name
     for key in ("ppo/policy_loss", "ppo/value_loss", "grad_norm"):
         assert torch.isfinite(torch.tensor(logs[key])), key
+
+
+def test_the_nashconv_reader_and_the_ablation_harness_on_cuda(gpu: TransformersBackend, tmp_path: Path) -> None:
+    """The Kuhn policy reader on the bf16 CUDA backend, then the turn-ablation harness's two extreme arms (reactive
+    and full) end to end with the tiny model, each learner trained, evaluated and read on the GPU."""
+    import json
+    import subprocess
+    import sys
+
+    from llmmarl.agents.specs import LLMAgentSpec
+    from llmmarl.eval.exploitability import evaluate_reading, info_states, read_kuhn_policy
+
+    spec = LLMAgentSpec(name="a", adapter="a", constrained=True, reask=False, max_new_tokens=64)
+    reading = read_kuhn_policy(spec, gpu)
+    assert set(reading.table()) == {key for key, *_ in info_states()}
+    assert all(abs(sum(p) - 1.0) < 1e-9 for p in reading.table().values())
+    assert 0.0 <= evaluate_reading(reading).nash_conv <= 3.0
+
+    root = Path(__file__).resolve().parent.parent
+    sets = [
+        "train.model=tiny",
+        "train.steps=1",
+        "train.games_per_update=2",
+        "train.group_size=2",
+        "train.eval_games=2",
+        "train.constrained=true",
+        "train.max_new_tokens=100",
+        "seeds=[0]",
+        f"output_dir={tmp_path / 'runs'}",
+        f"report_dir={tmp_path / 'report'}",
+    ]
+    cmd = [sys.executable, str(root / "scripts/ablate_turn.py"), str(root / "configs/ablate_kuhn.yaml"), "--quiet"]
+    cmd += ["--arms", "reactive,full", *(x for s in sets for x in ("--set", s))]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for arm in ("reactive", "full"):
+        result = json.loads((tmp_path / "runs" / "kuhn" / arm / "seed_0" / "result.json").read_text())
+        assert 0.0 <= result["nash_conv"]["kuhn"]["nash_conv"] <= 3.0
+        assert result["eval"] and result["train_tokens_per_sample"] > 0
+    assert json.loads((tmp_path / "report" / "ablation.json").read_text())["seeds_done"] == 1
