@@ -35,6 +35,7 @@ from llmmarl.train.settings import (
     LeagueSettings,
     LearnerConfig,
     LoraSettings,
+    PretrainSettings,
     RewardWeights,
     VLLMSettings,
     _Strict,
@@ -52,6 +53,7 @@ __all__ = [
     "LearnerConfig",
     "LoraSettings",
     "PPOSettings",
+    "PretrainSettings",
     "RewardWeights",
     "Setting",
     "TrainConfig",
@@ -124,6 +126,11 @@ class TrainConfig(_Strict):
         False, description="Ask for PLAN as the agent's own next action labels, so plans are scored (rewards.plan)."
     )
     rewards: RewardWeights = Field(default_factory=RewardWeights, description="Reward terms and their weights.")
+    pretrain: PretrainSettings | None = Field(
+        None,
+        description="Supervised FORECAST pre-training of each learner's adapter on recorded or random games before "
+        "the first update (needs FORECAST in lines). None = none.",
+    )
 
     # ---- optimisation --------------------------------------------------------------------------------------
     learning_rate: float = Field(5e-5, gt=0.0, description="AdamW learning rate of every adapter (constant).")
@@ -325,6 +332,11 @@ class TrainConfig(_Strict):
         for term, line in needs.items():
             if getattr(self.rewards, term) and line not in self.lines:
                 raise ValueError(f"rewards.{term} is set but lines has no {line}: add {line} to lines or set it to 0")
+        if self.pretrain is not None and self.pretrain.enabled and "FORECAST" not in self.lines:
+            raise ValueError(
+                "pretrain teaches the FORECAST line, but lines has no FORECAST: add it to lines (e.g. --set "
+                "lines=[PLAN,PREDICT,FORECAST,MESSAGE]) or remove the pretrain block"
+            )
         if self.rewards.plan and not self.plan_actions:
             raise ValueError("rewards.plan scores plans given as action labels: set plan_actions: true")
 

@@ -49,6 +49,7 @@ from llmmarl.train.monitors import (
     summary_metrics,
 )
 from llmmarl.train.playing import OUTAGE_REPLAYS, take_snapshot
+from llmmarl.train.pretrain import pretrain
 from llmmarl.train.rollout import TurnSample, episodes_to_samples
 from llmmarl.train.saving import training_summary
 
@@ -116,6 +117,7 @@ class MultiAgentTrainer(ABC):
             League(pool_size=cfg.league.pool_size, sampling=cfg.league.sampling) if cfg.setting == "league" else None
         )
         self.step = 0
+        self.pretrained = False  # the FORECAST pre-training (cfg.pretrain) ran; kept in checkpoints
         self.train_seconds = 0.0  # wall-clock of the updates so far, across resumes (the time budget's clock)
         self.longest_update_s = 0.0
         self.outage_replays = 0  # training games played again because the server failed them
@@ -340,6 +342,8 @@ class MultiAgentTrainer(ABC):
     def train(self, max_updates: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
         """Run until ``cfg.steps`` updates (or ``max_updates`` more); returns the last evaluation."""
         cfg = self.cfg
+        if cfg.pretrain is not None and cfg.pretrain.enabled and self.step == 0 and not self.pretrained:
+            pretrain(self)  # once, before the first update of a fresh run
         if self.league is not None and not self.league.snapshots:
             take_snapshot(self)  # the pool starts with the untrained adapters
         stop = cfg.steps if max_updates is None else min(cfg.steps, self.step + max_updates)

@@ -1,7 +1,9 @@
 """``metrics.jsonl``: one :class:`MetricsRow` per line, appended by the training loop, read by plots and reports.
 
-A row is one of three kinds, told apart by which fields are set:
+A row is one of four kinds, told apart by which fields are set:
 
+* a **pre-training** (``pretrain``, at step 0; only with ``pretrain:`` in the config): every learner's supervised
+  FORECAST pre-training before RL, its held-out loss before and after, examples and seconds;
 * an **update** (``learners``, ``time``, ``engine``, and ``rollout_games_retried`` with rollout workers): after
   each update, every learner's monitors (``game/...``, ``samples/...``, ``terms/...`` and the algorithm's own,
   e.g. ``loss``), the seconds it took, and the games replayed after a rollout actor died;
@@ -56,6 +58,9 @@ class MetricsRow(BaseModel):
     eval: Evaluation | None = Field(None, description="Evaluation: lineup -> learner -> metrics.")
     nash_conv: dict[str, Metrics] | None = Field(None, description="Evaluation: learner -> NashConv metrics.")
     eval_with: EvalWith | None = Field(None, description="Evaluation under other game settings.")
+    pretrain: dict[str, Metrics] | None = Field(
+        None, description="Pre-training: learner -> its FORECAST pre-training monitors (llmmarl.train.pretrain)."
+    )
 
     @property
     def is_update(self) -> bool:

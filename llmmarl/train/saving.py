@@ -64,6 +64,7 @@ def run_state(trainer: MultiAgentTrainer) -> dict[str, Any]:
         "eval": trainer.eval_results,
         "train_seconds": trainer.train_seconds,
         "longest_update_s": trainer.longest_update_s,
+        "pretrained": trainer.pretrained,  # a resumed run does not pre-train again
         **trainer.json_state(),
     }
 
@@ -108,6 +109,7 @@ def resume(trainer: MultiAgentTrainer) -> bool:
     trainer.eval_results = state.get("eval") or {}
     trainer.train_seconds = state.get("train_seconds", 0.0)
     trainer.longest_update_s = state.get("longest_update_s", 0.0)
+    trainer.pretrained = bool(state.get("pretrained", False))
     if state.get("league") is not None:
         trainer.league = League.model_validate(state["league"])
     trainer.load_json_state(state)

@@ -1,6 +1,7 @@
 """The blocks of a training config that are not an algorithm's: who learns (:class:`LearnerConfig`, with its
 adapter's :class:`LoraSettings`), the reward terms (:class:`RewardWeights`), the league (:class:`LeagueSettings`)
-and the vLLM rollout engine (:class:`VLLMSettings`).
+the vLLM rollout engine (:class:`VLLMSettings`) and the optional FORECAST pre-training before RL
+(:class:`PretrainSettings`).
 
 Each field is documented once, on the field; :class:`~llmmarl.train.config.TrainConfig` nests these blocks.
 """
@@ -166,3 +167,56 @@ class VLLMSettings(_Strict):
         """The settings :class:`~llmmarl.backends.vllm_engine.VLLMEngine` takes as they are, by its argument names
         (the adapter slots and the importance correction are the run's to derive and apply)."""
         return self.model_dump(include={"python", "kv_cache_gib", "max_model_len", "startup_timeout", "extra_args"})
+
+
+class PretrainSettings(_Strict):
+    """Supervised FORECAST pre-training of every learner's adapter before RL (transition pre-training, as in SPA and
+    Early Experience): the learner is shown recorded decisions of its seats, prompted exactly as in training, and
+    taught to answer the FORECAST line with what then happened. See :mod:`llmmarl.train.pretrain`.
+
+    Off unless ``games`` > 0 or ``records`` is set. It runs once, before the first update of a fresh run.
+    """
+
+    games: int = Field(
+        0,
+        ge=0,
+        description="Fresh games played by uniformly random scripted players (cheap: no model) whose decisions in "
+        "each learner's seats become examples. 0 = none (learn from records only). At least 2 when set: a share "
+        "of the games is held out.",
+    )
+    records: str | None = Field(
+        None,
+        description="A JSONL file of EpisodeRecords of this run's game (what `llmmarl play --out` writes), learnt "
+        "from besides the fresh games. None = fresh games only.",
+    )
+    epochs: int = Field(3, ge=1, description="Passes over the training examples.")
+    learning_rate: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the pre-training (constant).")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
+    held_out: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Share of the games whose examples are not trained on: the loss before and after is measured "
+        "on them.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anything to learn from."""
+        return self.games > 0 or self.records is not None
+
+    @field_validator("games")
+    @classmethod
+    def _two_or_none(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("pretrain.games: 1 game leaves none to hold out: use 0 (off) or at least 2")
+        return v
+
+    @field_validator("records")
+    @classmethod
+    def _records_exist(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(
+                f"pretrain.records {v!r} is not a file (a JSONL of EpisodeRecords, e.g. from llmmarl play)"
+            )
+        return v

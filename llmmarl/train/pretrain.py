@@ -1,0 +1,171 @@
+"""FORECAST pre-training: a supervised phase before RL that teaches each learner's adapter to forecast.
+
+Transition pre-training as in SPA (Chen et al. 2025, world-model learning before RL) and Early Experience (Zhang et
+al. 2025, implicit world modelling): before the first update, each learner's LoRA adapter is trained by plain
+cross-entropy to answer the FORECAST line of recorded decisions of its seats with what then happened (the examples
+and why realised outcomes are the right targets: :mod:`llmmarl.train.pretrain_data`). Only the FORECAST value's
+tokens carry loss; the ACTION of the recorded (often random) player is never imitated.
+
+It runs once, from :meth:`~llmmarl.train.loop.MultiAgentTrainer.train` of a fresh run (step 0), and is recorded in
+the checkpoints (``pretrained``), so a resumed run does not pre-train again. A ``pretrain`` row in
+``metrics.jsonl`` keeps each learner's held-out loss before and after, the examples and the seconds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from llmmarl.envs import make
+from llmmarl.records import EpisodeRecord
+from llmmarl.train import playing
+from llmmarl.train.adapters import adapter_parameters
+from llmmarl.train.config import PretrainSettings
+from llmmarl.train.logprobs import answer_logits, answer_rows
+from llmmarl.train.metrics import Metrics, MetricsRow
+from llmmarl.train.pretrain_data import ForecastExample, build_examples, random_games, recorded_games
+
+if TYPE_CHECKING:
+    from llmmarl.train.loop import MultiAgentTrainer
+
+
+def forecast_loss(
+    model: torch.nn.Module, batch: Sequence[ForecastExample], pad_id: int, device: str
+) -> tuple[torch.Tensor, int, int]:
+    """Summed cross-entropy of the FORECAST value tokens of ``batch`` under the active adapter, their count, and the
+    examples whose every value token is the model's most likely one (greedy decoding would write the target)."""
+    rows = answer_rows([(x.prompt_ids, x.answer_ids) for x in batch], pad_id, device)
+    logits = answer_logits(model, rows).float()  # (B, K, V), fp32 even when the model runs in bf16
+    targets = rows.input_ids[:, -rows.k :]  # (B, K)
+    mask = torch.zeros_like(rows.mask, dtype=torch.bool)  # (B, K): answers are right-aligned, so are their masks
+    for i, x in enumerate(batch):
+        mask[i, rows.k - len(x.value_mask) :] = torch.tensor(x.value_mask, device=mask.device)
+    loss = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="sum")
+    hits = (logits.argmax(-1) == targets) | ~mask
+    return loss, int(mask.sum()), int(hits.all(-1).sum())
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: torch.nn.Module, examples: Sequence[ForecastExample], batch_size: int, pad_id: int, device: str
+) -> tuple[float, float]:
+    """Mean cross-entropy per FORECAST value token over ``examples``, and the share of them written exactly by
+    greedy decoding (teacher-forced)."""
+    total, tokens, exact = 0.0, 0, 0
+    for start in range(0, len(examples), batch_size):
+        loss, n, hits = forecast_loss(model, examples[start : start + batch_size], pad_id, device)
+        total, tokens, exact = total + float(loss), tokens + n, exact + hits
+    return total / max(tokens, 1), exact / max(len(examples), 1)
+
+
+def split_by_game(
+    examples: Sequence[ForecastExample], share: float, rng: random.Random
+) -> tuple[list[ForecastExample], list[ForecastExample]]:
+    """(train, held out): the examples of a ``share`` of the games (at least one, never all) are held out; turns of
+    one game are not independent, so a game is never split."""
+    games = sorted({x.game_id for x in examples}, key=str)
+    if len(games) < 2:
+        raise ValueError(
+            f"pretrain needs decisions of the learners' seats in at least 2 games to hold some out; got {len(games)}"
+        )
+    rng.shuffle(games)
+    held = set(games[: min(len(games) - 1, max(1, round(share * len(games))))])
+    return [x for x in examples if x.game_id not in held], [x for x in examples if x.game_id in held]
+
+
+def gather_games(trainer: MultiAgentTrainer, settings: PretrainSettings) -> list[EpisodeRecord]:
+    """The recorded games (``records``) and the fresh random ones (``games``), on a game instance of their own."""
+    cfg = trainer.cfg
+    env = make(cfg.env, **cfg.env_kwargs)
+    try:
+        episodes = recorded_games(settings.records, env) if settings.records else []
+        return episodes + random_games(env, settings.games, cfg.seed)
+    finally:
+        env.close()
+
+
+def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
+    """Pre-train every learner's adapter to forecast (see the module docs); returns and logs each one's metrics."""
+    cfg, settings = trainer.cfg, trainer.cfg.pretrain
+    assert settings is not None and settings.enabled
+    t0 = time.perf_counter()
+    episodes = gather_games(trainer, settings)
+    pad = trainer.tokenizer.pad_token_id
+    if pad is None:
+        pad = trainer.tokenizer.eos_token_id
+    results: dict[str, Metrics] = {}
+    for lr, spec in zip(cfg.learners, trainer.learner_specs, strict=True):
+        t1 = time.perf_counter()
+        seats = lr.seats or trainer.env.possible_agents
+        examples, skipped = build_examples(trainer.env, spec, seats, episodes, trainer.tokenizer, cfg.seed)
+        rng = random.Random(f"{cfg.seed}/pretrain/{lr.name}")
+        train, held = split_by_game(examples, settings.held_out, rng)
+        model = trainer.model
+        model.set_adapter(lr.name)  # PEFT: this adapter's weights are the trainable ones
+        model.eval()
+        before, exact_before = held_out_loss(model, held, settings.batch_size, pad, trainer.device)
+        params = adapter_parameters(model, lr.name)
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+        batches = -(-len(train) // settings.batch_size)
+        bar = tqdm(
+            total=settings.epochs * batches, desc=f"pretrain {lr.name}", unit="step", disable=not trainer.progress
+        )
+        train_loss = 0.0
+        try:
+            for _ in range(settings.epochs):
+                order = list(train)
+                rng.shuffle(order)
+                for start in range(0, len(order), settings.batch_size):
+                    batch = order[start : start + settings.batch_size]
+                    model.train()
+                    loss, tokens, _ = forecast_loss(model, batch, pad, trainer.device)
+                    mean = loss / max(tokens, 1)
+                    optimizer.zero_grad(set_to_none=True)
+                    mean.backward()
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    train_loss = float(mean.detach())
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss {train_loss:.3f}", refresh=False)
+        finally:
+            model.eval()
+            bar.close()
+        after, exact_after = held_out_loss(model, held, settings.batch_size, pad, trainer.device)
+        results[lr.name] = {
+            "games": len(episodes),
+            "examples": len(train),
+            "held_out_examples": len(held),
+            "skipped_decisions": skipped,
+            "value_tokens": sum(sum(x.value_mask) for x in examples),
+            "steps": settings.epochs * batches,
+            "loss_before": before,
+            "loss_after": after,
+            "exact_before": exact_before,
+            "exact_after": exact_after,
+            "last_train_loss": train_loss,
+            "seconds": time.perf_counter() - t1,
+        }
+        if trainer.progress:
+            tqdm.write(
+                f"pretrain {lr.name}: held-out FORECAST loss {before:.3f} -> {after:.3f}, exact {exact_before:.0%} -> "
+                f"{exact_after:.0%} ({len(train)} examples, {len(held)} held out, {time.perf_counter() - t1:.0f} s)"
+            )
+    trainer.pretrained = True
+    _serve_new_adapters(trainer)
+    results_all = {name: {**m, "total_seconds": time.perf_counter() - t0} for name, m in results.items()}
+    trainer._append_metrics(MetricsRow(step=trainer.step, pretrain=results_all))
+    return results_all
+
+
+def _serve_new_adapters(trainer: MultiAgentTrainer) -> None:
+    """The rollout engines play with the pre-trained adapters: the in-process one drops the prefixes cached under
+    the old weights (or reloads them); a running vLLM engine or rollout actors are stopped, and the next rollout
+    starts them with the current adapters."""
+    trainer.backend.refresh_adapters(trainer.model, trainer.learners, version=trainer.step)
+    if trainer.engine is not None or trainer.rollout_pool is not None:
+        playing.close(trainer)
