@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from llmmarl.scoring.forecast import forecast_skill, score_forecast
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.pretrain_data import build_examples, forecast_value, random_games, recorded_games
 
+ROOT = Path(__file__).resolve().parents[1]
 ASKED = frozenset({"PLAN", "PREDICT", "FORECAST", "MESSAGE"})
 LINES = ["PLAN", "PREDICT", "FORECAST"]
 
@@ -268,3 +272,35 @@ def test_pretraining_is_off_unless_asked(tmp_path: Path) -> None:
 def test_a_bad_pretrain_config_is_a_clear_error(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         _cfg(tmp_path, **changes)
+
+
+def test_an_ablation_arm_can_pretrain_on_its_own() -> None:
+    from llmmarl.eval.ablation import AblationConfig
+
+    kuhn = ROOT / "configs" / "ablate_kuhn.yaml"
+    arm = "arms.forecast_pretrained={lines: [FORECAST], rewards: {forecast: 0.1}, pretrain: {games: 32}}"
+    study = AblationConfig.from_yaml(kuhn, [arm])
+    pretrained = study.run_config("forecast_pretrained", 0).pretrain
+    assert pretrained is not None and pretrained.games == 32
+    assert study.run_config("forecast", 0).pretrain is None  # the other arms are as they were
+    with pytest.raises(ValueError, match=r"(?s)arm reactive: .*lines has no FORECAST"):
+        AblationConfig.from_yaml(kuhn, ["arms.reactive.pretrain={games: 4}"])
+
+
+# ---- the reference scripts ---------------------------------------------------------------------------------------
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRL_EXPERIMENTAL_SILENCE": "1", "OMP_NUM_THREADS": "1"}
+    script = str(ROOT / "scripts" / "train_kuhn.py")
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_script_pretrains_with_set_and_refuses_a_turn_without_forecast(tmp_path: Path) -> None:
+    smoke = ["--smoke", "--model", "tiny", "--threads", "1", "--output-dir", str(tmp_path / "run")]
+    refused = _script(*smoke, "--set", "pretrain.games=4")  # the recipe's turn has no FORECAST line
+    assert refused.returncode == 2 and "lines has no FORECAST" in refused.stderr
+    proc = _script(*smoke, "--set", "pretrain.games=4", "--set", "lines=[PLAN,PREDICT,FORECAST]", "--skip-base")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held-out FORECAST loss" in proc.stderr + proc.stdout
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 0 and rows[0]["pretrain"]["kuhn"]["examples"] > 0
+    assert [r["step"] for r in rows if "learners" in r] == [1, 2]

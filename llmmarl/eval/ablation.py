@@ -39,6 +39,11 @@ class Arm(_Strict):
         description="Reward weights set on top of the shared ones, e.g. {prediction: 0.1}; a term on a line the arm "
         "does not ask for is an error (it would always be 0).",
     )
+    pretrain: dict[str, Any] | None = Field(
+        None,
+        description="FORECAST pre-training of this arm's learners before RL (TrainConfig.pretrain), e.g. {games: "
+        "32}: the optional transition pre-training. Needs FORECAST in lines. None = train.pretrain, if any.",
+    )
 
 
 class AblationConfig(_Strict):
@@ -96,6 +101,7 @@ class AblationConfig(_Strict):
             "lines": a.lines,
             "plan_actions": a.plan_actions,
             "rewards": shared | a.rewards,
+            **({"pretrain": a.pretrain} if a.pretrain is not None else {}),
             "seed": seed,
             "output_dir": str(self.run_dir(arm, seed)),
         }
