@@ -235,6 +235,8 @@ def test_a_resumed_run_does_not_pretrain_again(tmp_path: Path) -> None:
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows if "pretrain" in r] == [0]
     assert [r["step"] for r in rows if "learners" in r] == [1, 2]
+    manifest = json.loads((tmp_path / "run" / "adapters" / "manifest.json").read_text())
+    assert manifest["adapters"][0]["config"]["pretrain"]["games"] == 4  # the adapter says it was pre-trained
 
 
 def test_records_are_read_and_checked_against_the_game(tmp_path: Path, tokenizer: Any) -> None:

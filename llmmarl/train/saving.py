@@ -41,6 +41,8 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
     settings = cfg.algorithm_settings()
     if settings is not None:
         out[cfg.algorithm] = settings.model_dump(mode="json")
+    if cfg.pretrain is not None and cfg.pretrain.enabled:  # the adapter was pre-trained to forecast before RL
+        out["pretrain"] = cfg.pretrain.model_dump(mode="json")
     return out | {
         "rewards": cfg.rewards.as_dict(),
         "max_new_tokens": cfg.max_new_tokens,
