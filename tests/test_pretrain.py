@@ -170,6 +170,22 @@ def test_the_loss_mask_covers_exactly_the_forecast_value(game: str, tokenizer: A
         assert before.rstrip().endswith("FORECAST:") and after.startswith("\n") and "ACTION:" in after
 
 
+def test_the_loss_of_a_batch_is_the_sum_of_its_examples_losses(tokenizer: Any) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from llmmarl.models import resolve_model
+    from llmmarl.train.pretrain import forecast_loss
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny")).eval()
+    env = make("tictactoe_v3")
+    examples, _ = build_examples(env, _spec(), env.possible_agents, [_tictactoe_win()], tokenizer, seed=0)
+    with torch.no_grad():
+        whole, tokens, _ = forecast_loss(model, examples, tokenizer.pad_token_id, "cpu")  # left-padded rows
+        alone = [forecast_loss(model, [x], tokenizer.pad_token_id, "cpu") for x in examples]
+    assert tokens == sum(n for _, n, _ in alone) == sum(sum(x.value_mask) for x in examples)
+    assert float(whole) == pytest.approx(sum(float(loss) for loss, _, _ in alone), rel=1e-4)
+
+
 # ---- training -----------------------------------------------------------------------------------------------------
 def _cfg(tmp_path: Path, **kw: Any) -> TrainConfig:
     base: dict[str, Any] = {
@@ -204,7 +220,8 @@ def test_pretraining_lowers_the_held_out_loss_and_changes_only_the_learners_adap
     from llmmarl.train.ppo import MultiAgentPPO
     from llmmarl.train.pretrain import pretrain
 
-    trainer = MultiAgentPPO(_cfg(tmp_path, algorithm="ppo"), progress=False)  # PPO: a critic adapter beside it
+    # PPO: a critic adapter beside the learner's; micro-batches of 2 accumulate each step's 4 examples.
+    trainer = MultiAgentPPO(_cfg(tmp_path, algorithm="ppo", micro_batch_size=2), progress=False)
     before = _weights(trainer.model)
     metrics = pretrain(trainer)["ann"]
     after = _weights(trainer.model)

@@ -108,7 +108,8 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
         model = trainer.model
         model.set_adapter(lr.name)  # PEFT: this adapter's weights are the trainable ones
         model.eval()
-        before, exact_before = held_out_loss(model, held, settings.batch_size, pad, trainer.device)
+        device = trainer.device
+        before, exact_before = held_out_loss(model, held, cfg.micro_batch_size, pad, device)
         params = adapter_parameters(model, lr.name)
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
         batches = -(-len(train) // settings.batch_size)
@@ -123,19 +124,22 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
                 for start in range(0, len(order), settings.batch_size):
                     batch = order[start : start + settings.batch_size]
                     model.train()
-                    loss, tokens, _ = forecast_loss(model, batch, pad, trainer.device)
-                    mean = loss / max(tokens, 1)
                     optimizer.zero_grad(set_to_none=True)
-                    mean.backward()
+                    tokens = max(sum(sum(x.value_mask) for x in batch), 1)
+                    train_loss = 0.0
+                    for micro in range(0, len(batch), cfg.micro_batch_size):  # gradients add up to the batch's
+                        loss, _, _ = forecast_loss(model, batch[micro : micro + cfg.micro_batch_size], pad, device)
+                        part = loss / tokens  # the batch's mean per value token, whatever the micro-batches
+                        part.backward()
+                        train_loss += float(part.detach())
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()
-                    train_loss = float(mean.detach())
                     bar.update(1)
                     bar.set_postfix_str(f"loss {train_loss:.3f}", refresh=False)
         finally:
             model.eval()
             bar.close()
-        after, exact_after = held_out_loss(model, held, settings.batch_size, pad, trainer.device)
+        after, exact_after = held_out_loss(model, held, cfg.micro_batch_size, pad, device)
         results[lr.name] = {
             "games": len(episodes),
             "examples": len(train),

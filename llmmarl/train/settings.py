@@ -191,7 +191,9 @@ class PretrainSettings(_Strict):
     )
     epochs: int = Field(3, ge=1, description="Passes over the training examples.")
     learning_rate: float = Field(1e-4, gt=0.0, description="AdamW learning rate of the pre-training (constant).")
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer step.")
+    batch_size: int = Field(
+        8, ge=1, description="Examples per optimizer step, in forward/backward passes of micro_batch_size examples."
+    )
     held_out: float = Field(
         0.2,
         gt=0.0,
