@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +25,7 @@ from llmmarl.envs import make
 from llmmarl.records import EpisodeRecord
 from llmmarl.train import playing
 from llmmarl.train.adapters import adapter_parameters
-from llmmarl.train.config import PretrainSettings
+from llmmarl.train.config import PretrainSettings, TrainConfig
 from llmmarl.train.logprobs import answer_logits, answer_rows
 from llmmarl.train.metrics import Metrics, MetricsRow
 from llmmarl.train.pretrain_data import ForecastExample, build_examples, random_games, recorded_games
@@ -105,40 +105,18 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
         examples, skipped = build_examples(trainer.env, spec, seats, episodes, trainer.tokenizer, cfg.seed)
         rng = random.Random(f"{cfg.seed}/pretrain/{lr.name}")
         train, held = split_by_game(examples, settings.held_out, rng)
-        model = trainer.model
+        model, device = trainer.model, trainer.device
         model.set_adapter(lr.name)  # PEFT: this adapter's weights are the trainable ones
         model.eval()
-        device = trainer.device
         before, exact_before = held_out_loss(model, held, cfg.micro_batch_size, pad, device)
-        params = adapter_parameters(model, lr.name)
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
-        batches = -(-len(train) // settings.batch_size)
         bar = tqdm(
-            total=settings.epochs * batches, desc=f"pretrain {lr.name}", unit="step", disable=not trainer.progress
+            total=settings.epochs * -(-len(train) // settings.batch_size),
+            desc=f"pretrain {lr.name}",
+            unit="step",
+            disable=not trainer.progress,
         )
-        train_loss = 0.0
-        try:
-            for _ in range(settings.epochs):
-                order = list(train)
-                rng.shuffle(order)
-                for start in range(0, len(order), settings.batch_size):
-                    batch = order[start : start + settings.batch_size]
-                    model.train()
-                    optimizer.zero_grad(set_to_none=True)
-                    tokens = max(sum(sum(x.value_mask) for x in batch), 1)
-                    train_loss = 0.0
-                    for micro in range(0, len(batch), cfg.micro_batch_size):  # gradients add up to the batch's
-                        loss, _, _ = forecast_loss(model, batch[micro : micro + cfg.micro_batch_size], pad, device)
-                        part = loss / tokens  # the batch's mean per value token, whatever the micro-batches
-                        part.backward()
-                        train_loss += float(part.detach())
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    optimizer.step()
-                    bar.update(1)
-                    bar.set_postfix_str(f"loss {train_loss:.3f}", refresh=False)
-        finally:
-            model.eval()
-            bar.close()
+        with bar:
+            steps, train_loss = train_adapter(model, lr.name, train, cfg, pad, device, rng, bar)
         after, exact_after = held_out_loss(model, held, cfg.micro_batch_size, pad, device)
         results[lr.name] = {
             "games": len(episodes),
@@ -146,7 +124,7 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
             "held_out_examples": len(held),
             "skipped_decisions": skipped,
             "value_tokens": sum(sum(x.value_mask) for x in examples),
-            "steps": settings.epochs * batches,
+            "steps": steps,
             "loss_before": before,
             "loss_after": after,
             "exact_before": exact_before,
@@ -164,6 +142,50 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
     results_all = {name: {**m, "total_seconds": time.perf_counter() - t0} for name, m in results.items()}
     trainer._append_metrics(MetricsRow(step=trainer.step, pretrain=results_all))
     return results_all
+
+
+def train_adapter(
+    model: Any,  # a PEFT model
+    name: str,
+    train: Sequence[ForecastExample],
+    cfg: TrainConfig,
+    pad: int,
+    device: str,
+    rng: random.Random,
+    bar: tqdm,
+) -> tuple[int, float]:
+    """``pretrain.epochs`` shuffled passes of AdamW steps on adapter ``name``, each on ``pretrain.batch_size``
+    examples in micro-batches of ``micro_batch_size``; returns the steps taken and the last step's loss per value
+    token."""
+    settings, micro_batch_size = cfg.pretrain, cfg.micro_batch_size
+    assert settings is not None
+    params = adapter_parameters(model, name)
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+    steps, last = 0, 0.0
+    model.set_adapter(name)  # PEFT: this adapter's weights are the trainable ones
+    model.train()
+    try:
+        for _ in range(settings.epochs):
+            order = list(train)
+            rng.shuffle(order)
+            for start in range(0, len(order), settings.batch_size):
+                batch = order[start : start + settings.batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                tokens = max(sum(sum(x.value_mask) for x in batch), 1)
+                last = 0.0
+                for micro in range(0, len(batch), micro_batch_size):  # gradients add up to the batch's
+                    loss, _, _ = forecast_loss(model, batch[micro : micro + micro_batch_size], pad, device)
+                    part = loss / tokens  # the batch's mean per value token, whatever the micro-batches
+                    part.backward()
+                    last += float(part.detach())
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                steps += 1
+                bar.update(1)
+                bar.set_postfix_str(f"loss {last:.3f}", refresh=False)
+    finally:
+        model.eval()
+    return steps, last
 
 
 def _serve_new_adapters(trainer: MultiAgentTrainer) -> None:
