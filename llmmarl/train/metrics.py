@@ -7,8 +7,8 @@ A row is one of four kinds, told apart by which fields are set:
 * an **update** (``learners``, ``time``, ``engine``, and ``rollout_games_retried`` with rollout workers): after
   each update, every learner's monitors (``game/...``, ``samples/...``, ``terms/...`` and the algorithm's own,
   e.g. ``loss``), the seconds it took, and the games replayed after a rollout actor died;
-* an **evaluation** (``eval``, and ``nash_conv`` when the run measures it): ``{lineup: {learner: metrics}}``, the
-  run's own evaluation at that step;
+* an **evaluation** (``eval``, ``engine``, and ``nash_conv`` when the run measures it): ``{lineup: {learner:
+  metrics}}``, the run's own evaluation at that step, and the engine that played it;
 * an **evaluation under other game settings** (``eval_with``): the same games with ``env_overrides`` applied, e.g.
   ``{"talk": false}``; kept apart so that readers never take it for the run's evaluation.
 
