@@ -4,7 +4,10 @@ to the runner; everything downstream of the text - parsing, re-asks, messages, p
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,33 @@ def lowest_legal(request: GenerationRequest) -> str:
     m = re.search(r"(?:Legal actions:|exactly one of:) (.*)", user)
     assert m, user
     return m.group(1).split(", ")[0]
+
+
+# The turn-ablation harness at its smallest: one update of two games, one seed (``--set`` overrides; later ones win).
+ABLATION_SMOKE = [
+    "train.model=tiny",
+    "train.steps=1",
+    "train.games_per_update=2",
+    "train.group_size=2",
+    "train.max_samples_per_learner=4",
+    "train.eval_games=2",
+    "train.max_new_tokens=16",
+    "seeds=[0]",
+]
+
+
+def run_ablation(config: str, tmp: Path, arms: str | None = None, extra: Sequence[str] = ()) -> str:
+    """Run ``scripts/ablate_turn.py CONFIG`` under :data:`ABLATION_SMOKE` plus ``extra``, runs and report in
+    ``tmp``; fails the test if it fails, else returns its stdout."""
+    root = Path(__file__).resolve().parent.parent
+    sets = [*ABLATION_SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}", *extra]
+    cmd = [sys.executable, str(root / "scripts/ablate_turn.py"), str(root / config), "--quiet"]
+    cmd += ["--arms", arms] if arms else []
+    for s in sets:
+        cmd += ["--set", s]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def turn_sample(

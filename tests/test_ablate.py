@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import ABLATION_SMOKE, run_ablation
 
 from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.agents.turn import turn_grammar
@@ -16,16 +15,6 @@ from llmmarl.envs.base import MessageRules
 from llmmarl.eval.ablation import AblationConfig, minimum_detectable_effect, pooled_sd, t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE = [
-    "train.model=tiny",
-    "train.steps=1",
-    "train.games_per_update=2",
-    "train.group_size=2",
-    "train.max_samples_per_learner=4",
-    "train.eval_games=2",
-    "train.max_new_tokens=16",
-    "seeds=[0]",
-]
 
 
 def test_t_interval_and_detectable_effect_match_known_values() -> None:
@@ -60,21 +49,10 @@ def test_default_lines_keep_the_default_turn_and_reactive_grammar_is_action_only
     assert turn_grammar(["1"], ["o"], MessageRules()) == turn_grammar(["1"], ["o"], MessageRules(), plan=True)
 
 
-def _ablate(config: str, tmp: Path, arms: str | None = None, extra: tuple[str, ...] = ()) -> str:
-    sets = [*SMOKE, f"output_dir={tmp / 'runs'}", f"report_dir={tmp / 'report'}", *extra]
-    cmd = [sys.executable, str(ROOT / "scripts/ablate_turn.py"), str(ROOT / config), "--quiet"]
-    cmd += ["--arms", arms] if arms else []
-    for s in sets:
-        cmd += ["--set", s]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
 def test_two_arms_train_report_ask_differently_and_resume(tmp_path: Path) -> None:
     """The fast check (about 2 minutes on a loaded 2-core CPU): reactive and full arms of tic-tac-toe."""
     config = "configs/ablate_tictactoe.yaml"
-    out = _ablate(config, tmp_path, arms="reactive,full")
+    out = run_ablation(config, tmp_path, arms="reactive,full")
     summary = json.loads((tmp_path / "report" / "ablation.json").read_text())
     assert set(summary["arms"]) == {"reactive", "full"} and (tmp_path / "report" / "ablation.png").stat().st_size
     assert summary["budget"] == {"updates": 1, "games_per_update": 2} and summary["seeds_done"] == 1
@@ -86,14 +64,14 @@ def test_two_arms_train_report_ask_differently_and_resume(tmp_path: Path) -> Non
     assert "PREDICT:" in prompt["full"][-1]["content"] and "FORECAST:" in prompt["full"][-1]["content"]
     assert "Every turn, act." in prompt["reactive"][0]["content"]
     assert "skipped" not in out
-    assert _ablate(config, tmp_path, arms="reactive,full").count("done, skipped") == 2
+    assert run_ablation(config, tmp_path, arms="reactive,full").count("done, skipped") == 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["configs/ablate_tictactoe.yaml", "configs/ablate_signal.yaml"])
 def test_every_arm_trains_reports_and_resumes(tmp_path: Path, config: str) -> None:
     """Every arm with the tiny model (about 7 minutes per game on a loaded 2-core CPU: one run per arm)."""
-    out = _ablate(config, tmp_path)
+    out = run_ablation(config, tmp_path)
     report = tmp_path / "report"
     for name in ("ablation.md", "ablation.json", "ablation.png"):
         assert (report / name).stat().st_size > 0
@@ -119,7 +97,7 @@ def test_every_arm_trains_reports_and_resumes(tmp_path: Path, config: str) -> No
     if "message" in study.arms:
         assert "MESSAGE" in reply["message"] and "MESSAGE" in reply["full"] and "MESSAGE" not in reply["predict"]
     assert "skipped" not in out
-    again = _ablate(config, tmp_path)
+    again = run_ablation(config, tmp_path)
     assert again.count("done, skipped") == len(study.arms)
 
 
@@ -167,13 +145,13 @@ def test_harness_and_nashconv_reader_run_unchanged_on_the_vllm_engine(tmp_path: 
         "train.vllm.kv_cache_gib=0.5",
         "train.vllm.max_model_len=2048",
     )
-    _ablate(config, tmp_path, arms="reactive,full", extra=extra)
+    run_ablation(config, tmp_path, arms="reactive,full", extra=extra)
     summary = json.loads((tmp_path / "report" / "ablation.json").read_text())
     assert set(summary["arms"]) == {"reactive", "full"}
     study = AblationConfig.from_yaml(
         ROOT / config,
         [
-            *SMOKE,
+            *ABLATION_SMOKE,
             f"output_dir={tmp_path / 'runs'}",
             *extra,
             "train.eval_backend=trainer",

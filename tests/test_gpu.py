@@ -220,8 +220,8 @@ def test_the_nashconv_reader_and_the_ablation_harness_on_cuda(gpu: TransformersB
     """The Kuhn policy reader on the bf16 CUDA backend, then the turn-ablation harness's two extreme arms (reactive
     and full) end to end with the tiny model, each learner trained, evaluated and read on the GPU."""
     import json
-    import subprocess
-    import sys
+
+    from conftest import run_ablation
 
     from llmmarl.agents.specs import LLMAgentSpec
     from llmmarl.eval.exploitability import evaluate_reading, info_states, read_kuhn_policy
@@ -232,23 +232,9 @@ def test_the_nashconv_reader_and_the_ablation_harness_on_cuda(gpu: TransformersB
     assert all(abs(sum(p) - 1.0) < 1e-9 for p in reading.table().values())
     assert 0.0 <= evaluate_reading(reading).nash_conv <= 3.0
 
-    root = Path(__file__).resolve().parent.parent
-    sets = [
-        "train.model=tiny",
-        "train.steps=1",
-        "train.games_per_update=2",
-        "train.group_size=2",
-        "train.eval_games=2",
-        "train.constrained=true",
-        "train.max_new_tokens=100",
-        "seeds=[0]",
-        f"output_dir={tmp_path / 'runs'}",
-        f"report_dir={tmp_path / 'report'}",
-    ]
-    cmd = [sys.executable, str(root / "scripts/ablate_turn.py"), str(root / "configs/ablate_kuhn.yaml"), "--quiet"]
-    cmd += ["--arms", "reactive,full", *(x for s in sets for x in ("--set", s))]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ablation(
+        "configs/ablate_kuhn.yaml", tmp_path, "reactive,full", ["train.constrained=true", "train.max_new_tokens=100"]
+    )
     for arm in ("reactive", "full"):
         result = json.loads((tmp_path / "runs" / "kuhn" / arm / "seed_0" / "result.json").read_text())
         assert 0.0 <= result["nash_conv"]["kuhn"]["nash_conv"] <= 3.0

@@ -95,9 +95,7 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
     assert settings is not None and settings.enabled
     t0 = time.perf_counter()
     episodes = gather_games(trainer, settings)
-    pad = trainer.tokenizer.pad_token_id
-    if pad is None:
-        pad = trainer.tokenizer.eos_token_id
+    pad = trainer.tokenizer.pad_token_id  # never None: the backend sets it (to eos) when the model has none
     results: dict[str, Metrics] = {}
     for lr, spec in zip(cfg.learners, trainer.learner_specs, strict=True):
         t1 = time.perf_counter()
