@@ -6,8 +6,8 @@ halfway keeps every game it finished. :func:`summarise` turns episodes into per-
 
 from __future__ import annotations
 
-import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from llmmarl.agents.turn import Turn
 from llmmarl.backends.base import ChatMessage, Generation
+from llmmarl.jsonl import iter_jsonl
 
 Outcome = Literal["win", "draw", "loss"]
 
@@ -160,32 +161,14 @@ class Tally:
         return f"{self.wins}/{self.draws}/{self.losses}"
 
 
-class JsonlWriter:
-    """Append-only JSONL file, flushed per line."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = self.path.open("a", encoding="utf-8")
-
-    def write(self, record: BaseModel) -> None:
-        self._f.write(record.model_dump_json() + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def read_episodes(path: str | Path) -> Iterator[EpisodeRecord]:
-    """Read episodes back; a truncated last line (a run killed mid-write) is skipped, not fatal."""
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                yield EpisodeRecord.model_validate(json.loads(line))
-            except (json.JSONDecodeError, ValueError):
-                continue
+def read_episodes(path: str | Path, torn: list[int] | None = None) -> Iterator[EpisodeRecord]:
+    """Read episodes back. A line cut short (a run killed mid-write) is skipped with a
+    :class:`~llmmarl.jsonl.TornLineWarning` and its number appended to ``torn``, not fatal (see :mod:`llmmarl.jsonl`);
+    a complete line that is not an episode is skipped too, and counted in a warning."""
+    invalid: list[int] = []
+    yield from iter_jsonl(path, EpisodeRecord.model_validate, torn, invalid)
+    if invalid:
+        warnings.warn(f"{path}: skipped {len(invalid)} line(s) that are not episodes: {invalid[:5]}", stacklevel=2)
 
 
 class AgentSummary(BaseModel):

@@ -48,8 +48,9 @@ from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word_truncate
 from llmmarl.envs import make
 from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
+from llmmarl.jsonl import JsonlWriter
 from llmmarl.matches import Match, request_seed, seatings
-from llmmarl.records import EpisodeRecord, JsonlWriter, TurnRecord, outcomes_from_returns
+from llmmarl.records import EpisodeRecord, TurnRecord, outcomes_from_returns
 from llmmarl.scoring import score_turns
 
 __all__ = ["Match", "Runner", "request_seed", "seatings"]  # Match and the seeding helpers live in llmmarl.matches

@@ -24,10 +24,11 @@ def train(
 
     cfg = load_config(TrainConfig.from_yaml, config, set_)
     from llmmarl.train import train as run_training  # imports the trainer only once the config is valid
+    from llmmarl.train.checkpoint import CheckpointError
 
     try:
         run_training(cfg, resume=resume)
-    except (FileExistsError, ValueError, ModelNotAvailableError, BackendError) as e:
+    except (FileExistsError, ValueError, ModelNotAvailableError, BackendError, CheckpointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     console.print(f"adapters and manifest.json: {cfg.adapters_path}")

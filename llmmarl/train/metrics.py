@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from llmmarl.jsonl import append_jsonl, iter_jsonl
+
 Metrics = dict[str, int | float]  # monitor name -> value
 Evaluation = dict[str, dict[str, Metrics]]  # lineup -> learner -> metrics
 
@@ -72,28 +74,27 @@ class MetricsRow(BaseModel):
 
 
 def append_metrics(path: str | Path, row: MetricsRow) -> None:
-    """Append ``row`` to the ``metrics.jsonl`` at ``path`` (its folder is created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(row.to_json() + "\n")
+    """Append ``row`` to the ``metrics.jsonl`` at ``path`` (its folder is created; a torn last line left by a killed
+    run is ended first, see :mod:`llmmarl.jsonl`)."""
+    append_jsonl(path, row.to_json())
 
 
-def iter_metrics(path: str | Path) -> Iterator[MetricsRow]:
-    """The rows of a ``metrics.jsonl``, in order; a line that is not a row is a ``ValueError`` naming it."""
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield MetricsRow.model_validate_json(line)
-            except ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(x) for x in first["loc"])
-                raise ValueError(f"{path}:{n}: not a metrics row ({where}: {first['msg']})") from None
+def _row(obj: Any) -> MetricsRow:
+    try:
+        return MetricsRow.model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"not a metrics row ({where}: {first['msg']})") from None
 
 
-def read_metrics(path: str | Path) -> list[MetricsRow]:
+def iter_metrics(path: str | Path, torn: list[int] | None = None) -> Iterator[MetricsRow]:
+    """The rows of a ``metrics.jsonl``, in order. A line cut short (a killed run) is skipped with a
+    :class:`~llmmarl.jsonl.TornLineWarning` and its number appended to ``torn``; a complete line that is not a row is
+    a ``ValueError`` naming it."""
+    return iter_jsonl(path, _row, torn)
+
+
+def read_metrics(path: str | Path, torn: list[int] | None = None) -> list[MetricsRow]:
     """Every row of a ``metrics.jsonl`` (see :func:`iter_metrics`)."""
-    return list(iter_metrics(path))
+    return list(iter_metrics(path, torn))

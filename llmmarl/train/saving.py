@@ -9,15 +9,19 @@ methods are the public entry points.
 
 from __future__ import annotations
 
-import json
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmmarl.models import portable_name
 from llmmarl.train.checkpoint import (
+    CheckpointData,
+    CheckpointError,
+    UnsafeCheckpointError,
     list_checkpoints,
-    load_checkpoint,
-    load_extra,
+    read_checkpoint,
+    restore_checkpoint,
     save_adapter,
     save_checkpoint,
     write_manifest,
@@ -87,23 +91,28 @@ def save(trainer: MultiAgentTrainer) -> Path:
 
 
 def resume(trainer: MultiAgentTrainer) -> bool:
-    """Continue from the newest checkpoint in ``output_dir``; False if there is none."""
+    """Continue from the newest readable checkpoint in ``output_dir``; False if there is none.
+
+    A checkpoint that cannot be read (a file missing, empty or cut short) is skipped with a warning for the one
+    before it; one whose files would run code when loaded stops the resume (:class:`UnsafeCheckpointError`).
+    """
     found = list_checkpoints(trainer.out / "checkpoints")
     if not found:
         return False
-    state = json.loads((found[-1] / "state.json").read_text())
-    saved, ours = state["config"], trainer.cfg.model_dump(mode="json")
+    data = _newest_readable(found, trainer.optimizers())
+    saved, ours = data.state.get("config") or {}, trainer.cfg.model_dump(mode="json")
     for key in _RESUME_KEYS:
         theirs = saved.get(key, _LEGACY_ALGORITHM if key == "algorithm" else None)
         if theirs != ours[key]:
             raise ValueError(
-                f"{found[-1]} was written with {key}={theirs!r}, this config has {ours[key]!r}: "
+                f"{data.path} was written with {key}={theirs!r}, this config has {ours[key]!r}: "
                 "resume with the same config, or use another output_dir"
             )
-    if sorted(lr["name"] for lr in saved["learners"]) != sorted(trainer.learners):
-        raise ValueError(f"{found[-1]} has learners {[lr['name'] for lr in saved['learners']]}: not this config's")
-    state = load_checkpoint(found[-1], trainer.model, trainer.optimizers())
-    trainer.load_extra_state(load_extra(found[-1]))
+    learners = [lr["name"] for lr in saved.get("learners", [])]
+    if sorted(learners) != sorted(trainer.learners):
+        raise ValueError(f"{data.path} has learners {learners}: not this config's")
+    state = restore_checkpoint(data, trainer.model, trainer.optimizers())
+    trainer.load_extra_state(data.extra)
     trainer.step = state["step"]
     # Checkpoints from before the engine interface kept the transformers backend's call counter on its own.
     trainer.backend.load_state_dict(state.get("engine") or {"calls": state["backend_calls"]})
@@ -116,6 +125,27 @@ def resume(trainer: MultiAgentTrainer) -> bool:
         trainer.league = League.model_validate(state["league"])
     trainer.load_json_state(state)
     return True
+
+
+def _newest_readable(found: list[Path], names: Iterable[str]) -> CheckpointData:
+    """The newest of ``found`` (oldest first) that reads whole; unreadable ones are skipped with a warning."""
+    skipped: list[tuple[Path, CheckpointError]] = []
+    for path in reversed(found):
+        try:
+            data = read_checkpoint(path, names)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as e:
+            skipped.append((path, e))
+            continue
+        for newer, why in skipped:
+            warnings.warn(f"resuming from {path.name}: the newer {newer.name} is incomplete ({why})", stacklevel=3)
+        return data
+    reasons = "; ".join(str(e) for _, e in skipped)
+    raise CheckpointError(
+        f"no checkpoint in {found[0].parent} can be read ({reasons}); start a new output_dir, or train from scratch in "
+        "this one after moving its checkpoints folder away"
+    )
 
 
 def export(trainer: MultiAgentTrainer) -> Path:
