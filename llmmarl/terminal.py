@@ -1,4 +1,9 @@
-"""Terminal output for people: a readable transcript of one game and the per-agent summary table."""
+"""Terminal output for people: a readable transcript of one game and the per-agent summary table.
+
+Rich reads ``[...]`` in a string as markup: model answers, messages, errors and names are escaped
+(:func:`rich.markup.escape`) before they join our own markup, so an answer holding ``[/INST]`` prints as written
+instead of failing the command, and ``[link=...]`` stays text instead of becoming a hyperlink the model chose.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -15,31 +21,34 @@ from llmmarl.records import AgentSummary, EpisodeRecord
 def print_transcript(episode: EpisodeRecord, console: Console | None = None) -> None:
     console = console or Console()
     seats = ", ".join(f"{seat}={player}" for seat, player in episode.seats.items())
-    console.rule(f"[bold]{episode.env}[/] game {episode.game_id} (seed {episode.seed}): {seats}")
+    console.rule(f"[bold]{escape(episode.env)}[/] game {episode.game_id} (seed {episode.seed}): {escape(seats)}")
     for t in episode.turns:
-        lines = [t.observation]
+        lines = [escape(t.observation)]
         if t.inbox:
-            lines += ["", *t.inbox]
+            lines += ["", *map(escape, t.inbox)]
         for i, a in enumerate(t.attempts):
             tag = "answer" if i == 0 else "re-ask answer"
-            lines += ["", f"[dim]{tag}:[/] {a.response.strip()}" + (f"\n[red]! {a.error}[/]" if a.error else "")]
+            error = f"\n[red]! {escape(a.error)}[/]" if a.error else ""
+            lines += ["", f"[dim]{tag}:[/] {escape(a.response.strip())}" + error]
         if t.turn and t.turn.predictions:
             hits = {k: ("right" if v else "wrong") for k, v in t.prediction_hits.items()}
             preds = ", ".join(
                 f"{k}={v}" + (f" ({hits[k]})" if k in hits else "") for k, v in t.turn.predictions.items()
             )
-            lines.append(f"[cyan]predicts:[/] {preds}")
+            lines.append(f"[cyan]predicts:[/] {escape(preds)}")
         if t.message:
-            lines.append(f"[magenta]says to {', '.join(t.message_to)}:[/] {t.message}")
-        fb = f" [yellow](fallback: {t.fallback})[/]" if t.fallback else ""
-        lines.append(f"[bold green]plays {t.action}[/]{fb}   reward {t.reward:+g}")
-        console.print(Panel("\n".join(lines), title=f"step {t.step}: {t.seat} ({t.player})", title_align="left"))
+            lines.append(f"[magenta]says to {escape(', '.join(t.message_to))}:[/] {escape(t.message)}")
+        fb = f" [yellow](fallback: {escape(t.fallback)})[/]" if t.fallback else ""
+        lines.append(f"[bold green]plays {escape(str(t.action))}[/]{fb}   reward {t.reward:+g}")
+        title = escape(f"step {t.step}: {t.seat} ({t.player})")
+        console.print(Panel("\n".join(lines), title=title, title_align="left"))
     if episode.error:
-        console.print(f"[red]game error:[/] {episode.error}")
+        console.print(f"[red]game error:[/] {escape(episode.error)}")
     else:
         res = ", ".join(f"{s}: {r:+g} ({episode.outcomes[s]})" for s, r in episode.returns.items())
         console.print(
-            f"[bold]result:[/] {res}" + (f"  [yellow]{episode.forfeit} forfeited[/]" if episode.forfeit else "")
+            f"[bold]result:[/] {escape(res)}"
+            + (f"  [yellow]{escape(str(episode.forfeit))} forfeited[/]" if episode.forfeit else "")
         )
 
 
@@ -54,7 +63,7 @@ def summary_table(summaries: Sequence[AgentSummary], title: str = "Summary") -> 
     answers without a legal move / turns played by the fallback after the re-ask; ``±CI``: half-width of
     the 95% interval."""
     columns: dict[str, Callable[[AgentSummary], str]] = {
-        "agent": lambda s: s.player,
+        "agent": lambda s: escape(s.player),
         "games": lambda s: str(s.games),
         "return ±CI": lambda s: return_ci(s.mean_return, s.ci95),
         "W/D/L": lambda s: f"{s.wins}/{s.draws}/{s.losses}",

@@ -31,7 +31,7 @@ from llmmarl.tournament import TournamentConfig, run_tournament
 from llmmarl.tournament.store import TournamentStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hostile_server import BEHAVIOURS, INJECTION, HostileServer
+from hostile_server import BEHAVIOURS, INJECTION, MARKUP, HostileServer
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = GenerationRequest(messages=[{"role": "user", "content": "Legal actions: 3, 4, 5"}], max_new_tokens=16)
@@ -74,7 +74,7 @@ def test_a_bad_reply_fails_its_request_only(behaviour: str) -> None:
 
 
 def test_every_behaviour_is_covered() -> None:
-    answered = {"ok", "inject", "huge_text", "escapes", "surrogate", "no_action"}
+    answered = {"ok", "inject", "huge_text", "escapes", "surrogate", "markup", "no_action"}
     assert set(FAILURES) | answered == set(BEHAVIOURS)
 
 
@@ -153,11 +153,13 @@ def test_a_failed_request_is_sent_again_and_is_not_an_invalid_answer() -> None:
 MIXED = [
     *("ok", "inject", "html_200", "ok", "huge_text", "500", "500", "escapes", "junk_200", "surrogate", "ok"),
     *("empty_choices", "no_action", "inject", "429", "429", "ok", "cut", "wrong_types", "ok", "slow"),
-    *("missing_fields", "ok", "trickle", "huge_body", "inject", "ok"),
+    *("missing_fields", "ok", "trickle", "huge_body", "inject", "markup", "ok"),
 ]
+# Transcripts printed or not: with them, every answer above also goes through the terminal's markup.
+SHOW = pytest.mark.parametrize("show", [0, 8], ids=["quiet", "shown"])
 
 
-def _play(env: str, srv: HostileServer, out: Path, games: int, agents: str) -> str:
+def _play(env: str, srv: HostileServer, out: Path, games: int, agents: str, show: int = 0) -> str:
     result = CliRunner().invoke(
         app,
         [
@@ -174,7 +176,7 @@ def _play(env: str, srv: HostileServer, out: Path, games: int, agents: str) -> s
             "--out",
             str(out),
             "--show",
-            "0",
+            str(show),
             "--max-new-tokens",
             "32",
         ],
@@ -183,10 +185,11 @@ def _play(env: str, srv: HostileServer, out: Path, games: int, agents: str) -> s
     return result.output
 
 
-def test_play_tictactoe_finishes_every_game_against_a_hostile_server(tmp_path: Path) -> None:
+@SHOW
+def test_play_tictactoe_finishes_every_game_against_a_hostile_server(tmp_path: Path, show: int) -> None:
     out = tmp_path / "t.jsonl"
     with HostileServer(MIXED, slow_s=2.0) as srv:
-        text = _play("tictactoe_v3", srv, out, 8, "llm,random")
+        text = _play("tictactoe_v3", srv, out, 8, "llm,random", show)
     eps = list(read_episodes(out))
     assert sorted(int(ep.game_id) for ep in eps) == list(range(8))  # every game written, none lost
     assert all(ep.error is None or ep.outage for ep in eps)  # the only broken games are outages
@@ -195,11 +198,12 @@ def test_play_tictactoe_finishes_every_game_against_a_hostile_server(tmp_path: P
     assert set(srv.counts) >= {"html_200", "empty_choices", "surrogate", "500", "429", "cut", "slow", "trickle"}
 
 
-def test_play_signal_delivers_clean_messages_within_budget(tmp_path: Path) -> None:
+@SHOW
+def test_play_signal_delivers_clean_messages_within_budget(tmp_path: Path, show: int) -> None:
     out = tmp_path / "s.jsonl"
     budget = make("signal_v0").message_rules.max_tokens
     with HostileServer(["inject", "huge_text", "surrogate", "escapes", *MIXED]) as srv:
-        _play("signal_v0", srv, out, 8, "llm")
+        _play("signal_v0", srv, out, 8, "llm", show)
         prompts = [m["content"] for body in srv.requests for m in body["messages"]]
     eps = list(read_episodes(out))
     assert sorted(int(ep.game_id) for ep in eps) == list(range(8))
@@ -210,6 +214,19 @@ def test_play_signal_delivers_clean_messages_within_budget(tmp_path: Path) -> No
         assert len(m.split()) <= budget and len(m) <= budget * CHARS_PER_TOKEN
     # What reached the model, inboxes and quoted re-asks included, carries none of the injected control tokens.
     assert not any(tok in p for p in prompts for tok in CONTROL)
+
+
+def test_model_text_prints_as_written_not_as_markup(tmp_path: Path) -> None:
+    with HostileServer(["markup"]) as srv:
+        text = _play("tictactoe_v3", srv, tmp_path / "m.jsonl", 1, "llm,random", show=1)
+    assert f"PLAN: {MARKUP} [bold red]win[/]" in text  # the answer, literally: no MarkupError, no hyperlink
+    assert "\x1b]8;" not in text
+
+
+def test_names_and_errors_print_as_written(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["play", "tictactoe_v3", "--model", "[/x]none", "--games", "1"])
+    assert result.exit_code == 1 and "MarkupError" not in result.output, result.output
+    assert "cannot load model '[/x]none'" in result.output
 
 
 def test_message_caps_characters_and_strips_the_tokenizers_special_tokens() -> None:

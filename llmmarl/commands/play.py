@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from llmmarl.agents.scripted import scripted_policies
@@ -105,13 +106,13 @@ def play(
         try:
             backend = build_backend(spec)
         except BackendError as e:
-            fail(f"[red]{e}[/]")
+            fail(f"[red]{escape(str(e))}[/]")
     elif any(isinstance(s, LLMAgentSpec) for s in specs):
-        with console.status(f"loading model {model!r}"):
+        with console.status(f"loading model {escape(repr(model))}"):
             try:
                 backend = build_backend(BackendSpec(model=model, max_batch_size=max_batch_size, seed=seed))
             except (ModelNotAvailableError, OSError, BackendError) as e:
-                fail(f"[red]cannot load model {model!r}:[/] {e}")
+                fail(f"[red]cannot load model {escape(repr(model))}:[/] {escape(str(e))}")
     out = out or Path("runs") / f"{env.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     runner = Runner(backend, concurrency=concurrency, out=out)
     start = time.perf_counter()
@@ -119,9 +120,9 @@ def play(
     try:
         episodes = runner.play(matches)
     except BackendError as e:
-        fail(f"[red]backend error:[/] {e} (finished games are in {out})")
+        fail(f"[red]backend error:[/] {escape(str(e))} (finished games are in {escape(str(out))})")
     except KeyboardInterrupt:
-        fail(f"[yellow]interrupted.[/] Finished games are in {out}.", 130)
+        fail(f"[yellow]interrupted.[/] Finished games are in {escape(str(out))}.", 130)
     elapsed = time.perf_counter() - start
     for ep in episodes[:show]:
         print_transcript(ep, console)
@@ -131,7 +132,7 @@ def play(
     console.print(
         f"{stats['decisions']} decisions ({stats['decisions'] / elapsed:.1f}/s), {stats['llm_requests']} LLM requests "
         f"in {stats['backend_calls']} batched calls ({stats['failed_requests']} failed by the server), "
-        f"{stats['reasks']} re-asks. Transcript: {out}"
+        f"{stats['reasks']} re-asks. Transcript: {escape(str(out))}"
     )
 
 
@@ -141,10 +142,11 @@ def _print_broken(episodes: list[EpisodeRecord]) -> None:
     errors = [ep for ep in episodes if ep.error and not ep.outage]
     if outages:
         console.print(
-            f"[yellow]{len(outages)} game(s) stopped by a server outage (not counted); first: {outages[0].error}[/]"
+            f"[yellow]{len(outages)} game(s) stopped by a server outage (not counted); "
+            f"first: {escape(outages[0].error or '')}[/]"
         )
     if errors:
-        console.print(f"[red]{len(errors)} game(s) ended with an error; first: {errors[0].error}[/]")
+        console.print(f"[red]{len(errors)} game(s) ended with an error; first: {escape(errors[0].error or '')}[/]")
 
 
 def demo(
@@ -161,17 +163,20 @@ def demo(
     adapter = adapter or DEMO_ADAPTER
     if not (adapter / "adapter_config.json").exists():
         raise typer.BadParameter(f"{adapter} is not a LoRA adapter folder", param_hint="--adapter")
-    with console.status(f"loading model {model!r} and adapter {adapter}"):
+    with console.status(escape(f"loading model {model!r} and adapter {adapter}")):
         try:  # the adapter loads here rather than mid-game: one made for another base model is a clear error
             backend = build_backend(BackendSpec(model=model, adapters={adapter.name: adapter}, seed=seed))
         except (ModelNotAvailableError, OSError, BackendError, RuntimeError, ValueError) as e:
             why = str(e).splitlines()[0]  # a shape mismatch lists every layer: the first line says enough
-            fail(f"[red]cannot load model {model!r} with adapter {adapter}[/] (made for another model?) {why}")
+            fail(
+                f"[red]cannot load model {escape(repr(model))} with adapter {escape(str(adapter))}[/] "
+                f"(made for another model?) {escape(why)}"
+            )
     start = time.perf_counter()
     try:
         rows, _ = run_demo(backend, contenders(adapter), games, seed)
     except BackendError as e:
-        fail(f"[red]backend error:[/] {e}")
+        fail(f"[red]backend error:[/] {escape(str(e))}")
     elapsed = time.perf_counter() - start
     console.print(demo_table(rows, title=f"tic-tac-toe vs random: {games} games each, {elapsed:.0f}s"))
     if note := published_eval(adapter):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from llmmarl.backends.base import BackendError
 from llmmarl.commands.common import console, fail, interrupt
@@ -82,30 +83,32 @@ def serve(
         )
         server = VLLMServer(config)
     except (ManifestError, ServeError, ModelNotAvailableError) as e:
-        fail(f"[red]{e}[/]", 2)
+        fail(f"[red]{escape(str(e))}[/]", 2)
     except ValidationError as e:
-        fail(f"[red]invalid serve options:[/] {'; '.join(err['msg'] for err in e.errors())}", 2)
+        fail(f"[red]invalid serve options:[/] {escape('; '.join(err['msg'] for err in e.errors()))}", 2)
     # SIGTERM (systemd, docker stop, kill) takes the same way out as Ctrl-C: stop the server's process group.
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        with console.status(f"starting vLLM ({server.python}); log: {server.log_file}"):
+        with console.status(escape(f"starting vLLM ({server.python}); log: {server.log_file}")):
             server.start()
         names = server.served()
         console.print(
-            f"[green]serving[/] {server.url}  (started in {server.startup_seconds:.0f}s, log {server.log_file})"
+            "[green]serving[/] "
+            + escape(f"{server.url}  (started in {server.startup_seconds:.0f}s, log {server.log_file})")
         )
-        console.print(f"base model: {config.base_name}   agents: {', '.join(names[1:]) or 'none'}")
+        console.print(escape(f"base model: {config.base_name}   agents: {', '.join(names[1:]) or 'none'}"))
         console.print(
             f"play through it: llmmarl play tictactoe_v3 --endpoint {server.url} --agents llm@NAME,random"
             + ("  (with --api-key / $LLMMARL_API_KEY)" if api_key else "")
         )
         code = server.wait()
         console.print(
-            f"[red]the server exited with code {code}.[/] Last lines of {server.log_file}:\n{server.log_tail()}"
+            f"[red]the server exited with code {code}.[/] Last lines of {escape(str(server.log_file))}:\n"
+            + escape(server.log_tail())
         )
         raise typer.Exit(1)
     except ServeError as e:
-        fail(f"[red]{e}[/]")
+        fail(f"[red]{escape(str(e))}[/]")
     except KeyboardInterrupt:
         console.print("stopping the server")
     finally:
@@ -124,5 +127,5 @@ def serve_reload(
     try:
         names = hot_reload(endpoint, name, path, api_key=api_key)
     except BackendError as e:
-        fail(f"[red]{e}[/]")
-    console.print(f"{endpoint} now serves {name} from {path.resolve()}; agents: {', '.join(names)}")
+        fail(f"[red]{escape(str(e))}[/]")
+    console.print(escape(f"{endpoint} now serves {name} from {path.resolve()}; agents: {', '.join(names)}"))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from llmmarl.backends.base import BackendError
 from llmmarl.commands.common import SET_HELP, console, fail, interrupt, load_config
@@ -40,9 +41,10 @@ def tournament(
     try:
         summary = run_tournament(cfg, console=console)
     except KeyboardInterrupt:
-        fail(f"[yellow]interrupted.[/] Finished games are stored in {cfg.db}; run the same command to resume.", 130)
+        db = escape(str(cfg.db))
+        fail(f"[yellow]interrupted.[/] Finished games are stored in {db}; run the same command to resume.", 130)
     except (BackendError, ModelNotAvailableError, StoreError, ValueError, RuntimeError) as e:
-        fail(f"[red]tournament failed:[/] {e}")
+        fail(f"[red]tournament failed:[/] {escape(str(e))}")
     with TournamentStore(cfg.db) as store:
         report = build_report(store, cfg.name, bootstrap=cfg.bootstrap)
     out = write_html(report, html or cfg.report_path)
@@ -82,7 +84,7 @@ def report_cmd(
             if json:
                 console.print(f"JSON: {store.export_json(report.name, json)}")
     except (StoreError, ValueError) as e:
-        fail(f"[red]{e}[/]")
+        fail(f"[red]{escape(str(e))}[/]")
     if html:
         console.print(f"HTML report: {write_html(report, html)}")
     if md or not (html or csv or json):

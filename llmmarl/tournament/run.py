@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -289,7 +290,7 @@ def standings_table(
     for p in sorted(participants, key=lambda p: (-tallies[p].points, p)):
         rate = invalid.get(p)
         table.add_row(
-            p,
+            escape(p),  # a name from a shared config: text, never markup
             str(games[p]),
             str(tallies[p]),
             f"{tallies[p].points:g}",
