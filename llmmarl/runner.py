@@ -42,10 +42,10 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from llmmarl.agents.llm import LLMAgents, LLMDecision
-from llmmarl.agents.messages import MessageBoard, special_tokens
+from llmmarl.agents.messages import MessageBoard
 from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
-from llmmarl.backends.base import Backend, BackendError, GenerationRequest, word_truncate
+from llmmarl.backends.base import Backend, BackendError, GenerationRequest, special_tokens, word_truncate
 from llmmarl.envs import make
 from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
 from llmmarl.jsonl import JsonlWriter

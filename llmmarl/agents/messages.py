@@ -4,14 +4,14 @@ A message is sanitised (control tokens stripped, one line, quotes neutralised, c
 :data:`CHARS_PER_TOKEN` characters per token), then delivered into each recipient's inbox, which its next prompt
 shows as a teammate's quoted words. Flattening to one line matters: a message must not be able to forge an
 ``ACTION:`` line or a fake system instruction in the recipient's prompt. Control tokens are both the chat tokens
-every template uses (``<|im_start|>``, ``[INST]``...) and the backend tokenizer's own ``all_special_tokens``.
+every template uses (``<|im_start|>``, ``[INST]``...) and the backend's own
+(:func:`~llmmarl.backends.base.special_tokens`, which also reaches through backends that wrap others).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from llmmarl.agents.turn import strip_control
 from llmmarl.envs.base import TextEnv
@@ -19,13 +19,6 @@ from llmmarl.envs.base import TextEnv
 # Without a local tokenizer the token budget counts whitespace-separated words, so one 20,000-character "word"
 # would pass; this many characters per budgeted token bounds the text either way (real tokens average ~4).
 CHARS_PER_TOKEN = 8
-
-
-def special_tokens(backend: Any) -> list[str]:
-    """The special tokens of ``backend``'s tokenizer (``all_special_tokens``), if it has a local one; else []."""
-    tokenizer = getattr(backend, "tokenizer", None)
-    tokens = getattr(tokenizer, "all_special_tokens", None) or []
-    return [t for t in tokens if isinstance(t, str) and t.strip()]
 
 
 def strip_tokens(text: str, special: Sequence[str] = ()) -> str:

@@ -104,7 +104,14 @@ class Generation(BaseModel):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Anything that can answer a batch of :class:`GenerationRequest`."""
+    """Anything that can answer a batch of :class:`GenerationRequest`.
+
+    Optional members the rest of the package reads when a backend has them: ``tokenizer`` (the base model's
+    Hugging Face tokenizer, see :class:`RolloutEngine`) and ``special_tokens`` (the control strings of the model(s)
+    it answers with). A backend that wraps others (routes requests, stamps answers) has no tokenizer of its own and
+    must expose ``special_tokens``: the union of :func:`special_tokens` of what it wraps, so that teammates' messages
+    are cleaned of them whichever wrapper the runner holds.
+    """
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Answer every request; the i-th generation answers the i-th request. Must batch internally."""
@@ -195,6 +202,16 @@ def safe_text(text: str) -> str:
     text = _ESCAPES.sub("", text)
     text = _CONTROLS.sub("", text)
     return _SURROGATES.sub("\ufffd", text)
+
+
+def special_tokens(backend: object) -> list[str]:
+    """The control strings (``<|im_start|>``, ``<start_of_turn>``...) of the model(s) behind ``backend``: its
+    ``special_tokens`` if it says (a wrapper), else its tokenizer's ``all_special_tokens``, else [] (no local one)."""
+    tokens = getattr(backend, "special_tokens", None)
+    if tokens is None:
+        tokenizer = getattr(backend, "tokenizer", None)
+        tokens = getattr(tokenizer, "all_special_tokens", None) or []
+    return [t for t in tokens if isinstance(t, str) and t.strip()]
 
 
 def check_adapters(backend: Backend, requests: Sequence[GenerationRequest]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends import factory
-from llmmarl.backends.base import Backend, BackendError, Generation, GenerationRequest
+from llmmarl.backends.base import Backend, BackendError, Generation, GenerationRequest, special_tokens
 from llmmarl.tournament.config import LocalLLMParticipant, OpenAIParticipant, TournamentConfig
 
 _SPEC_FIELDS = set(LLMAgentSpec.model_fields) - {"kind", "adapter"}
@@ -60,6 +60,14 @@ class RoutingBackend:
         """Whether every backend behind it takes concurrent calls: then the runner streams games (see
         :mod:`llmmarl.runner`), as it would through that backend alone."""
         return all(getattr(backend, "concurrent_calls", False) for backend, _ in self.routes.values())
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Every route's control strings: a message from one participant may reach a teammate on another model."""
+        tokens: dict[str, None] = {}
+        for backend, _ in self.routes.values():
+            tokens.update(dict.fromkeys(special_tokens(backend)))
+        return list(tokens)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         # Message budgets are counted with the first backend's tokenizer; all routes of one game share it.

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmmarl.backends.base import Generation, GenerationRequest
+from llmmarl.backends.base import Generation, GenerationRequest, special_tokens
 from llmmarl.backends.factory import BackendSpec
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.cluster import connect, require_ray
@@ -79,6 +79,10 @@ class _StampingBackend:
     @property
     def adapters(self) -> list[str]:
         return self.backend.adapters
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return special_tokens(self.backend)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         return self.backend.truncate(text, max_tokens)
