@@ -21,6 +21,7 @@ from conftest import CannedBackend, lowest_legal
 from llmmarl.backends.base import BackendError, GenerationRequest
 from llmmarl.tournament import TournamentConfig, run_tournament
 from llmmarl.tournament.backends import RoutingBackend, build_backend, route
+from llmmarl.tournament.config import adapter_digest
 from llmmarl.tournament.ratings import bradley_terry, openskill_ratings
 from llmmarl.tournament.report import build_report, render_html, render_markdown
 from llmmarl.tournament.results import GameResult, duplicate_boards, head_to_head
@@ -454,3 +455,49 @@ def test_duplicate_scoring_needs_both_seat_orders(tmp_path: Path) -> None:
         ttt_config(tmp_path, games=[{"env": "tictactoe_v3", "scoring": "duplicate"}], schedule={"swap_seats": False})
     same = ttt_config(tmp_path).fingerprint()
     assert ttt_config(tmp_path, games=[{"env": "tictactoe_v3", "scoring": "duplicate"}]).fingerprint() == same
+
+
+# ---- the fingerprint covers adapter weights -------------------------------------------------------------------------
+def _save_lora(folder: Path, seed: int) -> None:
+    """A real PEFT adapter of the tiny model, its weights drawn from ``seed``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmmarl.models import resolve_model
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny"))
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(str(folder))
+
+
+def test_resuming_after_an_adapter_was_retrained_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "ann"
+    _save_lora(folder, seed=1)
+    cfg = ttt_config(
+        tmp_path,
+        per_pairing=1,
+        base_model="tiny",
+        participants=["random", {"kind": "llm", "name": "ann", "adapter": str(folder), "max_new_tokens": 8}],
+    )
+    assert run_tournament(cfg, progress=False).played_now == 2
+    played_with = adapter_digest(folder)
+    (folder / "README.md").write_text("notes")  # not the weights: the same tournament
+    assert run_tournament(cfg, progress=False).played_now == 0
+    _save_lora(folder, seed=2)  # retrained in place: same path, other weights
+    with pytest.raises(StoreError, match=r"weights of adapter\(s\) ann \(.*ann\) changed since tournament 't'"):
+        run_tournament(cfg, progress=False)
+    with TournamentStore(cfg.db) as store:  # what the games were played with stays on record
+        assert store.config("t")["adapter_weights"] == {"ann": played_with} != {"ann": adapter_digest(folder)}
+    renamed = cfg.model_copy(update={"name": "t2"})  # the way forward the error gives
+    assert run_tournament(renamed, progress=False).played_now == 2
+
+
+def test_a_missing_adapter_folder_is_a_config_error_before_the_store_opens(tmp_path: Path) -> None:
+    cfg = ttt_config(
+        tmp_path, base_model="tiny", participants=["random", {"kind": "llm", "name": "x", "adapter": str(tmp_path)}]
+    )
+    with pytest.raises(ValueError, match="is not a PEFT adapter folder"):
+        run_tournament(cfg, progress=False)
+    assert not cfg.db.exists()

@@ -250,11 +250,20 @@ class TournamentConfig(BaseModel):
     def participant_names(self) -> list[str]:
         return [p.name for p in self.participants]
 
-    def fingerprint(self) -> str:
+    def adapter_digests(self) -> dict[str, str]:
+        """Participant -> :func:`adapter_digest` of its local adapter folder, for the participants that have one."""
+        return {
+            p.name: adapter_digest(p.adapter, p.name)
+            for p in self.participants
+            if isinstance(p, LocalLLMParticipant) and p.adapter is not None
+        }
+
+    def fingerprint(self, adapter_digests: dict[str, str] | None = None) -> str:
         """Hash of what decides the games played: a store refuses to resume a tournament whose games changed.
 
-        Concurrency, batch size, device, Ray and report options (scoring among them) may change between runs; they do
-        not change games.
+        Local adapters count by their weights (``adapter_digests``, default: :meth:`adapter_digests`), not only by
+        their paths: an adapter retrained in place plays other games. Concurrency, batch size, device, Ray and report
+        options (scoring among them) may change between runs; they do not change games.
         """
         relevant = self.model_dump(
             mode="json",
@@ -266,4 +275,30 @@ class TournamentConfig(BaseModel):
                 "base_model": True,
             },
         )
+        digests = self.adapter_digests() if adapter_digests is None else adapter_digests
+        if digests:  # absent without adapters: those tournaments keep the fingerprint they always had
+            relevant["adapter_weights"] = digests
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# What a PEFT folder's weights are: its config (rank, targets, base model) and its tensors in either format.
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_digest(folder: str | Path, participant: str = "") -> str:
+    """SHA-256 (first 16 hex digits) of a PEFT adapter folder's config and weight files, names and bytes."""
+    folder = Path(folder)
+    files = [folder / name for name in _ADAPTER_FILES if (folder / name).is_file()]
+    if not (folder / "adapter_config.json").is_file() or len(files) < 2:
+        raise ValueError(
+            f"participant {participant!r}: adapter {str(folder)!r} is not a PEFT adapter folder (it needs "
+            "adapter_config.json and adapter_model.safetensors). Local participants load adapter folders; for an "
+            "adapter served by vLLM use `kind: openai` with `model: <its served name>`."
+        )
+    h = hashlib.sha256()
+    for file in files:
+        h.update(f"{file.name}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:16]

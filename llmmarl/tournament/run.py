@@ -27,7 +27,7 @@ from llmmarl.tournament.backends import build_backend, runner_specs
 from llmmarl.tournament.config import GameSpec, RoundRobin, Swiss, TournamentConfig
 from llmmarl.tournament.results import GameResult, tally
 from llmmarl.tournament.schedule import ScheduledGame, round_robin, swiss_round
-from llmmarl.tournament.store import StoredGame, TournamentStore
+from llmmarl.tournament.store import StoredGame, StoreError, TournamentStore
 
 
 class Lineup(BaseModel):
@@ -74,8 +74,9 @@ def run_tournament(
         bad = [k for k, lu in lineups.items() if lu.cooperative or len(lu.seats) != 2]
         if bad:
             raise ValueError(f"Swiss pairing needs two-seat competitive games; {bad} are not: use round_robin")
+    digests = config.adapter_digests()  # before the store opens: a missing adapter folder is a config error
     with TournamentStore(config.db) as store:
-        store.open_tournament(config.name, config.fingerprint(), config.model_dump(mode="json"))
+        _open(store, config, digests)
         player = _Player(config, store, console, progress, on_game)
         try:
             if isinstance(config.schedule, RoundRobin):
@@ -96,6 +97,28 @@ def run_tournament(
         retried=player.retried,
         **counts,
     )
+
+
+def _open(store: TournamentStore, config: TournamentConfig, digests: dict[str, str]) -> None:
+    """Register the tournament or check that the store's games are this config's; a retrained adapter is named."""
+    # The stored config keeps the digests too: the next resume can say which adapter changed, and exports show
+    # which weights the games were played with.
+    try:
+        store.open_tournament(
+            config.name, config.fingerprint(digests), {**config.model_dump(mode="json"), "adapter_weights": digests}
+        )
+    except StoreError:
+        before = store.config(config.name).get("adapter_weights") or {}
+        changed = sorted(name for name, digest in digests.items() if name in before and before[name] != digest)
+        if not changed:
+            raise
+        adapters = {p.name: getattr(p, "adapter", None) for p in config.participants}
+        raise StoreError(
+            f"the weights of adapter(s) {', '.join(f'{n} ({adapters[n]})' for n in changed)} "
+            f"changed since tournament {config.name!r} in {store.path} played its games (retrained or replaced): "
+            "resuming would rate two versions as one. To rate the new weights, start a new tournament (change "
+            "`name` or `db`); to finish this one, put the original adapter files back."
+        ) from None
 
 
 # ---- scheduling -------------------------------------------------------------------------------------------------
