@@ -8,6 +8,7 @@ import os
 import pickle
 import random
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,7 @@ def test_a_checkpoint_file_that_would_run_code_is_refused(run_copy: Path, tmp_pa
     torch.save({"optimizer": _WritesMarker(marker), "scheduler": {}, "global_step": 0}, newest / file)
     with pytest.raises(UnsafeCheckpointError, match=r"holds posix\.system.*Refusing to load it"):
         _resume(run_copy)
-    assert not marker.exists()  # nothing ran
-    # Not mistaken for a torn file: the resume stops instead of quietly using the checkpoint before.
-    assert not isinstance(UnsafeCheckpointError("x"), ValueError)
+    assert not marker.exists()  # nothing ran; and the resume stopped instead of quietly using the checkpoint before
 
 
 def test_a_legacy_rng_file_with_numpy_arrays_still_loads(tmp_path: Path) -> None:
@@ -195,6 +194,7 @@ def test_the_train_command_reports_an_unreadable_run_in_one_line(run_copy: Path,
     assert "no checkpoint in" in result.output
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the fsynced paths from /proc/self/fd")
 def test_checkpoint_writes_are_fsynced(run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file of a new checkpoint, and the folders that name them, reach the disk before it counts."""
     synced: list[str] = []
