@@ -3,6 +3,7 @@ correctly and agree for identical agents, Swiss without rematches, and a report 
 
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 import json
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +23,10 @@ import yaml
 from conftest import CannedBackend, lowest_legal
 from rich.console import Console
 
+from llmmarl.agents.specs import ScriptedAgentSpec
 from llmmarl.backends.base import BackendError, GenerationRequest
+from llmmarl.records import EpisodeRecord
+from llmmarl.runner import Match, Runner
 from llmmarl.tournament import TournamentConfig, run_tournament
 from llmmarl.tournament.backends import RoutingBackend, build_backend, route
 from llmmarl.tournament.ratings import bradley_terry, openskill_ratings
@@ -31,6 +36,7 @@ from llmmarl.tournament.schedule import round_robin, seat_counts, standings, swi
 from llmmarl.tournament.store import StoreError, TournamentStore
 
 SEATS = ["player_0", "player_1"]
+RANDOM = ScriptedAgentSpec(name="random", policy="random")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -537,3 +543,30 @@ def test_a_tampered_swiss_round_is_skipped_not_played(tmp_path: Path) -> None:
         )
     summary = run_tournament(cfg, progress=False, console=Console(file=io.StringIO()))
     assert not marker.exists() and summary.played_now == 0 and summary.unscheduled == 1
+
+
+def test_a_tournament_keeps_no_records_in_memory(tmp_path: Path) -> None:
+    """Records stream to the store: while the last game is being stored, the earlier ones are gone from memory."""
+    cfg = ttt_config(tmp_path, per_pairing=4, concurrency=4)
+    alive: list[int] = []
+
+    def count(ep: object) -> None:
+        gc.collect()
+        alive.append(sum(type(o) is EpisodeRecord for o in gc.get_objects()))
+
+    summary = run_tournament(cfg, progress=False, on_game=count)
+    assert summary.played_now == len(alive) == 24
+    assert max(alive) <= 2, alive  # the game being stored (and at most one more on its way), never all 24
+
+
+def test_the_runner_hands_records_over_without_keeping_them() -> None:
+    refs: list[weakref.ref[EpisodeRecord]] = []
+    matches = [
+        Match(game_id=i, env="tictactoe_v3", seats=dict(zip(SEATS, [RANDOM, RANDOM], strict=True)), seed=i)
+        for i in range(6)
+    ]
+    out = Runner(concurrency=2, progress=False).play(
+        matches, on_episode=lambda ep: refs.append(weakref.ref(ep)), keep=False
+    )
+    gc.collect()
+    assert out == [] and len(refs) == 6 and all(r() is None for r in refs)

@@ -228,7 +228,8 @@ class _Player:
 
     def _play(self, matches: list[Match], on_episode: Callable[[EpisodeRecord], None]) -> None:
         if self.config.ray is None:
-            self._runner_for(matches).play(matches, on_episode=on_episode)
+            # Records stream to the store and are dropped: a long round robin keeps none of them in memory.
+            self._runner_for(matches).play(matches, on_episode=on_episode, keep=False)
             return
         if self.pool is None:
             from llmmarl.tournament.distributed import RayPool
