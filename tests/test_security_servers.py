@@ -6,6 +6,7 @@ headers, through the real :class:`~llmmarl.backends.openai.OpenAIBackend` and th
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from typer.testing import CliRunner
 from llmmarl.backends.base import BackendError, GenerationRequest
 from llmmarl.backends.openai import OpenAIBackend
 from llmmarl.cli import app
+from llmmarl.serve import ServeConfig, ServeError, VLLMServer, find_vllm_python
+from llmmarl.serve.server import build_command, is_loopback
 from llmmarl.tournament import TournamentConfig, run_tournament
 
 REQUEST = GenerationRequest(messages=[{"role": "user", "content": "Legal actions: 3, 4, 5"}], max_new_tokens=16)
@@ -144,3 +147,62 @@ def test_the_plain_routes_are_bounded_too(tmp_path: Path) -> None:
         pytest.raises(BackendError, match="larger than the 262,144-byte cap"),
     ):
         b.load_adapter("alice", tmp_path)
+
+
+# ---- servers are safe by default ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "gpu-box.example.net"])
+def test_serve_refuses_to_listen_beyond_loopback_without_a_key(host: str) -> None:
+    with pytest.raises(ValidationError, match="serves other machines, so the server needs a key"):
+        ServeConfig(host=host)
+    assert ServeConfig(host=host, api_key="k").api_key == "k"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_serve_needs_no_key_on_loopback(host: str) -> None:
+    assert ServeConfig(host=host).api_key is None
+
+
+def test_the_serve_command_refuses_an_open_server_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMMARL_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--python", sys.executable])
+    assert result.exit_code == 2, result.output
+    assert "needs a key" in result.output and "Traceback" not in result.output
+
+
+def test_runtime_adapter_loading_only_where_it_is_asked_for(tmp_path: Path) -> None:
+    _, env = build_command(ServeConfig(), "python", "cpu")
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in env
+    _, env = build_command(ServeConfig(allow_reload=True, api_key="k"), "python", "cpu")
+    assert env == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1", "VLLM_API_KEY": "k"}
+
+
+def test_the_training_engine_has_a_random_key_of_its_own(tmp_path: Path) -> None:
+    from llmmarl.backends.vllm_engine import VLLMEngine
+
+    one, two = (VLLMEngine("tiny", tmp_path / n, tokenizer=None, max_loras=1, max_cpu_loras=1) for n in "ab")
+    assert one.config.allow_reload and is_loopback(one.config.host)  # it publishes adapters: runtime loading
+    assert one.config.api_key and len(one.config.api_key) >= 32 and one.config.api_key != two.config.api_key
+
+
+def test_the_port_probe_sends_nothing_to_whatever_listens(tmp_path: Path) -> None:
+    with HostileServer(["ok"]) as srv:
+        port = int(srv.url.split(":")[2].split("/")[0])
+        config = ServeConfig(port=port, api_key="k-probe", python=sys.executable, log_file=tmp_path / "log")
+        with pytest.raises(ServeError, match="already listens"):
+            VLLMServer(config).start()
+    assert srv.headers == []  # not one HTTP request: the key never left
+
+
+def test_vllm_python_is_never_taken_from_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / ".venv-vllm" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\ntouch ran\n")
+    fake.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLMMARL_VLLM_PYTHON", raising=False)
+    try:
+        found = find_vllm_python()
+    except ServeError as e:
+        assert "no Python with vLLM found" in str(e)
+    else:
+        assert Path(found).resolve() != fake.resolve()  # this checkout's own .venv-vllm, or this interpreter
