@@ -85,7 +85,7 @@ def test_config_short_forms_and_checks(tmp_path: Path) -> None:
                 "games": ["x"],
                 "participants": [
                     "random",
-                    {"kind": "openai", "name": "o", "base_url": "u", "model": "m", "adapter": "d"},
+                    {"kind": "openai", "name": "o", "base_url": "http://u", "model": "m", "adapter": "d"},
                 ],
             }
         )

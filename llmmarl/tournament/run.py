@@ -172,10 +172,13 @@ def _swiss_round(
     assert isinstance(config.schedule, Swiss)
     names = config.participant_names()
     games: list[ScheduledGame] = []
+    # Only the games of earlier rounds that this config could have scheduled count (see _fits).
+    fit = [s for s in store.games(config.name) if s.round < r and _fits(config, lineups, s) is None]
+    fit_ids = {s.id for s in fit}
     for g in config.games:
-        earlier = [s for s in store.games(config.name) if s.game == g.key and s.round < r]
+        earlier = [s for s in fit if s.game == g.key]
         byes = _byes(earlier, names, config.schedule.games_per_pairing)
-        results = [x for x in store.results(config.name, game=g.key) if x.round < r]
+        results = [x for x in store.results(config.name, game=g.key) if x.game_id in fit_ids]
         new, _ = swiss_round(
             g.key,
             g.env,
