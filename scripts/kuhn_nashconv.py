@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--agent", default="llm", help="llm, llm@ADAPTER, or a scripted policy (random, kuhn_nash, ...)")
 p.add_argument("--model", default="default", help="base model of LLM agents (transformers backend)")
 p.add_argument("--endpoint", default=None, help="an OpenAI-compatible server (e.g. vLLM) instead of --model")
+p.add_argument(
+    "--api-key", default=os.environ.get("LLMMARL_API_KEY"), help="the --endpoint's key (default: $LLMMARL_API_KEY)"
+)
 p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
 p.add_argument("--samples", type=int, default=8, help="answers per state when sampling (greedy reads one)")
 p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy: the policy is read exactly")
@@ -61,7 +65,7 @@ if isinstance(agent, LLMAgentSpec):
     if args.endpoint:
         from llmmarl.backends.openai import OpenAIBackend
 
-        backend = OpenAIBackend(args.endpoint, seed=args.seed)
+        backend = OpenAIBackend(args.endpoint, api_key=args.api_key, seed=args.seed)
     else:
         from llmmarl.backends.transformers import TransformersBackend
 

@@ -28,6 +28,9 @@ slow             nothing for ``slow_s`` seconds (longer than the client's timeou
 trickle          a good answer, one byte every 50 ms (each read is quick, the whole never ends in time)
 huge_body        HTTP 200 with a valid JSON body of ``huge_bytes`` bytes (over the client's size cap)
 ===============  ==================================================================================================
+
+The GET routes (``/v1/models``, ``/version``) answer well unless ``get`` names one of ``trickle``, ``huge_body`` or
+``slow``. Every request's headers are kept in ``headers`` (a capture server: who sent which ``Authorization``).
 """
 
 from __future__ import annotations
@@ -102,7 +105,12 @@ class HostileServer:
     """The server; a context manager. ``counts`` tallies the behaviours served, ``requests`` every chat body."""
 
     def __init__(
-        self, script: Iterable[str] = ("ok",), slow_s: float = 3.0, huge_bytes: int = 2 * 2**20, port: int = 0
+        self,
+        script: Iterable[str] = ("ok",),
+        slow_s: float = 3.0,
+        huge_bytes: int = 2 * 2**20,
+        port: int = 0,
+        get: str = "ok",
     ) -> None:
         script = list(script)
         unknown = set(script) - set(BEHAVIOURS)
@@ -113,6 +121,10 @@ class HostileServer:
         self.huge_bytes = huge_bytes
         self.counts: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # every request's headers, GETs included
+        if get not in ("ok", "trickle", "huge_body", "slow"):
+            raise ValueError(f"get={get!r}: use ok, trickle, huge_body or slow")
+        self.get = get
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", port), _handler(self))
@@ -173,13 +185,44 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        with self.hostile._lock:
+            self.hostile.headers.append(dict(self.headers.items()))
         if self.path.rstrip("/").endswith("/v1/models"):
             data = {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "hostile"}]}
-            self.send(200, json.dumps(data).encode())
+            body = json.dumps(data).encode()
+        elif self.path.rstrip("/") == "/version":
+            body = b'{"version": "hostile"}'
         else:
             self.send(404, b'{"error": {"message": "not found"}}')
+            return
+        try:
+            if self.hostile.get == "trickle":
+                self.trickle(body)
+            elif self.hostile.get == "huge_body":
+                self.send(200, body[:-1] + b', "padding": "' + b"x" * self.hostile.huge_bytes + b'"}')
+            elif self.hostile.get == "slow":
+                if not self.hostile.stopping.wait(self.hostile.slow_s):
+                    self.send(200, body)
+            else:
+                self.send(200, body)
+        except OSError:
+            self.close_connection = True
+
+    def trickle(self, data: bytes) -> None:
+        """``data`` one byte every 50 ms: each read is quick, the whole takes far longer than any deadline."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        for i in range(len(data)):
+            if self.hostile.stopping.wait(0.05):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
 
     def do_POST(self) -> None:
+        with self.hostile._lock:
+            self.hostile.headers.append(dict(self.headers.items()))
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length))
@@ -222,16 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not self.hostile.stopping.wait(self.hostile.slow_s):
                 self.send(200, completion(turn_text("ok", legal, n)))
         elif behaviour == "trickle":
-            data = completion(turn_text("ok", legal, n))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            for i in range(len(data)):
-                if self.hostile.stopping.wait(0.05):
-                    return
-                self.wfile.write(data[i : i + 1])
-                self.wfile.flush()
+            self.trickle(completion(turn_text("ok", legal, n)))
         elif behaviour == "huge_body":
             self.send(200, completion(turn_text("ok", legal, n), padding="x" * self.hostile.huge_bytes))
 

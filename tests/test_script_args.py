@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from script_configs import COMMANDS, FIXTURE, capture
 from llmmarl.train.script_args import ALIASES, Alias, ScriptParser, field_info
 
 EXPECTED = json.loads(FIXTURE.read_text())
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("script", "command"), [(s, c) for s, commands in COMMANDS.items() for c in commands])
@@ -38,8 +42,8 @@ def test_under_smoke_the_flags_given_win_and_set_comes_last(script: str, tmp_pat
 
 
 def test_a_smoke_run_starts_afresh_unless_it_is_continued(tmp_path: Path) -> None:
+    _run("train_kuhn.py", "--smoke", tmp_path)  # makes the folder, marked as a smoke run's
     old = tmp_path / "runs" / "train" / "kuhn-smoke" / "old.txt"
-    old.parent.mkdir(parents=True)
     old.write_text("x")
     _run("train_kuhn.py", "--smoke --resume", tmp_path)
     assert old.exists()
@@ -89,3 +93,23 @@ def test_bad_input_is_a_usage_error_that_says_why(argv: list[str], message: str,
 def test_every_alias_names_a_config_field(alias: Alias) -> None:
     info = field_info(alias.key)
     assert info is not None and info.description
+
+
+@pytest.mark.parametrize("how", ["--output-dir {dir}", "--set output_dir={dir}"])
+def test_a_smoke_run_never_deletes_a_folder_it_did_not_make(how: str, tmp_path: Path) -> None:
+    """A real run's folder named by mistake: the script refuses before anything is touched (a real subprocess)."""
+    run = tmp_path / "real-run"
+    state = run / "checkpoints" / "checkpoint-3" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"step": 3}')
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    command = [sys.executable, str(ROOT / "scripts" / "train_kuhn.py"), "--smoke", "--model", "tiny"]
+    command += how.format(dir=run).split()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    except subprocess.TimeoutExpired:  # it went on to train, in a folder it had no business emptying
+        done = None
+    assert state.read_text() == '{"step": 3}' and (run / "metrics.jsonl").exists()
+    assert done is not None and done.returncode == 2
+    assert "was not made by a smoke run" in done.stderr and "nothing was deleted" in done.stderr

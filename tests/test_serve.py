@@ -106,7 +106,7 @@ def test_command_line_fits_the_device(tmp_path: Path) -> None:
     module = json.loads(cpu[cpu.index("--lora-modules") + 1])
     assert module == {"name": "alice", "path": str(tmp_path.resolve()), "base_model_name": "default"}
     assert "secret" not in " ".join(cpu) and env["VLLM_API_KEY"] == "secret"  # the key stays out of `ps`
-    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "1"
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in env  # only with allow_reload (tests/test_security_servers.py)
     cuda, _ = build_command(config, "python", "cuda")
     assert "--gpu-memory-utilization" not in cuda and "--kv-cache-memory-bytes" not in cuda
     assert cuda[cuda.index("--dtype") + 1] == "auto"
@@ -156,6 +156,7 @@ def server(vllm_python: str, adapters: dict[str, Path]):
         adapters={name: adapters[name] for name in ("alice", "bob", "carol")},
         port=_free_port(),
         api_key=KEY,
+        allow_reload=True,  # test_hot_reload_serves_the_new_version loads adapters at run time
         kv_cache_gib=0.5,  # a fixed size (~11k tokens of the 135M model), whatever RAM happens to be free
         max_model_len=2048,
         startup_timeout=300,
@@ -285,3 +286,24 @@ def test_hot_reload_serves_the_new_version(server: VLLMServer, backend: OpenAIBa
     assert backend.adapter_path("alice") == str(adapters["alice-v2"].resolve())
     with pytest.raises(BackendError, match="new folder"):
         hot_reload(server.url, "alice", adapters["alice-v2"], api_key=KEY)
+
+
+@pytest.mark.vllm
+def test_a_server_loads_adapters_at_run_time_only_when_asked(
+    vllm_python: str, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without allow_reload a real server refuses to load an adapter from a path a client names, key or not."""
+    config = ServeConfig(
+        model="tiny",
+        python=vllm_python,
+        port=_free_port(),
+        api_key=KEY,
+        kv_cache_gib=0.1,
+        max_model_len=512,
+        startup_timeout=300,
+        log_file=tmp_path / "log",
+    )
+    with VLLMServer(config) as server, OpenAIBackend(server.url, api_key=KEY) as client:
+        with pytest.raises(BackendError, match=r"does not load adapters at run time.*--allow-reload"):
+            client.load_adapter("mallory", adapters["alice"])
+        assert "mallory" not in client.refresh()

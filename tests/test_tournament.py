@@ -3,7 +3,10 @@ correctly and agree for identical agents, Swiss without rematches, and a report 
 
 from __future__ import annotations
 
+import gc
+import io
 import itertools
+import json
 import os
 import re
 import signal
@@ -11,14 +14,19 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import CannedBackend, lowest_legal
+from rich.console import Console
 
+from llmmarl.agents.specs import ScriptedAgentSpec
 from llmmarl.backends.base import BackendError, GenerationRequest
+from llmmarl.records import EpisodeRecord
+from llmmarl.runner import Match, Runner
 from llmmarl.tournament import TournamentConfig, run_tournament
 from llmmarl.tournament.backends import RoutingBackend, build_backend, route
 from llmmarl.tournament.config import adapter_digest
@@ -29,6 +37,7 @@ from llmmarl.tournament.schedule import round_robin, seat_counts, standings, swi
 from llmmarl.tournament.store import StoreError, TournamentStore
 
 SEATS = ["player_0", "player_1"]
+RANDOM = ScriptedAgentSpec(name="random", policy="random")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -77,7 +86,7 @@ def test_config_short_forms_and_checks(tmp_path: Path) -> None:
                 "games": ["x"],
                 "participants": [
                     "random",
-                    {"kind": "openai", "name": "o", "base_url": "u", "model": "m", "adapter": "d"},
+                    {"kind": "openai", "name": "o", "base_url": "http://u", "model": "m", "adapter": "d"},
                 ],
             }
         )
@@ -501,3 +510,110 @@ def test_a_missing_adapter_folder_is_a_config_error_before_the_store_opens(tmp_p
     with pytest.raises(ValueError, match="is not a PEFT adapter folder"):
         run_tournament(cfg, progress=False)
     assert not cfg.db.exists()
+
+
+# ---- a store is data: only what the config schedules is played ----------------------------------------------------
+def _plant(db: Path, tournament: str, key: str, env: str, env_kwargs: dict, rnd: int = 0) -> None:
+    """Add a game row to a store by hand, as a shared or downloaded store file could hold it."""
+    with sqlite3.connect(db) as c:
+        c.execute(
+            "INSERT INTO games (tournament, key, round, game, env, env_kwargs, seats, seed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                tournament,
+                key,
+                rnd,
+                "tictactoe_v3",
+                env,
+                json.dumps(env_kwargs),
+                json.dumps(dict(zip(SEATS, ["random", "minimax"], strict=True))),
+                1,
+            ),
+        )
+
+
+def test_resume_plays_only_the_scheduled_games_never_a_stored_command(tmp_path: Path) -> None:
+    cfg = ttt_config(tmp_path, per_pairing=1)
+    first: list[int] = []
+
+    def stop_after_2(ep: object) -> None:
+        first.append(ep.game_id)  # type: ignore[attr-defined]
+        if len(first) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_tournament(cfg, progress=False, on_game=stop_after_2)
+    marker = tmp_path / "pwned"
+    _plant(Path(cfg.db), cfg.name, "evil", "os:system", {"command": f"touch {marker}"})
+    console = Console(record=True, width=200)
+    summary = run_tournament(cfg, progress=False, console=console)
+    assert not marker.exists(), "a command stored in the store ran"
+    assert summary.played_now == 6 - 2 and summary.scheduled == summary.finished == 6 and summary.unscheduled == 1
+    out = console.export_text()
+    assert "1 game(s)" in out and "'evil'" in out and "os:system" in out
+    with TournamentStore(cfg.db) as store:
+        evil = next(g for g in store.games(cfg.name) if g.key == "evil")
+        assert not evil.done  # never played, so no result either
+
+
+def test_a_tampered_scheduled_game_is_refused_not_played(tmp_path: Path) -> None:
+    cfg = ttt_config(tmp_path, per_pairing=1)
+
+    def stop(ep: object) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        run_tournament(cfg, progress=False, on_game=stop)
+    marker = tmp_path / "pwned"
+    # Round robin: a row under a scheduled key says another env than the schedule: a clear error, nothing runs.
+    with sqlite3.connect(cfg.db) as c:
+        c.execute(
+            "UPDATE games SET env = 'os:system', env_kwargs = ? WHERE id NOT IN (SELECT game_id FROM results)",
+            (json.dumps({"command": f"touch {marker}"}),),
+        )
+    with pytest.raises(StoreError, match="another env, seats, seed or kwargs"):
+        run_tournament(cfg, progress=False)
+    assert not marker.exists()
+
+
+def test_a_tampered_swiss_round_is_skipped_not_played(tmp_path: Path) -> None:
+    cfg = ttt_config(tmp_path, schedule={"format": "swiss", "rounds": 2, "games_per_pairing": 1})
+    run_tournament(cfg, progress=False)
+    marker = tmp_path / "pwned"
+    with sqlite3.connect(cfg.db) as c:  # a stored round-1 game now names a command, and has no result
+        (gid,) = c.execute("SELECT id FROM games WHERE round = 1 ORDER BY id LIMIT 1").fetchone()
+        c.execute("DELETE FROM seat_results WHERE game_id = ?", (gid,))
+        c.execute("DELETE FROM results WHERE game_id = ?", (gid,))
+        c.execute(
+            "UPDATE games SET env = 'os:system', env_kwargs = ? WHERE id = ?",
+            (json.dumps({"command": f"touch {marker}"}), gid),
+        )
+    summary = run_tournament(cfg, progress=False, console=Console(file=io.StringIO()))
+    assert not marker.exists() and summary.played_now == 0 and summary.unscheduled == 1
+
+
+def test_a_tournament_keeps_no_records_in_memory(tmp_path: Path) -> None:
+    """Records stream to the store: while the last game is being stored, the earlier ones are gone from memory."""
+    cfg = ttt_config(tmp_path, per_pairing=4, concurrency=4)
+    alive: list[int] = []
+
+    def count(ep: object) -> None:
+        gc.collect()
+        alive.append(sum(type(o) is EpisodeRecord for o in gc.get_objects()))
+
+    summary = run_tournament(cfg, progress=False, on_game=count)
+    assert summary.played_now == len(alive) == 24
+    assert max(alive) <= 2, alive  # the game being stored (and at most one more on its way), never all 24
+
+
+def test_the_runner_hands_records_over_without_keeping_them() -> None:
+    refs: list[weakref.ref[EpisodeRecord]] = []
+    matches = [
+        Match(game_id=i, env="tictactoe_v3", seats=dict(zip(SEATS, [RANDOM, RANDOM], strict=True)), seed=i)
+        for i in range(6)
+    ]
+    out = Runner(concurrency=2, progress=False).play(
+        matches, on_episode=lambda ep: refs.append(weakref.ref(ep)), keep=False
+    )
+    gc.collect()
+    assert out == [] and len(refs) == 6 and all(r() is None for r in refs)

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -248,6 +250,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         time.sleep(0.5)
     server = json.loads((Path(cfg.output_dir) / "engine" / "server.json").read_text())
     assert not _gone(server["pid"]) and not _free(server["port"])
+    # The engine's key stays in the trainer: another process reaching the port cannot load an adapter of its own.
+    refused = []
+    for path, body in (("/v1/models", None), ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(frozen)})):
+        data = json.dumps(body).encode() if body else None
+        req = urllib.request.Request(f"http://127.0.0.1:{server['port']}{path}", data=data)
+        req.add_header("Content-Type", "application/json")
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            refused.append(200)
+        except urllib.error.HTTPError as e:
+            refused.append(e.code)
     trainer_proc.send_signal(signal.SIGKILL)
     trainer_proc.wait()
     log.close()
@@ -267,6 +280,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "trainer": trainer,
             "server": server,
             "gone_after": gone_after,
+            "refused": refused,
             "resumed_at": resumed_at,
             "frozen": frozen,
             "frozen_digest": frozen_digest,
@@ -281,6 +295,12 @@ def test_a_killed_trainer_leaves_no_server_and_resumes(run: dict[str, Any]) -> N
     assert _gone(run["server"]["pid"]) and _free(run["server"]["port"])
     assert run["gone_after"] < 15.0, f"the server outlived its trainer by {run['gone_after']:.1f} s"
     assert run["trainer"].step == 2 and run["resumed_at"] == 1  # the resumed run played update 2 on a new engine
+
+
+@pytest.mark.vllm
+def test_the_engine_refuses_requests_without_its_key(run: dict[str, Any]) -> None:
+    assert run["refused"] == [401, 401]
+    assert set(run["server"]) == {"pid", "port", "url", "log"}  # no key written to the run folder
 
 
 @pytest.mark.vllm

@@ -34,7 +34,9 @@ class BackendSpec(BaseModel):
     prefix_cache: bool = Field(True, description="transformers: share and keep prompt-prefix keys/values.")
     colocate: bool = Field(True, description="transformers: a trainer trains this model in place (see RolloutEngine).")
     base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1.")
-    api_key: str | None = Field(None, description="openai: the key; None reads LLMMARL_API_KEY / OPENAI_API_KEY.")
+    api_key: str | None = Field(
+        None, description="openai: the key sent to base_url; None sends none (no variable is read)."
+    )
     timeout: float = Field(300.0, gt=0, description="openai: seconds one request may take, retries included.")
     served_model: str | None = Field(
         None, description="openai: the served base model's name; None lets the backend find the server's own."

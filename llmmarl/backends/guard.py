@@ -72,12 +72,14 @@ class GuardedTransport(httpx.BaseTransport):
     def limits(self, seconds: float | None, max_bytes: int | None) -> Iterator[None]:
         """Bound the requests made on this thread inside the block: ``seconds`` in all, ``max_bytes`` each."""
         lim = self._limits
-        lim.deadline = None if seconds is None else time.monotonic() + seconds
+        outer = lim.deadline, lim.max_bytes  # restored after: a block may run inside another's (a refresh on error)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        lim.deadline = deadline if outer[0] is None or deadline is None else min(deadline, outer[0])
         lim.max_bytes = max_bytes
         try:
             yield
         finally:
-            lim.deadline = lim.max_bytes = None
+            lim.deadline, lim.max_bytes = outer
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         lim = self._limits

@@ -27,17 +27,24 @@ Failures, and what each becomes (the README's "Reliability" section has the whol
 * a refused key or a model the server does not serve raises :class:`BackendError` at once (no game can be
   played), and so does a server that failed ``max_failures_in_a_row`` requests in a row (16 by default: with
   every request already retried, that is a server that is down or broken, not a blip).
+
+Every network read is bounded the same way: chat requests, the models list (:meth:`OpenAIBackend.refresh`) and the
+plain routes (``/version``, adapter loading) all go through one :class:`~llmmarl.backends.guard.GuardedTransport`
+with a deadline for the whole call and a cap on the body, so a server that trickles bytes or sends gigabytes costs
+at most ``timeout`` seconds and ``max_response_bytes`` bytes.
+
+**Keys go only where they were asked for.** The bearer key is ``api_key`` and nothing else: no environment variable
+is read here (the ``openai`` client's own ``OPENAI_API_KEY``, ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID`` and
+``OPENAI_CUSTOM_HEADERS`` fallbacks are turned off too), so a config that names an endpoint cannot send a key that
+was set for another. Commands and configs choose the key explicitly (``--api-key``, a tournament participant's
+``api_key_env``). A ``base_url`` must say its scheme (``http://`` or ``https://``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import cached_property
@@ -47,7 +54,7 @@ from typing import Any, ClassVar
 import openai
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters, word_truncate
-from llmmarl.backends.guard import GuardedTransport, ResponseRejected
+from llmmarl.backends.guard import GuardedTransport, ResponseRejected, httpx
 from llmmarl.backends.openai_reply import Malformed, read_reply, server_message
 
 API_KEY_ENV = "LLMMARL_API_KEY"
@@ -55,10 +62,18 @@ _NO_KEY = "EMPTY"  # the openai client insists on some key; servers started with
 
 
 def _normalise_url(base_url: str) -> str:
-    """``http://host:8000`` and ``http://host:8000/v1/`` both become ``http://host:8000/v1``."""
-    url = base_url.rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
+    """``http://host:8000`` and ``http://host:8000/v1/`` both become ``http://host:8000/v1``.
+
+    A URL without ``http://`` or ``https://`` is refused rather than guessed: guessing ``http://`` would send the key
+    in clear text to a server meant to be reached over TLS.
+    """
+    url = base_url.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest:
+        raise BackendError(
+            f"endpoint {base_url!r} must start with http:// or https://, e.g. http://127.0.0.1:8000/v1 for a local "
+            "server or https://api.example.com/v1 for a remote one"
+        )
     return url if url.endswith("/v1") else url + "/v1"
 
 
@@ -67,7 +82,7 @@ class OpenAIBackend:
 
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000/v1`` (``/v1`` is added when missing).
-        api_key: bearer key; default ``$LLMMARL_API_KEY``, then ``$OPENAI_API_KEY``, else none.
+        api_key: bearer key sent to ``base_url``; None sends none (see "Keys go only where they were asked for").
         model: the base model's served name; default: the served model that is not a LoRA adapter (on vLLM), else
             the first one listed.
         timeout: seconds one request may take in all, retries and a slowly trickling body included (enforced by
@@ -101,7 +116,7 @@ class OpenAIBackend:
         max_response_bytes: int = 8 * 2**20,
     ) -> None:
         self.base_url = _normalise_url(base_url)
-        self.api_key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY") or _NO_KEY
+        self.api_key = api_key or _NO_KEY
         self.timeout = timeout
         self.concurrency = concurrency
         self.seed = seed
@@ -110,13 +125,15 @@ class OpenAIBackend:
         self._failures_in_a_row = 0
         self._last_failure = ""
         self._transport = GuardedTransport()
-        self._client = openai.OpenAI(
+        self._client = _client_without_ambient_credentials(
             base_url=self.base_url,
             api_key=self.api_key,
             timeout=timeout,
             max_retries=max_retries,
             http_client=openai.DefaultHttpxClient(transport=self._transport),
         )
+        # The plain routes (/version, adapter loading) go through the same guarded transport as chat requests.
+        self._http = httpx.Client(transport=self._transport, timeout=timeout)
         self._lock = threading.Lock()
         self._calls = 0
         self._tokenizer_path = tokenizer
@@ -147,9 +164,16 @@ class OpenAIBackend:
 
     def refresh(self) -> list[str]:
         """Re-read the served names (after a hot reload by someone else, say); returns them."""
+        seconds = min(self.timeout, 30.0)
         try:
-            page = self._client.with_options(max_retries=0, timeout=min(self.timeout, 30.0)).models.list()
+            with self._transport.limits(seconds, self.max_response_bytes):
+                # Not with_options(): its copy of the client would read the OPENAI_* variables again.
+                page = self._client.models.list(timeout=seconds)
             entries = [m.model_dump() for m in page.data]
+        except ResponseRejected as e:
+            raise BackendError(
+                f"{self.base_url}/models: {e} (limits: {seconds:g} s, {self.max_response_bytes:,} bytes)"
+            ) from None
         except openai.APIError as e:
             raise self._error(e) from None
         self._served = {str(m["id"]): m for m in entries}
@@ -195,26 +219,31 @@ class OpenAIBackend:
         self.refresh()
 
     def _raw(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 120.0) -> str:
-        """One plain HTTP call to the server root (the non-OpenAI routes: /version, /v1/load_lora_adapter...)."""
+        """One plain HTTP call to the server root (the non-OpenAI routes: /version, /v1/load_lora_adapter...),
+        bounded like every other call: ``timeout`` seconds (at most the backend's) in all and ``max_response_bytes``."""
         root = self.base_url.removesuffix("/v1")
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(root + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
+        timeout = min(timeout, self.timeout)
+        headers = {"Content-Type": "application/json"}
         if self.api_key != _NO_KEY:
-            req.add_header("Authorization", f"Bearer {self.api_key}")
+            headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.read().decode()
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode(errors="replace")
-            if e.code == 404 and "load_lora_adapter" in path and "No adapter found" not in detail:
-                raise BackendError(
-                    f"{root} does not load adapters at run time: start it with `llmmarl serve` (which sets "
-                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), or serve the adapter from the start with --adapter NAME=PATH"
-                ) from None
-            raise BackendError(f"{method} {root + path} failed ({e.code}): {server_message(detail)}") from None
-        except (urllib.error.URLError, OSError) as e:
+            with self._transport.limits(timeout, self.max_response_bytes):
+                resp = self._http.request(method, root + path, json=body, headers=headers, timeout=timeout)
+        except ResponseRejected as e:
+            raise BackendError(f"{method} {root + path}: {e}") from None
+        except httpx.TimeoutException:
+            raise BackendError(f"{method} {root + path}: no answer within {timeout:g} s") from None
+        except (httpx.HTTPError, OSError) as e:
             raise BackendError(_unreachable(self.base_url, e)) from None
+        text = resp.content.decode(errors="replace")
+        if resp.status_code >= 400:
+            if resp.status_code == 404 and "load_lora_adapter" in path and "No adapter found" not in text:
+                raise BackendError(
+                    f"{root} does not load adapters at run time: start it with `llmmarl serve --allow-reload` "
+                    "(VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), or serve the adapter from the start with --adapter NAME=PATH"
+                ) from None
+            raise BackendError(f"{method} {root + path} failed ({resp.status_code}): {server_message(text)}") from None
+        return text
 
     # ---- tokens ---------------------------------------------------------------------------------------------------
     @cached_property
@@ -351,8 +380,8 @@ class OpenAIBackend:
             return BackendError(_unreachable(self.base_url, e))
         if isinstance(e, openai.AuthenticationError):
             return BackendError(
-                f"{self.base_url} refused the API key (401): pass the server's key as api_key / --api-key or set "
-                f"${API_KEY_ENV}"
+                f"{self.base_url} refused the API key (401): pass the server's key as api_key (`--api-key` or "
+                f"${API_KEY_ENV} on the command line, `api_key_env` for a tournament participant)"
             )
         if isinstance(e, openai.NotFoundError) and model is not None:
             with contextlib.suppress(BackendError):
@@ -367,12 +396,27 @@ class OpenAIBackend:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+        self._http.close()
 
     def __enter__(self) -> OpenAIBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _client_without_ambient_credentials(**kwargs: Any) -> openai.OpenAI:
+    """An ``openai.OpenAI`` that sends only what it is given: the client fills a missing organization, project or
+    admin key from ``OPENAI_*`` variables and adds ``OPENAI_CUSTOM_HEADERS`` to every request, which would take the
+    user's OpenAI credentials to whatever endpoint a config names."""
+    client = openai.OpenAI(**kwargs)
+    client.organization = client.project = client.admin_api_key = None
+    custom = getattr(client, "_custom_headers", None)
+    if isinstance(custom, dict):
+        custom.clear()
+    if hasattr(client, "_ambient_authorizations"):
+        client._ambient_authorizations = frozenset()
+    return client
 
 
 def _unreachable(url: str, e: BaseException) -> str:

@@ -20,6 +20,10 @@ vLLM then reports ``log_softmax(logits / temperature)`` after top-k/top-p, which
 compute for the same tokens (with top_p = 1). The default ``raw_logprobs`` would be untempered. Under a grammar,
 either mode is taken after the grammar mask: :mod:`llmmarl.train.importance` leaves constrained turns out.
 
+**A key and runtime loading, for this trainer only.** The server listens on 127.0.0.1 with runtime adapter loading on
+(publishing needs it) and a random key (``secrets.token_urlsafe``) that only this trainer holds, so another process
+or user of the machine cannot load an adapter of its own under a learner's name.
+
 **Guards.** At start-up one chat goes through the engine: its prompt token ids must equal our tokenizer's chat
 template for the same messages (else the trainer would score other tokens than were sampled). Every generation must
 have as many log-probabilities as tokens. Either failure is one :class:`BackendError` saying what differs.
@@ -28,6 +32,7 @@ have as many log-probabilities as tokens. Either failure is one :class:`BackendE
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import socket
 import time
@@ -97,6 +102,10 @@ class VLLMEngine:
             model=model,
             served_name="base",
             port=free_port(),
+            # A fresh random key per engine, held only by this process and the server's environment (never written
+            # to server.json): the engine loads adapters at run time, which no other process on the machine may do.
+            api_key=secrets.token_urlsafe(32),
+            allow_reload=True,
             python=python,
             max_loras=max_loras,
             max_lora_rank=lora_rank_for([max_lora_rank]),
@@ -124,9 +133,12 @@ class VLLMEngine:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.server = VLLMServer(self.config).start()
         # Where the server is, for people (and tests) looking at a run: its process group id is the watchdog's pid.
+        # Not its key: the file is as readable as the run folder.
         info = {"pid": self.pid, "port": self.config.port, "url": self.url, "log": str(self.config.log_file)}
         (self.folder / "server.json").write_text(json.dumps(info))
-        self.client = OpenAIBackend(self.server.url, model="base", seed=self.seed, max_retries=1)
+        self.client = OpenAIBackend(
+            self.server.url, api_key=self.config.api_key, model="base", seed=self.seed, max_retries=1
+        )
         self.client._calls = self.calls
         self.check_template()
         return self

@@ -23,8 +23,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: other machines too).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[
-        str | None, typer.Option(envvar="LLMMARL_API_KEY", help="Key clients must send (default: open server).")
+        str | None,
+        typer.Option(
+            envvar="LLMMARL_API_KEY", help="Key clients must send (default: none; required beyond 127.0.0.1)."
+        ),
     ] = None,
+    allow_reload: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reload",
+            help="Let clients load adapters at run time (serve-reload): any client with the key can then serve an "
+            "adapter from any path of this machine.",
+        ),
+    ] = False,
     max_lora_rank: Annotated[
         int | None, typer.Option(help="Largest adapter rank accepted, also for hot reloads (default: max(16, ranks)).")
     ] = None,
@@ -55,6 +66,7 @@ def serve(
     from pydantic import ValidationError
 
     from llmmarl.serve import ManifestError, ServeConfig, ServeError, VLLMServer, read_manifest
+    from llmmarl.serve.server import is_loopback
 
     adapters: dict[str, Path] = {}
     try:
@@ -71,6 +83,7 @@ def serve(
             host=host,
             port=port,
             api_key=api_key,
+            allow_reload=allow_reload,
             max_lora_rank=max_lora_rank,
             max_loras=max_loras,
             python=python,
@@ -86,6 +99,12 @@ def serve(
         fail(f"[red]{escape(str(e))}[/]", 2)
     except ValidationError as e:
         fail(f"[red]invalid serve options:[/] {escape('; '.join(err['msg'] for err in e.errors()))}", 2)
+    if not is_loopback(host):
+        console.print(
+            f"[yellow]warning:[/] listening on {escape(host)}: other machines can reach the server with the key. Plain "
+            "http carries the key and every prompt in clear text; use a TLS proxy or an SSH tunnel across networks."
+            + (" --allow-reload lets key holders load adapters from any path of this machine." if allow_reload else "")
+        )
     # SIGTERM (systemd, docker stop, kill) takes the same way out as Ctrl-C: stop the server's process group.
     signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -121,7 +140,7 @@ def serve_reload(
     endpoint: Annotated[str, typer.Option(help="The running server.")] = "http://127.0.0.1:8000/v1",
     api_key: Annotated[str | None, typer.Option(envvar="LLMMARL_API_KEY", help="The server's key.")] = None,
 ) -> None:
-    """Hot-load a new adapter version into a running `llmmarl serve`, under the agent's name."""
+    """Hot-load a new adapter version into a running `llmmarl serve --allow-reload`, under the agent's name."""
     from llmmarl.serve import hot_reload
 
     try:

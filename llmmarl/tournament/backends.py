@@ -138,8 +138,8 @@ def _openai_backend(base_url: str, key_env: str | None, names: list[str], seed: 
         api_key = os.environ.get(key_env)
         if api_key is None:
             raise BackendError(
-                f"participants {names}: the API key variable ${key_env} is not set; export it, or set "
-                f"`api_key_env: null` for a server without keys (a local vLLM)."
+                f"participants {names}: the API key variable ${key_env} is not set; export it, or drop "
+                f"`api_key_env` for a server without keys (a local vLLM)."
             )
     try:
         return factory.build_backend(factory.BackendSpec(kind="openai", base_url=base_url, api_key=api_key, seed=seed))

@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -37,6 +38,8 @@ from pydantic import (
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.models import DEFAULT_MODEL
+
+OPENAI_HOST = "api.openai.com"  # the one host whose key, OPENAI_API_KEY, is sent without being named
 
 
 class GameSpec(BaseModel):
@@ -81,8 +84,26 @@ class OpenAIParticipant(LLMAgentSpec):
     base_url: str = Field(description="Endpoint root, e.g. 'http://localhost:8000/v1'.")
     model: str = Field(description="Model name sent with each request (a served base model or LoRA module name).")
     api_key_env: str | None = Field(
-        "OPENAI_API_KEY", description="Environment variable holding the API key; None for servers without one."
+        None,
+        description="Environment variable holding the key sent to `base_url`; None (the default) sends no key. "
+        "Only for https://api.openai.com is the default OPENAI_API_KEY: a key goes to another server only when the "
+        "config names its variable.",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        scheme, sep, rest = url.strip().partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest:
+            raise ValueError(f"base_url {url!r} must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
+        return url.strip()
+
+    @model_validator(mode="after")
+    def _default_key(self) -> OpenAIParticipant:
+        url = urlsplit(self.base_url)
+        if "api_key_env" not in self.model_fields_set and (url.scheme, url.hostname) == ("https", OPENAI_HOST):
+            self.api_key_env = "OPENAI_API_KEY"
+        return self
 
     @model_validator(mode="after")
     def _no_adapter(self) -> OpenAIParticipant:

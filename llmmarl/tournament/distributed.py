@@ -63,7 +63,7 @@ class TournamentWorker:
 
         def play() -> None:
             try:
-                runner.play(matches, on_episode=done.put)
+                runner.play(matches, on_episode=done.put, keep=False)  # each record leaves through the queue
                 done.put(None)
             except BaseException as e:  # handed to the caller below, with its own message
                 done.put(e)

@@ -4,6 +4,10 @@ Read top to bottom: :func:`run_tournament` opens the store, schedules each round
 Swiss schedules round r from the results of rounds < r, once, and stores it, so a resumed Swiss event keeps its
 pairings), and plays the round's missing games in one :meth:`Runner.play` call, so every LLM turn of every game
 in flight shares one batched backend call. The model loads only if a missing game needs it.
+
+Only games this config schedules are played, each built from the config's own game entry: a store is data (it may
+be shared or downloaded to resume), and a game row it holds that the config does not describe is never built, only
+reported (``RunSummary.unscheduled``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class RunSummary(BaseModel):
     played_now: int
     seconds: float
     retried: int = 0  # games played again because the Ray actor playing them died
+    unscheduled: int = 0  # game rows in the store that this config does not schedule: never played
 
 
 def lineup(game: GameSpec) -> Lineup:
@@ -78,23 +83,34 @@ def run_tournament(
     with TournamentStore(config.db) as store:
         _open(store, config, digests)
         player = _Player(config, store, console, progress, on_game)
+        scheduled: list[StoredGame] = []
         try:
             if isinstance(config.schedule, RoundRobin):
-                store.add_games(config.name, _round_robin(config, lineups))
-                player.play(store.missing(config.name), "round robin")
+                # add_games checks every stored game of the schedule against it; only those are played.
+                games = store.add_games(config.name, _round_robin(config, lineups))
+                scheduled += games
+                player.play([g for g in games if not g.done], "round robin")
             else:
                 for r in range(config.schedule.rounds):
-                    if not store.games(config.name, round=r):
-                        store.add_games(config.name, _swiss_round(config, lineups, store, r))
-                    player.play(store.missing(config.name, round=r), f"Swiss round {r + 1}/{config.schedule.rounds}")
+                    games = store.games(config.name, round=r)
+                    if not games:
+                        games = store.add_games(config.name, _swiss_round(config, lineups, store, r))
+                    games = [g for g in games if _fits(config, lineups, g) is None]
+                    scheduled += games
+                    player.play([g for g in games if not g.done], f"Swiss round {r + 1}/{config.schedule.rounds}")
         finally:
             player.close()
-        counts = dict(zip(("scheduled", "finished", "errors"), store.counts(config.name), strict=True))
+        ids = {g.id for g in scheduled}
+        unscheduled = [g for g in store.games(config.name) if g.id not in ids]
+        if unscheduled:
+            _warn_unscheduled(console, config, lineups, unscheduled)
+        counts = dict(zip(("scheduled", "finished", "errors"), store.counts(config.name, ids), strict=True))
     return RunSummary(
         tournament=config.name,
         played_now=player.played,
         seconds=time.perf_counter() - start,
         retried=player.retried,
+        unscheduled=len(unscheduled),
         **counts,
     )
 
@@ -119,6 +135,39 @@ def _open(store: TournamentStore, config: TournamentConfig, digests: dict[str, s
             "resuming would rate two versions as one. To rate the new weights, start a new tournament (change "
             "`name` or `db`); to finish this one, put the original adapter files back."
         ) from None
+
+
+def _fits(config: TournamentConfig, lineups: dict[str, Lineup], game: StoredGame) -> str | None:
+    """Why a stored game is not one this config could schedule (None: it could).
+
+    A store is data, possibly shared or downloaded: its game rows name an environment and its kwargs, which the
+    registry would build. Only games that the config itself describes are ever played, built from the config.
+    """
+    spec = next((g for g in config.games if g.key == game.game), None)
+    if spec is None:
+        return f"game {game.game!r} is not among the config's games"
+    if (game.env, game.env_kwargs) != (spec.env, spec.env_kwargs):
+        return f"env {game.env!r} with {game.env_kwargs} is not the config's {spec.env!r} with {spec.env_kwargs}"
+    if list(game.seats) != lineups[spec.key].seats:
+        return f"seats {list(game.seats)} are not the game's {lineups[spec.key].seats}"
+    strangers = set(game.seats.values()) - set(config.participant_names())
+    if strangers:
+        return f"participants {sorted(strangers)} are not in the config"
+    if isinstance(config.schedule, Swiss) and not 0 <= game.round < config.schedule.rounds:
+        return f"round {game.round} is outside the config's {config.schedule.rounds} rounds"
+    return None
+
+
+def _warn_unscheduled(
+    console: Console, config: TournamentConfig, lineups: dict[str, Lineup], games: Sequence[StoredGame]
+) -> None:
+    first = games[0]
+    why = _fits(config, lineups, first) or "its key is not in the config's schedule"
+    console.print(
+        f"[yellow]warning:[/] {escape(str(config.db))} holds {len(games)} game(s) under {escape(config.name)!r} that "
+        f"this config does not schedule; they were not played and are not counted. The first, "
+        f"{escape(repr(first.key))}: {escape(why)}. A store someone else wrote may hold anything: resume only your own."
+    )
 
 
 # ---- scheduling -------------------------------------------------------------------------------------------------
@@ -146,10 +195,13 @@ def _swiss_round(
     assert isinstance(config.schedule, Swiss)
     names = config.participant_names()
     games: list[ScheduledGame] = []
+    # Only the games of earlier rounds that this config could have scheduled count (see _fits).
+    fit = [s for s in store.games(config.name) if s.round < r and _fits(config, lineups, s) is None]
+    fit_ids = {s.id for s in fit}
     for g in config.games:
-        earlier = [s for s in store.games(config.name) if s.game == g.key and s.round < r]
+        earlier = [s for s in fit if s.game == g.key]
         byes = _byes(earlier, names, config.schedule.games_per_pairing)
-        results = [x for x in store.results(config.name, game=g.key) if x.round < r]
+        results = [x for x in store.results(config.name, game=g.key) if x.game_id in fit_ids]
         new, _ = swiss_round(
             g.key,
             g.env,
@@ -202,7 +254,8 @@ class _Player:
 
     def _play(self, matches: list[Match], on_episode: Callable[[EpisodeRecord], None]) -> None:
         if self.config.ray is None:
-            self._runner_for(matches).play(matches, on_episode=on_episode)
+            # Records stream to the store and are dropped: a long round robin keeps none of them in memory.
+            self._runner_for(matches).play(matches, on_episode=on_episode, keep=False)
             return
         if self.pool is None:
             from llmmarl.tournament.distributed import RayPool
@@ -227,11 +280,13 @@ class _Player:
     def play(self, games: Sequence[StoredGame], title: str) -> None:
         if not games:
             return
+        specs = {spec.key: spec for spec in self.config.games}
         matches = [
             Match(
                 game_id=g.id,
-                env=g.env,
-                env_kwargs=g.env_kwargs,
+                # The config's environment, never the stored row's (run_tournament checked that they agree).
+                env=specs[g.game].env,
+                env_kwargs=specs[g.game].env_kwargs,
                 seats={s: self.specs[p] for s, p in g.seats.items()},
                 seed=g.seed,
             )

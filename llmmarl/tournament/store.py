@@ -21,7 +21,7 @@ import csv
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,10 @@ class TournamentStore:
         for g in games:
             s = stored[g.key]
             if ScheduledGame.model_validate(s.model_dump(exclude={"id", "done"})) != g:
-                raise StoreError(f"game {g.key!r} is stored with other seats, seed or kwargs than scheduled now")
+                raise StoreError(
+                    f"game {g.key!r} is stored with another env, seats, seed or kwargs than scheduled now "
+                    "(nothing was played: is this store your own?)"
+                )
             out.append(s)
         return out
 
@@ -288,15 +291,19 @@ class TournamentStore:
             raise StoreError(f"no result for game id {game_id}")
         return EpisodeRecord.model_validate_json(row["episode"])
 
-    def counts(self, tournament: str) -> tuple[int, int, int]:
-        """(scheduled, finished, finished with an error); outages count as neither (they are played again)."""
-        row = self.conn.execute(
-            f"SELECT COUNT(*) AS n, COUNT(r.game_id) - COALESCE(SUM({_OUTAGE}), 0) AS done, "
-            f"COUNT(r.error) - COALESCE(SUM({_OUTAGE}), 0) AS errors "
-            "FROM games g LEFT JOIN results r ON r.game_id = g.id WHERE g.tournament = ?",
+    def counts(self, tournament: str, ids: Collection[int] | None = None) -> tuple[int, int, int]:
+        """(scheduled, finished, finished with an error); outages count as neither (they are played again).
+
+        ``ids`` restricts the counts to those games (the ones a config schedules); None counts every stored game.
+        """
+        rows = self.conn.execute(
+            f"SELECT g.id, r.game_id IS NOT NULL AND NOT {_OUTAGE} AS done, r.error IS NOT NULL AND NOT {_OUTAGE} "
+            "AS failed FROM games g LEFT JOIN results r ON r.game_id = g.id WHERE g.tournament = ?",
             (tournament,),
-        ).fetchone()
-        return int(row["n"]), int(row["done"]), int(row["errors"])
+        ).fetchall()
+        if ids is not None:
+            rows = [r for r in rows if r["id"] in ids]
+        return len(rows), sum(bool(r["done"]) for r in rows), sum(bool(r["failed"]) for r in rows)
 
     # ---- export -----------------------------------------------------------------------------------------------
     _EXPORT_SQL = (

@@ -26,6 +26,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -89,6 +90,29 @@ SMOKE: dict[str, Any] = {"steps": 2, "games_per_update": 4, "group_size": 2, "ma
 
 # Flags that continue a run: a smoke run keeps its folder for them, and starts afresh otherwise.
 _CONTINUES = ("resume", "eval_only")
+# The file a --smoke run leaves in its output folder: the mark that a later --smoke run may delete that folder.
+SMOKE_MARKER = ".llmmarl-smoke"
+
+
+class SmokeFolderError(ValueError):
+    """--smoke was pointed at a folder that no smoke run made."""
+
+
+def fresh_smoke_folder(folder: Path) -> None:
+    """Empty ``folder`` for a smoke run and mark it as one's: only a folder that a smoke run made (it holds
+    :data:`SMOKE_MARKER`), or an empty one, is deleted. Anything else (a real run that ``--output-dir`` or
+    ``--set output_dir=`` named, with its checkpoints) is refused with :class:`SmokeFolderError`, untouched."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise SmokeFolderError(f"--smoke: output folder {folder} is not a plain folder; name a new one")
+    if folder.exists():
+        if not (folder / SMOKE_MARKER).is_file() and any(folder.iterdir()):
+            raise SmokeFolderError(
+                f"--smoke starts afresh by deleting its output folder, but {folder} was not made by a smoke run (it "
+                f"has no {SMOKE_MARKER}): nothing was deleted. Name a new folder with --output-dir, or add --resume."
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / SMOKE_MARKER).write_text("Made by a --smoke run: the next --smoke run deletes this folder.\n")
 
 
 class ScriptParser(argparse.ArgumentParser):
@@ -161,7 +185,10 @@ class ScriptParser(argparse.ArgumentParser):
             self.error(str(e))
         continued = any(getattr(args, flag, False) for flag in _CONTINUES)
         if args.smoke and self.resume_flag and not continued:
-            shutil.rmtree(data["output_dir"], ignore_errors=True)  # a smoke run always starts afresh
+            try:
+                fresh_smoke_folder(Path(data["output_dir"]))  # a smoke run always starts afresh
+            except SmokeFolderError as e:
+                self.error(str(e))
         return data
 
     def validate(self, data: Mapping[str, Any]) -> TrainConfig:
