@@ -1,0 +1,199 @@
+"""A Ray cluster that loses its only node: the run ends with one clear line instead of waiting forever, and running
+it again on a fresh cluster finishes exactly the rest.
+
+Each test runs the real command (`llmmarl tournament ... --ray local`, `llmmarl train` with `rollout_workers: 2`) in a
+subprocess that starts its own local Ray instance, in its own temp dir (so it never joins or touches another Ray
+on the machine), then SIGKILLs that instance's raylet: the one process named exactly ``raylet`` among the
+descendants of the subprocess this test started. Without the guard on the local node, Ray would leave the run
+waiting on actors that can never be placed again (or end it without a word at its next use of the lost object
+store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_WITHIN_S = 60  # after the kill (the local guard ends the run at once; 60 s leaves room for a loaded machine)
+
+
+def ray_env() -> dict[str, str]:
+    # Ray's socket paths must stay under 107 bytes: a short temp dir of this run's own.
+    ray_tmp = tempfile.mkdtemp(dir="/tmp", prefix="rn")
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "RAY_TMPDIR": ray_tmp,
+        "COLUMNS": "200",  # one error line stays one line
+    }
+
+
+def run_cli(
+    args: list[str], cwd: Path, on_start: Callable[[subprocess.Popen[str]], None] | None = None
+) -> tuple[int, str, float]:
+    """Run ``llmmarl ARGS`` to its end (``on_start`` runs while it does); returns (exit code, output, seconds from
+    ``on_start``'s return to the exit)."""
+    import psutil
+
+    env = ray_env()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmmarl.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    tree: list[psutil.Process] = []
+    t0 = time.monotonic()
+    try:
+        if on_start is not None:
+            on_start(proc)
+            t0 = time.monotonic()
+            tree = psutil.Process(proc.pid).children(recursive=True)
+        out, _ = proc.communicate(timeout=EXIT_WITHIN_S + (0 if on_start else 480))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for p in tree:  # whatever the killed Ray left behind (processes of this run only)
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    log = cwd / f"{args[0]}-{len(list(cwd.glob('*.log')))}.log"
+    log.write_text(out)  # the whole output, for a failure's reader
+    return proc.returncode, out, time.monotonic() - t0
+
+
+def kill_raylet_when(ready: Callable[[], bool], timeout: float = 240) -> Callable[[subprocess.Popen[str]], None]:
+    """An ``on_start``: once ``ready()``, SIGKILL the raylet of the Ray instance that this subprocess started."""
+    import psutil
+
+    def on_start(proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()[0][-3000:]}"
+            assert time.monotonic() < deadline, "the run never got to the point of the kill"
+            time.sleep(0.2)
+        raylets = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "raylet"]
+        assert len(raylets) == 1, raylets
+        raylets[0].kill()
+
+    return on_start
+
+
+def last_line(out: str) -> str:
+    return [line for line in out.splitlines() if line.strip()][-1].strip()
+
+
+# ---- tournament ------------------------------------------------------------------------------------------------
+GAMES = 40
+
+
+def stored(db: Path) -> tuple[int, int, int]:
+    """(scheduled games, result rows, distinct games with a result)."""
+    if not db.exists():
+        return 0, 0, 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            scheduled = conn.execute("SELECT COUNT(*) FROM games").fetchone()[0]
+            results, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT game_id) FROM results").fetchone()
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0, 0, 0
+    return scheduled, results, distinct
+
+
+@pytest.mark.ray
+def test_a_tournament_that_loses_its_node_stops_with_one_line_and_resumes_exactly(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    db = tmp_path / "t.sqlite"
+    cfg = {
+        "name": "nodeloss",
+        "games": ["openspiel:connect_four"],
+        "participants": ["random", "mcts"],
+        "schedule": {"format": "round_robin", "games_per_pairing": GAMES // 2},
+        "db": str(db),
+        "concurrency": 2,
+        "bootstrap": 0,
+        "ray": {"num_workers": 2, "num_cpus": 1, "chunk_size": 2, "placement_timeout": 5},
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["tournament", "t.yaml", "--ray", "local"]
+
+    rc, out, seconds = run_cli(args, tmp_path, kill_raylet_when(lambda: stored(db)[1] >= 1))
+    print(f"lost node: exit {rc} {seconds:.1f}s after the kill; last line: {last_line(out)}")
+    assert rc == 1, out[-3000:]
+    assert seconds < EXIT_WITHIN_S
+    line = last_line(out)
+    assert line.startswith("error: the Ray node this run started died") and "run the same command again" in line
+    assert "Traceback" not in out and "games played now" not in out  # no stack dump, no summary of what never ran
+    scheduled, before, distinct = stored(db)
+    assert scheduled == GAMES and 1 <= before == distinct < GAMES
+
+    rc, out, seconds = run_cli(args, tmp_path)  # a fresh local cluster: resumes from the store
+    print(f"resumed: {seconds:.1f}s, {GAMES - before} games left")
+    assert rc == 0, out[-3000:]
+    assert f"{GAMES - before} games played now" in out
+    assert stored(db) == (GAMES, GAMES, GAMES)  # every scheduled game exactly once
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+@pytest.mark.ray
+def test_training_that_loses_its_node_stops_with_one_line_and_resume_finishes(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    run = tmp_path / "run"
+    steps = 2  # the kill comes in the second update; the resumed run plays it again
+    cfg = {
+        "env": "tictactoe_v3",
+        "model": "tiny",
+        "eval_games": 0,
+        "learners": [{"name": "alice", "lora": {"r": 4}}],
+        "setting": "fixed_opponents",
+        "opponents": ["random"],
+        "games_per_update": 4,
+        "group_size": 2,
+        "steps": steps,
+        "constrained": True,
+        "max_new_tokens": 40,
+        "micro_batch_size": 2,
+        "save_every": 1,
+        "threads": 1,
+        "output_dir": str(run),
+        "rollout_workers": 2,
+        "ray_address": "local",
+        "ray_placement_timeout": 5,
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+
+    def checkpointed() -> bool:  # the first update's checkpoint is written: kill during the second rollout
+        return any(run.glob("checkpoints/step-*/state.json"))
+
+    rc, out, seconds = run_cli(["train", "train.yaml"], tmp_path, kill_raylet_when(checkpointed))
+    print(f"lost node: exit {rc} {seconds:.1f}s after the kill; last line: {last_line(out)}")
+    assert rc == 1, out[-3000:]
+    assert seconds < EXIT_WITHIN_S
+    line = last_line(out)
+    assert line.startswith("error: the Ray node this run started died") and "--resume" in line, out[-3000:]
+    assert "Traceback" not in out
+    done_before = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 1 <= len(done_before) < steps
+
+    rc, out, seconds = run_cli(["train", "train.yaml", "--resume"], tmp_path)
+    print(f"resumed: {seconds:.1f}s")
+    assert rc == 0, out[-3000:]
+    steps_logged = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged[-1] == steps and (run / "adapters" / "manifest.json").exists()
