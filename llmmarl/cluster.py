@@ -46,7 +46,7 @@ def require_ray() -> Any:
 
 
 class Connection:
-    """This process's hold on Ray: :func:`connect` opens it, :meth:`close` shuts down what it started.
+    """This process's hold on Ray: :func:`connect` opens it, :meth:`close` leaves Ray if :func:`connect` joined it.
 
     A local instance (``address: local``) is this process's own node: its raylet is a child of this process. When
     that raylet dies (killed, out of memory), Ray declares the node dead and then ends this process itself, without
@@ -56,10 +56,10 @@ class Connection:
     is safe: the tournament store commits each game, and checkpoints are written whole or not at all.
     """
 
-    def __init__(self, ray: Any, started: bool, resume: str) -> None:
-        self.ray, self.started, self.resume = ray, started, resume
+    def __init__(self, ray: Any, *, joined: bool, local: bool, resume: str) -> None:
+        self.ray, self.joined, self.resume = ray, joined, resume  # joined: this call ran ray.init
         self._disarm: tuple[int, int] | None = None
-        raylet = _own_raylet() if started and hasattr(os, "pidfd_open") else None
+        raylet = _own_raylet() if local and hasattr(os, "pidfd_open") else None
         try:
             pidfd = os.pidfd_open(raylet) if raylet is not None else None
         except OSError:  # already gone: the first wait on the cluster will say so
@@ -91,9 +91,10 @@ class Connection:
             os.close(w)
 
     def close(self) -> None:
-        """Stop guarding (shutting Ray down stops the raylet), then shut Ray down if :func:`connect` started it."""
+        """Stop guarding (shutting Ray down stops a local raylet), then leave Ray if :func:`connect` joined it: a
+        local instance stops, a cluster keeps running."""
         self._stop_guard()
-        if self.started:
+        if self.joined:
             self.ray.shutdown()
 
 
@@ -106,12 +107,12 @@ def connect(address: str, resume: str = "run the same command again") -> Connect
     """
     ray = require_ray()
     if ray.is_initialized():
-        return Connection(ray, False, resume)
+        return Connection(ray, joined=False, local=False, resume=resume)
     if address == "local":
         ray.init(include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
-    return Connection(ray, address == "local", resume)
+    return Connection(ray, joined=True, local=address == "local", resume=resume)
 
 
 def _own_raylet() -> int | None:
@@ -214,22 +215,28 @@ class ProgressWatch:
                 f"{self.resume}"
             ) from None
 
+    @property
+    def need_text(self) -> str:
+        return ", ".join(f"{v:g} {k}" for k, v in self.need.items() if v > 0) or "no resources"
+
+    def placeable(self) -> bool:
+        """Whether an alive node can hold one actor now."""
+        try:
+            return fits(self.ray.nodes(), self.need)
+        except Exception:  # the cluster's control store is unreachable: nothing can be placed either
+            return False
+
     def check(self) -> None:
         """Raise :class:`ClusterLostError` if no node can hold an actor for too long, or progress stalled."""
         now = self.clock()
-        try:
-            placeable = fits(self.ray.nodes(), self.need)
-        except Exception:  # the cluster's control store is unreachable: no node can be placed on either
-            placeable = False
-        if placeable:
+        if self.placeable():
             self.unplaceable_since = None
         else:
             self.unplaceable_since = self.unplaceable_since if self.unplaceable_since is not None else now
             if now - self.unplaceable_since >= self.placement_timeout:
-                need = ", ".join(f"{v:g} {k}" for k, v in self.need.items() if v > 0) or "no resources"
                 raise ClusterLostError(
-                    f"the Ray cluster lost its nodes: no alive node can hold an actor ({need}) after waiting "
-                    f"{self.placement_timeout:.0f}s (placement_timeout); {self.resume}"
+                    f"the Ray cluster lost its nodes: no alive node can hold an actor ({self.need_text}) after "
+                    f"waiting {self.placement_timeout:.0f}s (placement_timeout); {self.resume}"
                 )
         if now - self.last >= self.stall_limit:
             raise ClusterLostError(

@@ -224,9 +224,14 @@ class RayPool:
     def _failed(self) -> None:
         self.failures += 1
         if self.failures > self.settings.max_failures:
+            why = (
+                "out of memory? see the actors' logs"
+                if self._watch.placeable()
+                else f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
+            )
             raise ClusterLostError(
-                f"{self.failures} Ray actors died (max_failures={self.settings.max_failures}; out of memory? node "
-                f"lost? see the actors' logs); {self._watch.resume}"
+                f"{self.failures} Ray actors died (max_failures={self.settings.max_failures}; {why}); "
+                f"{self._watch.resume}"
             )
 
     # ---- teardown ---------------------------------------------------------------------------------------------

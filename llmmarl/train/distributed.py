@@ -236,10 +236,12 @@ class RolloutPool:
                 # the same adapters first. Episodes come back only with a finished share, so none is duplicated.
                 failures += 1
                 if failures > self.max_failures:
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    why = f"last: {(str(e).strip() or type(e).__name__).splitlines()[0]}"
+                    if not self._watch.placeable():
+                        why = f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
                     raise ClusterLostError(
                         f"rollout actors died {failures} times in one rollout (max_failures={self.max_failures}; "
-                        f"last: {first}); {self._watch.resume}"
+                        f"{why}); {self._watch.resume}"
                     ) from None
                 self.retried += len(share)
                 actor = self._new_actor()
