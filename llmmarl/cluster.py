@@ -175,7 +175,8 @@ class ProgressWatch:
         self.last = clock()  # when the pool last made progress
         self.longest = 0.0  # the longest wait for progress so far
         self.unplaceable_since: float | None = None  # since when no alive node can hold an actor
-        self.poll = max(0.2, min(POLL_S, placement_timeout / 4, (stall_timeout or POLL_S) / 4))
+        # Look at the cluster several times per timeout, and at most every POLL_S (ray.nodes() asks the GCS).
+        self.poll = max(0.2, min(POLL_S, placement_timeout / 4, (stall_timeout or float("inf")) / 4))
 
     @property
     def stall_limit(self) -> float:
