@@ -136,6 +136,13 @@ def _own_raylet() -> int | None:
     return None
 
 
+def actor_lost(ray: Any) -> tuple[type[BaseException], ...]:
+    """The errors that mean an actor is gone (its process or node died, Ray's memory monitor killed it, a result
+    lost with its node), as opposed to an error raised by the code it ran: each pool replaces the actor."""
+    ex = ray.exceptions
+    return (ex.RayActorError, ex.OutOfMemoryError, ex.WorkerCrashedError, ex.ObjectLostError, ex.GetTimeoutError)
+
+
 def fits(nodes: Sequence[Mapping[str, Any]], need: Mapping[str, float]) -> bool:
     """Whether any alive node of ``ray.nodes()`` has, in total, the resources one actor asks for."""
     return any(

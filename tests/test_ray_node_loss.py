@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ def ray_env() -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
         "RAY_TMPDIR": ray_tmp,
+        # Other work on a shared machine must not get our actors killed by Ray's memory monitor mid-test.
+        "RAY_memory_monitor_refresh_ms": "0",
         "COLUMNS": "200",  # one error line stays one line
     }
 
@@ -165,6 +167,29 @@ def test_a_tournament_that_loses_its_node_stops_with_one_line_and_resumes_exactl
     assert stored(db) == (GAMES, GAMES, GAMES)  # every scheduled game exactly once
 
 
+@contextlib.contextmanager
+def head_and_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    """A two-node cluster of this test's own: a head without CPUs (the drivers' node; no actor lands there) and
+    one worker node with two. Yields (cluster, worker node)."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(dir="/tmp", prefix="rn"))  # this cluster's own files
+    # Ray's health check declares a silent node dead after about 15 s by default; this cluster does so in about
+    # 4 s, so that work is still left when it does.
+    health = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000}
+    health |= {"health_check_timeout_ms": 2000, "health_check_failure_threshold": 3}
+    health |= {"memory_monitor_refresh_ms": 0}  # other work on a shared machine must not get our actors killed
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": health},
+    )
+    try:
+        yield cluster, cluster.add_node(num_cpus=2)
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+
+
 @pytest.mark.ray
 def test_a_tournament_whose_cluster_loses_its_worker_node_stops_and_resumes_on_a_new_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -173,22 +198,10 @@ def test_a_tournament_whose_cluster_loses_its_worker_node_stops_and_resumes_on_a
     (pre-empted, its raylet OOM-killed). Ray would wait forever to place the replacement actors; the run stops
     after placement_timeout with one line, and once a new node joins, the same command plays exactly the rest."""
     pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(dir="/tmp", prefix="rn"))  # this cluster's own files
-    # Ray's health check declares a silent node dead after about 15 s by default; this test's cluster does so in
-    # about 4 s, so that games are still left to play when it does.
-    health = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000}
-    health |= {"health_check_timeout_ms": 2000, "health_check_failure_threshold": 3}
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": health},
-    )
-    worker = cluster.add_node(num_cpus=2)
     db = tmp_path / "t.sqlite"
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(tournament_config(db)))
-    args = ["tournament", "t.yaml", "--ray", cluster.address]
-    try:
+    with head_and_worker(monkeypatch) as (cluster, worker):
+        args = ["tournament", "t.yaml", "--ray", cluster.address]
         lose = when(lambda: stored(db)[1] >= 1, lambda _: cluster.remove_node(worker, allow_graceful=False))
         rc, out, seconds = run_cli(args, tmp_path, lose)
         print(f"lost worker node: exit {rc} {seconds:.1f}s after the loss; last line: {last_line(out)}")
@@ -213,9 +226,6 @@ def test_a_tournament_whose_cluster_loses_its_worker_node_stops_and_resumes_on_a
         assert rc == 0, out[-3000:]
         assert f"{GAMES - before} games played now" in out
         assert stored(db) == (GAMES, GAMES, GAMES)
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
@@ -223,28 +233,7 @@ def test_a_tournament_whose_cluster_loses_its_worker_node_stops_and_resumes_on_a
 def test_training_that_loses_its_node_stops_with_one_line_and_resume_finishes(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     run = tmp_path / "run"
-    steps = 2  # the kill comes in the second update; the resumed run plays it again
-    cfg = {
-        "env": "tictactoe_v3",
-        "model": "tiny",
-        "eval_games": 0,
-        "learners": [{"name": "alice", "lora": {"r": 4}}],
-        "setting": "fixed_opponents",
-        "opponents": ["random"],
-        "games_per_update": 4,
-        "group_size": 2,
-        "steps": steps,
-        "constrained": True,
-        "max_new_tokens": 40,
-        "micro_batch_size": 2,
-        "save_every": 1,
-        "threads": 1,
-        "output_dir": str(run),
-        "rollout_workers": 2,
-        "ray_address": "local",
-        "ray_placement_timeout": 5,
-    }
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_config(run, "local")))
 
     def checkpointed() -> bool:  # the first update's checkpoint is written: kill during the second rollout
         return any(run.glob("checkpoints/step-*/state.json"))
@@ -256,11 +245,71 @@ def test_training_that_loses_its_node_stops_with_one_line_and_resume_finishes(tm
     line = last_line(out)
     assert line.startswith("error: the Ray node this run started died") and "--resume" in line, out[-3000:]
     assert "Traceback" not in out
-    done_before = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert 1 <= len(done_before) < steps
+    assert_resumes(run, tmp_path)
 
-    rc, out, seconds = run_cli(["train", "train.yaml", "--resume"], tmp_path)
+
+@pytest.mark.ray
+def test_training_whose_cluster_loses_its_worker_node_fails_the_update_and_resumes_on_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollout actors' only node is lost while the driver's head node lives on: the update fails with one
+    line (no node can hold a replacement), and --resume continues once a new node joins."""
+    pytest.importorskip("ray")
+    run = tmp_path / "run"
+    with head_and_worker(monkeypatch) as (cluster, worker):
+        (tmp_path / "train.yaml").write_text(yaml.safe_dump(train_config(run, cluster.address)))
+
+        def checkpointed() -> bool:
+            return any(run.glob("checkpoints/step-*/state.json"))
+
+        lose = when(checkpointed, lambda _: cluster.remove_node(worker, allow_graceful=False))
+        rc, out, seconds = run_cli(["train", "train.yaml"], tmp_path, lose)
+        print(f"lost worker node: exit {rc} {seconds:.1f}s after the loss; last line: {last_line(out)}")
+        assert rc == 1, out[-3000:]
+        assert seconds < EXIT_WITHIN_S
+        line = last_line(out)
+        # Either the replacement waits placement_timeout, or replacements die too (max_failures): same diagnosis.
+        assert line.startswith("error: ") and "lost its nodes: no alive node can hold an actor (1 CPU)" in line
+        assert "--resume" in line, out[-3000:]
+        assert "Traceback" not in out
+        cluster.add_node(num_cpus=2)  # a new node joins
+        assert_resumes(run, tmp_path)
+
+
+STEPS = 2  # the loss comes in the second update; the resumed run plays it again
+
+
+def train_config(run: Path, address: str) -> dict[str, Any]:
+    """Two rollout actors, the tiny model, four games an update, a checkpoint after every update."""
+    return {
+        "env": "tictactoe_v3",
+        "model": "tiny",
+        "eval_games": 0,
+        "learners": [{"name": "alice", "lora": {"r": 4}}],
+        "setting": "fixed_opponents",
+        "opponents": ["random"],
+        "games_per_update": 4,
+        "group_size": 2,
+        "steps": STEPS,
+        "constrained": True,
+        "max_new_tokens": 40,
+        "micro_batch_size": 2,
+        "save_every": 1,
+        "threads": 1,
+        "output_dir": str(run),
+        "rollout_workers": 2,
+        "ray_address": address,
+        "ray_placement_timeout": 5,
+    }
+
+
+def assert_resumes(run: Path, cwd: Path) -> None:
+    """The stopped run has fewer updates than asked; `--resume` (the same address) does the rest."""
+    done_before = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 1 <= len(done_before) < STEPS
+
+    rc, out, seconds = run_cli(["train", "train.yaml", "--resume"], cwd)
     print(f"resumed: {seconds:.1f}s")
     assert rc == 0, out[-3000:]
     steps_logged = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps_logged[-1] == steps and (run / "adapters" / "manifest.json").exists()
+    assert steps_logged[-1] == STEPS and (run / "adapters" / "manifest.json").exists()

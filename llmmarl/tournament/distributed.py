@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmmarl.agents.specs import LLMAgentSpec
-from llmmarl.cluster import ClusterLostError, ProgressWatch, connect, require_ray
+from llmmarl.cluster import ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.tournament.backends import build_backend, runner_specs
@@ -162,7 +162,7 @@ class RayPool:
                 if chunk.left:  # the call ended without every game: play the rest again
                     self._requeue(chunk, todo)
                 continue
-            except self._ray.exceptions.RayActorError:
+            except actor_lost(self._ray):
                 self._lost(chunk.actor, running, todo)
                 continue
             chunk.left.pop(episode.game_id, None)
@@ -180,8 +180,6 @@ class RayPool:
             # The games' own code failed (bad adapter, server down): not the actor's fault, stop with its message.
             cause = e.cause if isinstance(e.cause, Exception) else RuntimeError(str(e))
             raise cause from None
-        except (ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError, ray.exceptions.GetTimeoutError) as e:
-            raise ray.exceptions.RayActorError() from e
 
     def _dispatch(self, todo: deque[list[Match]], running: dict[Any, _Chunk]) -> None:
         load = {id(a): 0 for a in self._actors}
@@ -198,7 +196,7 @@ class RayPool:
         actor = self._starting.pop(ref)
         try:
             self._ray.get(ref)
-        except self._ray.exceptions.RayActorError:
+        except actor_lost(self._ray):
             self._failed()
             self._start_actor()
             return

@@ -29,7 +29,7 @@ from typing import Any
 from llmmarl.backends.base import Generation, GenerationRequest
 from llmmarl.backends.factory import BackendSpec
 from llmmarl.backends.transformers import TransformersBackend
-from llmmarl.cluster import PLACEMENT_TIMEOUT_S, ClusterLostError, ProgressWatch, connect, require_ray
+from llmmarl.cluster import PLACEMENT_TIMEOUT_S, ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import save_adapter
@@ -215,8 +215,36 @@ class RolloutPool:
         names = list(names)
         self._files = self._ray.put({n: adapter_files(model, n) for n in names})
         self._watch.start()
-        self._watch.get([a.sync.remote(self._files) for a in self.actors])
+        refs = [a.sync.remote(self._files) for a in self.actors]
+        failures = 0
+        for slot, ref in enumerate(refs):
+            try:
+                self._watch.get([ref])
+            except actor_lost(self._ray) as e:  # died since the last rollout (its node lost?)
+                self.actors[slot], failures = self._replacement(failures, e)
         return {n: adapter_version(model, n) for n in names}
+
+    def _replacement(self, failures: int, error: BaseException) -> tuple[Any, int]:
+        """A fresh actor, synced with the last adapters, for one that died; returns it and the deaths counted so
+        far (each failed replacement counts too). Too many deaths end the run with one line."""
+        while True:
+            failures += 1
+            if failures > self.max_failures:
+                why = f"last: {(str(error).strip() or type(error).__name__).splitlines()[0]}"
+                if not self._watch.placeable():
+                    why = f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
+                raise ClusterLostError(
+                    f"rollout actors died {failures} times in one rollout (max_failures={self.max_failures}; "
+                    f"{why}); {self._watch.resume}"
+                ) from None
+            actor = self._new_actor()
+            if self._files is None:
+                return actor, failures
+            try:
+                self._watch.get([actor.sync.remote(self._files)])
+                return actor, failures
+            except actor_lost(self._ray) as e:
+                error = e
 
     def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
         """Every match once, split over the actors (game ids kept); episodes in the matches' order."""
@@ -230,23 +258,12 @@ class RolloutPool:
             ref = self._watch.wait(list(pending))  # bounded: ends the run if the cluster cannot make progress
             slot, share = pending.pop(ref)
             try:
-                episodes.extend(self._ray.get(ref))
-            except self._ray.exceptions.RayActorError as e:
+                episodes.extend(self._watch.get([ref])[0])  # ready; a bounded fetch all the same
+            except actor_lost(self._ray) as e:
                 # The actor's process or node died: its share is played again, whole, by a fresh actor that gets
                 # the same adapters first. Episodes come back only with a finished share, so none is duplicated.
-                failures += 1
-                if failures > self.max_failures:
-                    why = f"last: {(str(e).strip() or type(e).__name__).splitlines()[0]}"
-                    if not self._watch.placeable():
-                        why = f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
-                    raise ClusterLostError(
-                        f"rollout actors died {failures} times in one rollout (max_failures={self.max_failures}; "
-                        f"{why}); {self._watch.resume}"
-                    ) from None
+                actor, failures = self._replacement(failures, e)
                 self.retried += len(share)
-                actor = self._new_actor()
-                if self._files is not None:
-                    self._watch.get([actor.sync.remote(self._files)])
                 self.actors[slot] = actor
                 pending[actor.play.remote(share)] = (slot, share)
         return sorted(episodes, key=lambda ep: order[ep.game_id])
