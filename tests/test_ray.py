@@ -400,3 +400,89 @@ def test_vllm_engine_replicas_on_ray_serve_the_synced_versions(cluster: Any, tmp
         assert check_versions(pool.play(matches), second) > 0  # the replica serves the new version
     finally:
         pool.close()
+
+
+# ---- a cluster that cannot make progress ---------------------------------------------------------------------
+@pytest.mark.ray
+def test_actors_no_node_can_hold_end_the_tournament_with_one_line(cluster: Any, tmp_path: Path) -> None:
+    """Actors asking for a GPU on a cluster without one: Ray would wait forever; the run stops after
+    placement_timeout, and the same schedule then plays whole where the actors fit."""
+    import time
+
+    from llmmarl.cluster import ClusterLostError
+
+    cfg = config(tmp_path, "nogpu", SCRIPTED, 1, on_ray(cluster, num_gpus=1, placement_timeout=2))
+    t0 = time.monotonic()
+    with pytest.raises(ClusterLostError, match=r"no alive node can hold an actor \(1 CPU, 1 GPU\)") as e:
+        run_tournament(cfg, progress=False)
+    print(f"stopped after {time.monotonic() - t0:.1f}s: {e.value}")
+    assert time.monotonic() - t0 < 60 and "\n" not in str(e.value) and "run the same command again" in str(e.value)
+    assert stored_once(cfg.db) == (6, 0)
+    assert cfg.ray is not None
+    summary = run_tournament(cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_gpus": 0})}), progress=False)
+    assert summary.played_now == summary.finished == 6 and stored_once(cfg.db) == (6, 6)
+
+
+def _alice() -> tuple[Any, list[Any]]:
+    """A tiny model with one LoRA learner, and two tictactoe games of it against random."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+    from llmmarl.backends.transformers import TransformersBackend
+    from llmmarl.envs import make
+    from llmmarl.runner import Match, seatings
+
+    backend = TransformersBackend("tiny")
+    model = get_peft_model(backend.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]), adapter_name="alice")
+    alice = LLMAgentSpec(name="alice", adapter="alice", max_new_tokens=8, temperature=1.0, reask=False)
+    rnd = ScriptedAgentSpec(name="random", policy="random")
+    lineups = seatings(make("tictactoe_v3"), [alice, rnd], 2)
+    return model, [Match(game_id=i, env="tictactoe_v3", seats=seats, seed=i) for i, seats in enumerate(lineups)]
+
+
+@pytest.mark.ray
+def test_rollout_actors_no_node_can_hold_fail_the_update_clearly(cluster: Any) -> None:
+    import time
+
+    from llmmarl.cluster import ClusterLostError
+    from llmmarl.train.distributed import RolloutPool
+
+    model, _ = _alice()
+    pool = RolloutPool(2, "tiny", address=cluster.address, num_gpus=1, placement_timeout=2)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ClusterLostError, match=r"no alive node can hold an actor.*--resume"):
+            pool.sync(model, ["alice"])
+    finally:
+        pool.close()
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.ray
+def test_a_rollout_actor_that_hangs_ends_the_update_after_the_stall_timeout(cluster: Any) -> None:
+    """A placed actor that never returns (a deadlock, a call that never times out): nothing comes back, and the
+    update stops after stall_timeout instead of waiting forever."""
+    import time
+
+    import ray
+
+    from llmmarl.cluster import ClusterLostError
+    from llmmarl.train.distributed import RolloutPool, RolloutWorker
+
+    class HangingWorker(RolloutWorker):  # pickled by value: defined here, it reaches the actors as it is
+        def play(self, matches: Any) -> Any:
+            time.sleep(3600)
+
+    model, matches = _alice()
+    pool = RolloutPool(2, "tiny", address=cluster.address, worker_cls=HangingWorker, stall_timeout=8)
+    try:
+        # Placing and loading an actor counts as progress only once done; on a loaded machine that alone can take
+        # longer than this short stall timeout, so wait for both actors first.
+        ray.get([a.sync.remote({}) for a in pool.actors])
+        pool.sync(model, ["alice"])  # both actors placed and synced: the cluster is fine
+        t0 = time.monotonic()
+        with pytest.raises(ClusterLostError, match=r"no rollout share came back for \d+s \(stall_timeout 8s\)"):
+            pool.play(matches)
+        assert 8 <= time.monotonic() - t0 < 40
+    finally:
+        pool.close()

@@ -28,8 +28,9 @@ def load_config(from_yaml: Callable[[Path, Sequence[str]], C], path: Path, overr
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` (rich markup) and exit with ``code``, without a traceback."""
-    console.print(message)
+    """Print ``message`` (rich markup) and exit with ``code``, without a traceback. The message stays one line
+    (the terminal wraps it, rich inserts no breaks), so logs and callers can read it whole."""
+    console.print(message, soft_wrap=True)
     raise typer.Exit(code) from None
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from llmmarl.backends.base import BackendError
+from llmmarl.cluster import ClusterLostError
 from llmmarl.commands.common import SET_HELP, console, load_config
 from llmmarl.models import ModelNotAvailableError
 
@@ -28,7 +29,7 @@ def train(
 
     try:
         run_training(cfg, resume=resume)
-    except (FileExistsError, ValueError, ModelNotAvailableError, BackendError, CheckpointError) as e:
+    except (FileExistsError, ValueError, ModelNotAvailableError, BackendError, CheckpointError, ClusterLostError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     console.print(f"adapters and manifest.json: {cfg.adapters_path}")

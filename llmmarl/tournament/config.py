@@ -30,12 +30,14 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     field_validator,
     model_validator,
 )
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.models import DEFAULT_MODEL
 
@@ -176,6 +178,16 @@ class RayConfig(BaseModel):
     )
     max_failures: NonNegativeInt = Field(
         3, description="Actor deaths tolerated; each one's unfinished games are played again elsewhere."
+    )
+    placement_timeout: PositiveFloat = Field(
+        PLACEMENT_TIMEOUT_S,
+        description="Seconds the actors may wait for an alive node that can hold one (a lost node coming back, "
+        "or one being added) before the run stops with one line; Ray alone would wait forever.",
+    )
+    stall_timeout: PositiveFloat | None = Field(
+        None,
+        description="Seconds without any finished game before the run stops with one line. None scales with the "
+        f"work: {STALL_FACTOR:g}x the longest wait for a game so far, and at least {STALL_FLOOR_S:g}s.",
     )
 
 

@@ -17,8 +17,14 @@ its moves.
 Faults: the driver knows which games of each chunk have come back. When an actor dies (process killed, node
 gone), the games it had not returned are queued again for the other actors, and counted in :attr:`RayPool.retried`;
 a game that did come back is never played again (and the store refuses a second result anyway). A replacement
-actor is started and joins once Ray has placed it. Errors raised by the games' code (a bad adapter, a server
-down) are not faults of the actor: they stop the run with their own message.
+actor is started and joins once Ray has placed it. Ray's own actor restarts and task retries do not fit here: a
+retried streaming call would play its whole chunk again, games already stored included, so the driver requeues
+exactly the missing games itself. Errors raised by the games' code (a bad adapter, a server down) are not faults
+of the actor: they stop the run with their own message.
+
+Every wait is bounded by a :class:`~llmmarl.cluster.ProgressWatch`: when no alive node can hold an actor for
+``placement_timeout`` (the only node died, so replacements can never be placed) or no game came back within the
+stall timeout, the run ends with :class:`~llmmarl.cluster.ClusterLostError`, one line saying how to resume.
 
 Ray is optional (``pip install llmmarl[ray]``): this module is imported only when a tournament asks for Ray.
 """
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmmarl.agents.specs import LLMAgentSpec
-from llmmarl.cluster import connect, require_ray
+from llmmarl.cluster import ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.tournament.backends import build_backend, runner_specs
@@ -102,13 +108,23 @@ class RayPool:
     failures: int = 0  # actors lost
     _actors: list[Any] = field(default_factory=list)
     _starting: dict[Any, Any] = field(default_factory=dict)  # ready() ref -> actor not yet placed
-    _started_ray: bool = False
 
     def __post_init__(self) -> None:
         self._ray = require_ray()
-        self._started_ray = connect(self.settings.address)
         self._cls = self._ray.remote(TournamentWorker).options(
             num_cpus=self.settings.num_cpus, num_gpus=self.settings.num_gpus, max_restarts=0
+        )
+        resume = (
+            f"the games finished so far are stored in {self.config.db}: run the same command again to play the rest"
+        )
+        self._ray_conn = connect(self.settings.address, resume)
+        self._watch = ProgressWatch(
+            self._ray,
+            {"CPU": self.settings.num_cpus, "GPU": self.settings.num_gpus},
+            unit="game",
+            resume=resume,
+            stall_timeout=self.settings.stall_timeout,
+            placement_timeout=self.settings.placement_timeout,
         )
         payload = self.config.model_dump(mode="json")
         self._new_actor = lambda: self._cls.remote(payload)
@@ -128,24 +144,25 @@ class RayPool:
         todo = deque(list(matches[i : i + size]) for i in range(0, len(matches), size))
         running: dict[Any, _Chunk] = {}  # stream -> chunk
         seen: set[int | str] = set()
+        self._watch.start()
         while todo or running:
             self._dispatch(todo, running)
             waiting = [*running, *self._starting]
             if not waiting:
-                raise RuntimeError("no Ray actor is alive or starting; the cluster cannot place one")
-            ready, _ = self._ray.wait(waiting, num_returns=1)
-            if ready[0] in self._starting:
-                self._placed(ready[0])
+                raise ClusterLostError(f"no Ray actor is alive or starting; {self._watch.resume}")
+            ready = self._watch.wait(waiting)  # bounded: ends the run if the cluster cannot make progress
+            if ready in self._starting:
+                self._placed(ready)
                 continue
-            chunk = running[ready[0]]
+            chunk = running[ready]
             try:
-                episode = self._next(ready[0])
+                episode = self._next(ready)
             except StopIteration:
-                del running[ready[0]]
+                del running[ready]
                 if chunk.left:  # the call ended without every game: play the rest again
                     self._requeue(chunk, todo)
                 continue
-            except self._ray.exceptions.RayActorError:
+            except actor_lost(self._ray):
                 self._lost(chunk.actor, running, todo)
                 continue
             chunk.left.pop(episode.game_id, None)
@@ -157,13 +174,12 @@ class RayPool:
         ray = self._ray
         ref = next(stream)
         try:
-            return ray.get(ref)  # type: ignore[no-any-return]
+            # Ready, but it may live on a node that just died: a bounded fetch, a timeout counts as a lost actor.
+            return ray.get(ref, timeout=self.settings.placement_timeout)  # type: ignore[no-any-return]
         except ray.exceptions.RayTaskError as e:
             # The games' own code failed (bad adapter, server down): not the actor's fault, stop with its message.
             cause = e.cause if isinstance(e.cause, Exception) else RuntimeError(str(e))
             raise cause from None
-        except (ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError) as e:
-            raise ray.exceptions.RayActorError() from e
 
     def _dispatch(self, todo: deque[list[Match]], running: dict[Any, _Chunk]) -> None:
         load = {id(a): 0 for a in self._actors}
@@ -180,7 +196,7 @@ class RayPool:
         actor = self._starting.pop(ref)
         try:
             self._ray.get(ref)
-        except self._ray.exceptions.RayActorError:
+        except actor_lost(self._ray):
             self._failed()
             self._start_actor()
             return
@@ -206,9 +222,14 @@ class RayPool:
     def _failed(self) -> None:
         self.failures += 1
         if self.failures > self.settings.max_failures:
-            raise RuntimeError(
-                f"{self.failures} Ray actors died (max_failures={self.settings.max_failures}); finished games are "
-                f"stored, run again to resume. Check the actors' logs (out of memory? node lost?)."
+            why = (
+                "out of memory? see the actors' logs"
+                if self._watch.placeable()
+                else f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
+            )
+            raise ClusterLostError(
+                f"{self.failures} Ray actors died (max_failures={self.settings.max_failures}; {why}); "
+                f"{self._watch.resume}"
             )
 
     # ---- teardown ---------------------------------------------------------------------------------------------
@@ -216,5 +237,4 @@ class RayPool:
         for actor in [*self._actors, *self._starting.values()]:
             self._ray.kill(actor)
         self._actors, self._starting = [], {}
-        if self._started_ray:
-            self._ray.shutdown()
+        self._ray_conn.close()

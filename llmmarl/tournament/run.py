@@ -305,10 +305,14 @@ class _Player:
         if live is None:
             self._play(matches, on_episode)
             return
-        with Live(live.render(), console=self.console, refresh_per_second=4, transient=False) as view:
-            live.view = view
-            self._play(matches, on_episode)
-            live.refresh(force=True)
+        try:
+            with Live(live.render(), console=self.console, refresh_per_second=4, transient=False) as view:
+                live.view = view
+                self._play(matches, on_episode)
+                live.refresh(force=True)
+        finally:
+            if not self.console.is_terminal:  # rich ends its last render there without a newline
+                self.console.line()
 
 
 class _LiveView:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from llmmarl.agents.specs import DEFAULT_LINES, TURN_LINES, LLMAgentSpec, ScriptedAgentSpec, TurnLine, parse_agent
+from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
 from llmmarl.train.algorithm_settings import (
@@ -220,6 +221,19 @@ class TrainConfig(_Strict):
         "local", description="Ray to use for rollout_workers: local (start one here), auto, or a cluster address."
     )
     rollout_worker_gpus: float = Field(0.0, ge=0, description="GPUs each rollout actor reserves.")
+    ray_placement_timeout: float = Field(
+        PLACEMENT_TIMEOUT_S,
+        gt=0,
+        description="Seconds rollout actors may wait for an alive node that can hold one (a lost node coming back, "
+        "or one being added) before the run stops with one line; `--resume` continues from the last checkpoint.",
+    )
+    ray_stall_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds without any rollout actor finishing its share before the run stops with one line. None "
+        f"scales with the work: {STALL_FACTOR:g}x the longest wait for a share so far, and at least "
+        f"{STALL_FLOOR_S:g}s.",
+    )
 
     rollout_backend: Literal["transformers", "vllm"] = Field(
         "transformers",

@@ -12,8 +12,10 @@ The stamp is computed by the worker from the weights it actually holds, after lo
 driver sent: a worker that skipped or botched a refresh stamps the old hash, and :func:`check_versions` refuses
 the rollout (:class:`StaleRolloutError`). Loading on one replica only - the common bug - is caught the same way.
 
-Only the in-process transformers engine runs in the workers today. Unlike tournaments, a rollout worker that
-dies fails the update (Ray's error); a resumed run restarts from the last checkpoint.
+An actor that dies mid-rollout is replaced and its share played again whole. Every wait is bounded by a
+:class:`~llmmarl.cluster.ProgressWatch`: when no alive node can hold an actor (the node is lost, so a replacement
+can never be placed) or no share comes back within the stall timeout, the update fails with
+:class:`~llmmarl.cluster.ClusterLostError`, one line; ``--resume`` continues from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from llmmarl.backends.base import Generation, GenerationRequest, special_tokens
 from llmmarl.backends.factory import BackendSpec
 from llmmarl.backends.transformers import TransformersBackend
-from llmmarl.cluster import connect, require_ray
+from llmmarl.cluster import PLACEMENT_TIMEOUT_S, ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import save_adapter
@@ -185,9 +187,20 @@ class RolloutPool:
         worker_cls: type = RolloutWorker,
         worker_args: tuple[Any, ...] | None = None,
         max_failures: int = 3,
+        placement_timeout: float = PLACEMENT_TIMEOUT_S,
+        stall_timeout: float | None = None,
     ) -> None:
         self._ray = require_ray()
-        self._started_ray = connect(address)
+        resume = "the update was not applied: continue from the last checkpoint with --resume"
+        self._ray_conn = connect(address, resume)
+        self._watch = ProgressWatch(
+            self._ray,
+            {"CPU": num_cpus, "GPU": num_gpus},
+            unit="rollout share",
+            resume=resume,
+            stall_timeout=stall_timeout,
+            placement_timeout=placement_timeout,
+        )
         cls = self._ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
         spec = engine if isinstance(engine, BackendSpec) else BackendSpec(model=engine)
         args = (
@@ -205,8 +218,37 @@ class RolloutPool:
         """Ship every named adapter to every actor; returns the driver's version of each (what stamps must match)."""
         names = list(names)
         self._files = self._ray.put({n: adapter_files(model, n) for n in names})
-        self._ray.get([a.sync.remote(self._files) for a in self.actors])
+        self._watch.start()
+        refs = [a.sync.remote(self._files) for a in self.actors]
+        failures = 0
+        for slot, ref in enumerate(refs):
+            try:
+                self._watch.get([ref])
+            except actor_lost(self._ray) as e:  # died since the last rollout (its node lost?)
+                self.actors[slot], failures = self._replacement(failures, e)
         return {n: adapter_version(model, n) for n in names}
+
+    def _replacement(self, failures: int, error: BaseException) -> tuple[Any, int]:
+        """A fresh actor, synced with the last adapters, for one that died; returns it and the deaths counted so
+        far (each failed replacement counts too). Too many deaths end the run with one line."""
+        while True:
+            failures += 1
+            if failures > self.max_failures:
+                why = f"last: {(str(error).strip() or type(error).__name__).splitlines()[0]}"
+                if not self._watch.placeable():
+                    why = f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
+                raise ClusterLostError(
+                    f"rollout actors died {failures} times in one rollout (max_failures={self.max_failures}; "
+                    f"{why}); {self._watch.resume}"
+                ) from None
+            actor = self._new_actor()
+            if self._files is None:
+                return actor, failures
+            try:
+                self._watch.get([actor.sync.remote(self._files)])
+                return actor, failures
+            except actor_lost(self._ray) as e:
+                error = e
 
     def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
         """Every match once, split over the actors (game ids kept); episodes in the matches' order."""
@@ -215,24 +257,17 @@ class RolloutPool:
         order = {m.game_id: i for i, m in enumerate(matches)}
         episodes: list[EpisodeRecord] = []
         failures = 0
+        self._watch.start()
         while pending:
-            (ref,), _ = self._ray.wait(list(pending), num_returns=1)
+            ref = self._watch.wait(list(pending))  # bounded: ends the run if the cluster cannot make progress
             slot, share = pending.pop(ref)
             try:
-                episodes.extend(self._ray.get(ref))
-            except self._ray.exceptions.RayActorError as e:
+                episodes.extend(self._watch.get([ref])[0])  # ready; a bounded fetch all the same
+            except actor_lost(self._ray) as e:
                 # The actor's process or node died: its share is played again, whole, by a fresh actor that gets
                 # the same adapters first. Episodes come back only with a finished share, so none is duplicated.
-                failures += 1
-                if failures > self.max_failures:
-                    raise RuntimeError(
-                        f"rollout actors died {failures} times in one rollout (last: {e}); the last checkpoint "
-                        "resumes the run"
-                    ) from None
+                actor, failures = self._replacement(failures, e)
                 self.retried += len(share)
-                actor = self._new_actor()
-                if self._files is not None:
-                    self._ray.get(actor.sync.remote(self._files))
                 self.actors[slot] = actor
                 pending[actor.play.remote(share)] = (slot, share)
         return sorted(episodes, key=lambda ep: order[ep.game_id])
@@ -241,8 +276,7 @@ class RolloutPool:
         for actor in self.actors:
             self._ray.kill(actor)
         self.actors = []
-        if self._started_ray:
-            self._ray.shutdown()
+        self._ray_conn.close()
 
 
 def check_versions(episodes: Iterable[EpisodeRecord], versions: Mapping[str, str]) -> int:

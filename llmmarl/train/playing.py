@@ -105,6 +105,8 @@ def remote_rollout(trainer: MultiAgentTrainer, matches: Sequence[Match]) -> list
             num_gpus=cfg.rollout_worker_gpus,
             worker_cls=VLLMRolloutWorker if vllm else RolloutWorker,
             worker_args=(cfg.model_dump(mode="json"), cfg.concurrency) if vllm else None,
+            placement_timeout=cfg.ray_placement_timeout,
+            stall_timeout=cfg.ray_stall_timeout,
         )
     versions = trainer.rollout_pool.sync(trainer.model, trainer.learners)  # every actor, before every rollout
     episodes: list[EpisodeRecord] = trainer.rollout_pool.play(matches)
