@@ -271,7 +271,8 @@ class TextEnv(ABC):
         self._forfeited = None
 
 
-_QUOTED_MOVE = re.compile(r"\[[^\[\]\n]{1,60}\]")
+# A bracketed move quoted in the text, not a speaker tag at the start of a line ("[GAME] ...", "[Player 0] ...").
+_QUOTED_MOVE = re.compile(r"(?<!\n)\[[^\[\]\n]{1,60}\]")
 
 
 def random_action(obs: Observation, rng: random.Random) -> Action:
@@ -279,7 +280,7 @@ def random_action(obs: Observation, rng: random.Random) -> Action:
     observation quotes (TextArena's rules quote their move formats, e.g. ``[Accept]``), or the empty text."""
     if obs.action_ids:
         return rng.choice(obs.action_ids)
-    quoted = sorted(set(_QUOTED_MOVE.findall(obs.text)))
+    quoted = sorted(set(_QUOTED_MOVE.findall("\n" + obs.text)))
     return rng.choice(quoted) if quoted else ""
 
 

@@ -293,6 +293,16 @@ class TextArenaTextEnv(TextEnv):
     def close(self) -> None:
         self._env = None
 
+    def eliminated(self) -> list[str]:
+        """Seats the game has eliminated so far (multi-player games): they are never pending again."""
+        order = getattr(self._env.state, "elimination_order", None) or []
+        return [self.possible_agents[int(pid)] for pid in order]
+
+    @property
+    def game_state(self) -> dict[str, Any]:
+        """TextArena's state of the game. It holds every seat's secrets: for checks and tools, never for prompts."""
+        return dict(self._env.state.game_state)
+
     # ---- internals ----------------------------------------------------------------------------------------
     def _read_observation(self) -> None:
         """Take the current player's observation (TextArena hands it out once) and the moves it lists."""
@@ -306,6 +316,8 @@ class TextArenaTextEnv(TextEnv):
     def _close(self) -> dict[str, float]:
         rewards, game_info = self._env.close()
         rewards = rewards or {}
+        if bad := {i: r for i, r in rewards.items() if not isinstance(r, int | float)}:
+            raise ValueError(f"{self.name} ended with non-numeric rewards {bad} (a TextArena bug)")
         self._final = {a: float(rewards.get(i, 0.0)) for i, a in enumerate(self.possible_agents)}
         self._over, self._current = True, None
         if self.game == "SecretMafia":  # the sides, secret until now (see the module doc)
@@ -322,6 +334,10 @@ class TextArenaTextEnv(TextEnv):
         log = self._pending_refusal
 
         def set_invalid_move(*args: Any, **kwargs: Any) -> Any:
+            if len(args) == 2 and isinstance(args[0], int | float) and isinstance(args[1], str):
+                # Countdown and Cryptarithm (0.7.4) pass (progress, reason) to (reason, reward): put them right,
+                # or the reason becomes the player's reward.
+                args = (args[1], args[0])
             reason = kwargs.get("reason", args[0] if args else "")
             log.append((int(state.current_player_id), str(reason)))
             return original(*args, **kwargs)

@@ -52,6 +52,7 @@ class TurnSample:
     terms: dict[str, float]  # unweighted, one per name in TERMS
     reward: float = 0.0
     advantage: float = 0.0
+    cut: bool = False  # the answer ran into max_new_tokens (its finish reason is "length")
 
 
 def format_term(attempt: Attempt) -> float:
@@ -120,6 +121,7 @@ def episodes_to_samples(
                         episode_return=ep.returns[turn.seat],
                         terms=terms,
                         reward=sum(weights[k] * v for k, v in terms.items()),
+                        cut=a.finish_reason == "length",
                     )
                 )
     return out
