@@ -9,7 +9,9 @@ counters, hostile moves end in a clear result quickly).
 from __future__ import annotations
 
 import copy
+import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -277,3 +279,64 @@ def test_conformance(env_id: str) -> None:
 
 def _scripted(n: int) -> dict[str, ScriptedAgentSpec]:
     return {f"player_{i}": ScriptedAgentSpec(name=f"random_{i}", policy="random") for i in range(n)}
+
+
+def test_llmmarl_envs_lists_textarena_games_with_why_not() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "llmmarl.cli", "envs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    row = next(line for line in lines if "│ Wordle " in line)
+    assert "no:" in row and "nltk" in row
+    assert "available" in next(line for line in lines if "│ SimpleNegotiation " in line)
+    assert re.search(r"\d+ of \d+ games available here", out.stdout)
+
+
+def test_a_tournament_of_textarena_games_with_its_html_report(tmp_path: Path) -> None:
+    from llmmarl.tournament import TournamentConfig, run_tournament
+    from llmmarl.tournament.report import build_report, render_html
+    from llmmarl.tournament.store import TournamentStore
+
+    cfg = TournamentConfig.model_validate(
+        {
+            "name": "ta",
+            "games": ["textarena:KuhnPoker-v0", "textarena:SimpleNegotiation-v0-short"],
+            "participants": ["random", {"kind": "scripted", "name": "random2", "policy": "random"}],
+            "schedule": {"format": "round_robin", "games_per_pairing": 4},
+            "db": str(tmp_path / "ta.sqlite"),
+            "bootstrap": 50,
+        }
+    )
+    run_tournament(cfg, progress=False)
+    with TournamentStore(cfg.db) as store:
+        results = store.results(cfg.name)
+        report = build_report(store, cfg.name, bootstrap=50)
+    assert len(results) == 16 and {r.game for r in results} == {
+        g.env for g in cfg.games
+    }  # 2 games x 4 x both seat orders
+    assert all(r.error is None for r in results)
+    page = render_html(report)
+    assert "textarena:KuhnPoker-v0" in page and "random2" in page
+
+
+def test_an_agent_behind_an_openai_endpoint_plays_a_textarena_game() -> None:
+    """The OpenAI backend against a real HTTP server on 127.0.0.1 (the test server answers a move it reads from
+    the prompt, as a served model would answer)."""
+    from hostile_server import HostileServer
+
+    from llmmarl.backends.openai import OpenAIBackend
+
+    seats = {"player_0": LLMAgentSpec(name="served"), "player_1": ScriptedAgentSpec(name="r", policy="random")}
+    with HostileServer(["ok"]) as srv, OpenAIBackend(srv.url, timeout=5.0, max_retries=0) as backend:
+        (ep,) = Runner(backend, progress=False).play(
+            [Match(game_id=0, env="textarena:TicTacToe-v0", seats=seats, seed=0)]
+        )
+    served = [t for t in ep.turns if t.player == "served"]
+    assert ep.error is None and served and all(t.attempts and t.turn is not None for t in served)
+    assert all(t.action.startswith("[") for t in served)  # "ACTION: 0" played as the listed "[0]"

@@ -134,6 +134,14 @@ def textarena_games() -> list[str]:
     return [i for i in _registry() if not i.endswith(("-train", "-raw"))]
 
 
+def games_by_folder() -> dict[str, list[str]]:
+    """Every game (its folder name) with its default ids, in TextArena's registration order."""
+    out: dict[str, list[str]] = {}
+    for env_id in textarena_games():
+        out.setdefault(game_of(env_id), []).append(env_id)
+    return out
+
+
 def _registry() -> dict[str, Any]:
     from textarena.envs.registration import ENV_REGISTRY
 
