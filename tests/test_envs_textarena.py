@@ -340,3 +340,16 @@ def test_an_agent_behind_an_openai_endpoint_plays_a_textarena_game() -> None:
     served = [t for t in ep.turns if t.player == "served"]
     assert ep.error is None and served and all(t.attempts and t.turn is not None for t in served)
     assert all(t.action.startswith("[") for t in served)  # "ACTION: 0" played as the listed "[0]"
+
+
+def test_a_refused_move_earns_the_forfeit_reward_in_training() -> None:
+    from llmmarl.train.rollout import reward_terms
+
+    backend = CannedBackend(lambda r: "ACTION: [4]")
+    seats = {"player_0": LLMAgentSpec(name="a", reask=False), "player_1": LLMAgentSpec(name="b", reask=False)}
+    (ep,) = Runner(backend, progress=False).play([Match(game_id=0, env="textarena:TicTacToe-v0", seats=seats, seed=0)])
+    taken = next(t for t in ep.turns if t.seat == "player_0")
+    refused = next(t for t in ep.turns if t.rejected)
+    assert reward_terms(ep, taken, 0, forfeit_reward=-1.0)["game"] == ep.returns["player_0"] == 1.0
+    assert reward_terms(ep, refused, 0, forfeit_reward=-3.0)["game"] == -3.0
+    assert reward_terms(ep, refused, 0, forfeit_reward=-3.0)["format"] == 0.0  # well formed for the parser
