@@ -353,3 +353,12 @@ def test_a_refused_move_earns_the_forfeit_reward_in_training() -> None:
     assert reward_terms(ep, taken, 0, forfeit_reward=-1.0)["game"] == ep.returns["player_0"] == 1.0
     assert reward_terms(ep, refused, 0, forfeit_reward=-3.0)["game"] == -3.0
     assert reward_terms(ep, refused, 0, forfeit_reward=-3.0)["format"] == 0.0  # well formed for the parser
+
+
+def test_the_retrying_seat_hears_why_its_move_was_refused() -> None:
+    env = ta("SimpleNegotiation-v0")  # its observation wrapper drops TextArena's own notice
+    env.reset(seed=0)
+    env.step({"player_0": "[Offer: 1000 Ore -> 1 Wheat]"})
+    refusal = env.rejection("player_0")
+    assert refusal is not None and not refusal.final and env.pending() == ["player_0"]
+    assert refusal.reason in env.observe("player_0").text

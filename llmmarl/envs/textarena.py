@@ -267,9 +267,15 @@ class TextArenaTextEnv(TextEnv):
         if agent != self._current or self._over:
             raise ValueError(f"{agent} is not to move in {self.name}")
         moves = self._moves.get(agent, [])
+        text = self._texts.get(agent) or "(no new messages)"
+        refused = self._refused.get(agent)
+        if refused is not None and refused.reason not in text:
+            # Some of TextArena's observation wrappers drop the game's notice of a refused move: say it here, as
+            # TextArena means the player to hear it before its retry.
+            text += f"\n[GAME] Your last move was refused: {refused.reason} Submit a valid move."
         return Observation(
             agent=agent,
-            text=self._texts.get(agent) or "(no new messages)",
+            text=text,
             legal_actions=moves,
             action_ids=list(range(len(moves))),
             free_text=self.max_action_chars,
