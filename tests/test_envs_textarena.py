@@ -362,3 +362,21 @@ def test_the_retrying_seat_hears_why_its_move_was_refused() -> None:
     refusal = env.rejection("player_0")
     assert refusal is not None and not refusal.final and env.pending() == ["player_0"]
     assert refusal.reason in env.observe("player_0").text
+
+
+def test_grpo_trains_on_a_textarena_game_and_logs_answer_length(tmp_path: Path) -> None:
+    """One GRPO update of the shipped config on the tiny model: the free-text game goes through the same loop."""
+    from typer.testing import CliRunner
+
+    from llmmarl.cli import app
+    from llmmarl.train.metrics import read_metrics
+
+    sets = ["model=tiny", "steps=1", "games_per_update=4", "eval_games=2", f"output_dir={tmp_path}"]
+    config = str(ROOT / "configs" / "train_textarena_negotiation.yaml")
+    result = CliRunner().invoke(app, ["train", config, *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    (update,) = [row for row in read_metrics(tmp_path / "metrics.jsonl") if row.is_update]
+    m = update.learners["negotiator"]
+    assert m["samples/count"] > 0
+    assert 1 <= m["samples/completion_tokens_min"] <= m["samples/completion_tokens_max"] <= 32  # max_new_tokens
+    assert 0.0 <= m["samples/cut_rate"] <= 1.0
