@@ -380,3 +380,14 @@ def test_grpo_trains_on_a_textarena_game_and_logs_answer_length(tmp_path: Path) 
     assert m["samples/count"] > 0
     assert 1 <= m["samples/completion_tokens_min"] <= m["samples/completion_tokens_max"] <= 32  # max_new_tokens
     assert 0.0 <= m["samples/cut_rate"] <= 1.0
+
+
+def test_a_game_whose_players_are_all_eliminated_ends_instead_of_hanging() -> None:
+    """PublicGoodsGame (0.7.4) eliminates players for invalid moves and then looks for a next player forever once
+    nobody is left; the adapter ends the game there, each seat losing."""
+    env = ta("PublicGoodsGame-v0")
+    start = time.perf_counter()
+    play_random(env, seed=0, max_steps=300)
+    assert env.done and time.perf_counter() - start < 30
+    if len(env.eliminated()) == len(env.possible_agents):
+        assert env.returns() == dict.fromkeys(env.possible_agents, -1.0)

@@ -354,7 +354,16 @@ class TextArenaTextEnv(TextEnv):
                 args = (args[1], args[0])
             reason = kwargs.get("reason", args[0] if args else "")
             log.append((int(state.current_player_id), str(reason)))
-            return original(*args, **kwargs)
+            result = original(*args, **kwargs)
+            eliminated = set(getattr(state, "elimination_order", None) or ())
+            if len(eliminated) >= state.num_players and not state.done:
+                # Everyone is out: TextArena's turn rotation would look for a player forever (PublicGoodsGame
+                # 0.7.4 hangs so). End the game: each seat lost by invalid moves.
+                state.rewards = dict.fromkeys(range(state.num_players), -1.0)
+                for info in state.game_info.values():
+                    info["reason"] = "every player was eliminated for invalid moves"
+                state.done = True
+            return result
 
         state.set_invalid_move = set_invalid_move
 
