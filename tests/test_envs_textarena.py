@@ -369,6 +369,7 @@ def test_grpo_trains_on_a_textarena_game_and_logs_answer_length(tmp_path: Path) 
     from typer.testing import CliRunner
 
     from llmmarl.cli import app
+    from llmmarl.train.config import TrainConfig
     from llmmarl.train.metrics import read_metrics
 
     sets = ["model=tiny", "steps=1", "games_per_update=4", "eval_games=2", f"output_dir={tmp_path}"]
@@ -378,7 +379,8 @@ def test_grpo_trains_on_a_textarena_game_and_logs_answer_length(tmp_path: Path) 
     (update,) = [row for row in read_metrics(tmp_path / "metrics.jsonl") if row.is_update]
     m = update.learners["negotiator"]
     assert m["samples/count"] > 0
-    assert 1 <= m["samples/completion_tokens_min"] <= m["samples/completion_tokens_max"] <= 32  # max_new_tokens
+    cap = TrainConfig.from_yaml(config).max_new_tokens
+    assert 1 <= m["samples/completion_tokens_min"] <= m["samples/completion_tokens_max"] <= cap
     assert 0.0 <= m["samples/cut_rate"] <= 1.0
 
 
