@@ -339,7 +339,7 @@ def test_an_agent_behind_an_openai_endpoint_plays_a_textarena_game() -> None:
         )
     served = [t for t in ep.turns if t.player == "served"]
     assert ep.error is None and served and all(t.attempts and t.turn is not None for t in served)
-    assert all(t.action.startswith("[") for t in served)  # "ACTION: 0" played as the listed "[0]"
+    assert all(t.action.startswith("[") and not t.rejected for t in served)  # a listed move, read from the prompt
 
 
 def test_a_refused_move_earns_the_forfeit_reward_in_training() -> None:

@@ -294,7 +294,8 @@ def check_text_env(env: TextEnv, episodes: int = 3, seed: int = 0, max_steps: in
     Raises :class:`TextEnvError` naming the first problem found. Checks: the declared attributes; every pending
     agent is a known seat with a non-empty observation whose labels map to distinct ids; steps accept legal
     actions and reject illegal ones; rewards and returns name known agents and are finite; the game ends; the
-    same seed replays the same first observation.
+    same seed replays the same first observation. In a free-text game the random moves are those of
+    :func:`random_action` (a listed move, else a quoted one), and a seat may have no listed moves.
     """
     checker = _Checker(env)
     checker.attributes()
