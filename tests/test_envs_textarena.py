@@ -393,3 +393,14 @@ def test_a_game_whose_players_are_all_eliminated_ends_instead_of_hanging() -> No
     assert env.done and time.perf_counter() - start < 30
     if len(env.eliminated()) == len(env.possible_agents):
         assert env.returns() == dict.fromkeys(env.possible_agents, -1.0)
+
+
+def test_the_table_script_reports_a_game_from_a_real_attempt() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import textarena_games as table
+
+    ok = table.attempt("KuhnPoker-v0", steps=300, timeout=120)
+    line = table.row("KuhnPoker", ["KuhnPoker-v0"], ok, {"KuhnPoker"})
+    assert ok["players"] == [2] and line.startswith("| KuhnPoker | `KuhnPoker-v0` | 2 | yes (random games:")
+    blocked = table.attempt("Wordle-v0", steps=300, timeout=120)
+    assert "nltk data" in table.row("Wordle", ["Wordle-v0"], blocked, set())
