@@ -16,7 +16,7 @@ from llmmarl.agents.llm import LLMDecision
 from llmmarl.agents.messages import MessageBoard
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.agents.turn import match_action
-from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.envs.base import Action, Observation, TextEnv
 from llmmarl.matches import Match
 from llmmarl.records import TurnRecord
 
@@ -48,28 +48,28 @@ class Decision:
     obs: Observation
     inbox: list[str]
     llm: LLMDecision | None = None
-    scripted_action: int | None = None
+    scripted_action: Action | None = None
     scripted_message: str | None = None
 
 
 def record_turn(g: LiveGame, d: Decision) -> TurnRecord:
     """The record of ``d``'s turn: the action taken (a random legal one when the LLM gave none), and its message
-    posted to the board."""
+    posted to the board.
+
+    In a free-text game the fallback plays a random listed move, or the empty text when the game lists none (the
+    game then judges it like any other move)."""
     spec, obs = d.spec, d.obs
     turn = d.llm.parsed.turn if d.llm and d.llm.parsed else None
     fallback = None
     if isinstance(spec, ScriptedAgentSpec):
         assert d.scripted_action is not None
-        action_id = int(d.scripted_action)
-        label = obs.label(action_id)
+        label, action_id = _played(obs, d.scripted_action)
     elif turn is not None:
-        label = turn.action
-        action_id = obs.action_id(label)
+        label, action_id = _played(obs, turn.action)
     else:
         assert isinstance(spec, LLMAgentSpec)
         fallback = spec.fallback
-        action_id = g.rng.choice(obs.action_ids)
-        label = obs.label(action_id)
+        label, action_id = _played(obs, g.rng.choice(obs.action_ids) if obs.action_ids else "")
     record = TurnRecord(
         step=g.step,
         seat=d.seat,
@@ -93,6 +93,18 @@ def record_turn(g: LiveGame, d: Decision) -> TurnRecord:
         else:
             record.message_dropped = g.board.last_dropped
     return record
+
+
+def _played(obs: Observation, action: Action) -> tuple[str, int]:
+    """The label and id of a move: an id, a legal label, or (free-text games) any text, whose id is its index
+    among the listed moves or -1."""
+    if isinstance(action, int):
+        return obs.label(action), action
+    if action in obs.legal_actions:
+        return action, obs.action_id(action)
+    if obs.free_text is None:
+        raise ValueError(f"{action!r} is not a legal action of {obs.agent}")
+    return action, -1
 
 
 def score_predictions(g: LiveGame, records: dict[str, TurnRecord]) -> None:

@@ -60,9 +60,16 @@ class TurnRecord(BaseModel):
     inbox: list[str] = Field(default_factory=list, description="Teammates' messages shown in this prompt.")
     attempts: list[Attempt] = Field(default_factory=list, description="LLM generations; empty for scripted agents.")
     turn: Turn | None = Field(None, description="The parsed turn, if any attempt was usable.")
-    action: str = Field(description="The label actually played.")
-    action_id: int
-    fallback: Literal["random", "forfeit"] | None = Field(None, description="Set when no attempt was usable.")
+    action: str = Field(description="The label actually played (in a free-text game, the move's text).")
+    action_id: int = Field(description="Its action id; in a free-text game its index among the listed moves, or -1.")
+    fallback: Literal["random", "forfeit"] | None = Field(
+        None,
+        description="Set when no attempt was usable; 'forfeit' also when a free-text game's final refusal of the move "
+        "cost the seat the game.",
+    )
+    rejected: str | None = Field(
+        None, description="Why a free-text game refused the move (its own words); the move then counts as invalid."
+    )
     message: str | None = Field(None, description="The message as delivered (sanitised), if any.")
     message_to: list[str] = Field(default_factory=list)
     message_dropped: str | None = Field(
@@ -87,9 +94,10 @@ class TurnRecord(BaseModel):
 
     @property
     def invalid(self) -> bool:
-        """The model's first answer had no legal action (whether or not a re-ask fixed it)."""
+        """The model's first answer had no legal action (whether or not a re-ask fixed it), or the game refused
+        the move it played (free-text games judge moves themselves)."""
         answered = [a for a in self.attempts if a.server_error is None]
-        return bool(answered) and answered[0].error is not None
+        return bool(answered) and (answered[0].error is not None or self.rejected is not None)
 
 
 class EpisodeRecord(BaseModel):

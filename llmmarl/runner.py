@@ -47,6 +47,7 @@ from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, BackendError, GenerationRequest, special_tokens, word_truncate
 from llmmarl.envs import make
+from llmmarl.envs.base import Action
 from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
 from llmmarl.jsonl import JsonlWriter
 from llmmarl.matches import Match, request_seed, seatings
@@ -307,12 +308,12 @@ class Runner:
     def _apply(self, g: LiveGame, decisions: list[Decision]) -> None:
         if g.error is not None:
             return
-        actions: dict[str, int] = {}
+        actions: dict[str, Action] = {}
         records: dict[str, TurnRecord] = {}
         for d in decisions:
             record = record_turn(g, d)
             records[d.seat] = record
-            actions[d.seat] = record.action_id
+            actions[d.seat] = record.action if d.obs.free_text is not None else record.action_id
             if record.fallback == "forfeit" and g.forfeit is None:
                 g.forfeit = d.seat
         try:
@@ -326,6 +327,10 @@ class Runner:
             return
         for seat, record in records.items():
             record.reward = rewards.get(seat, 0.0)
+            if (refused := g.env.rejection(seat)) is not None:  # a free-text game judged the move itself
+                record.rejected = refused.reason
+                if refused.final and record.fallback is None:
+                    record.fallback = "forfeit"
             g.turns.append(record)
         score_predictions(g, records)
         g.step += 1

@@ -59,7 +59,7 @@ INJECTION = (
 )
 # Text that Rich would read as markup: a closing tag nothing opened (an error) and a terminal hyperlink.
 MARKUP = "[/INST] [link=http://x]click[/link]"
-_LEGAL = re.compile(r"(?:Legal actions:|exactly one of:)\s*(.+)")
+_LEGAL = re.compile(r"(?:Legal actions:|exactly one of:|Valid moves now:)\s*(.+)")
 
 
 def legal_actions(body: dict[str, Any]) -> list[str]:

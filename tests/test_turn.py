@@ -230,3 +230,38 @@ def test_grammar_limits_messages_to_a_closed_vocabulary():
     assert accepts("PLAN: say nothing\nACTION: ready")
     assert not accepts("PLAN: say it\nMESSAGE: it is C\nACTION: ready")
     assert not accepts("PLAN: say it\nMESSAGE: E\nACTION: ready")
+
+
+def test_free_text_actions_are_the_action_lines_text_cut_to_the_limit():
+    assert parse_turn("PLAN: trade\nACTION: [Offer: 2 Wood -> 1 Ore] deal?", [], free_text=400).turn.action == (
+        "[Offer: 2 Wood -> 1 Ore] deal?"
+    )
+    assert parse_turn("ACTION: hello world", [], free_text=5).turn.action == "hello"
+    assert parse_turn("ACTION: check", ["[check]", "[bet]"], free_text=400).turn.action == "[check]"  # listed
+    assert parse_turn("ACTION: fold", ["[check]", "[bet]"], free_text=400).turn.action == "fold"  # the game judges
+    assert parse_turn("ACTION:   ", [], free_text=400).error is not None
+    assert parse_turn("ACTION: a\nACTION: b", [], free_text=400).error is not None
+    assert parse_turn("no action here", [], free_text=400).error.startswith("no ACTION line")
+    assert parse_turn('{"action": "[Accept]"}', [], free_text=400).turn.action == "[Accept]"
+
+
+def test_free_text_grammar_caps_the_move_or_picks_a_listed_one():
+    xgr = pytest.importorskip("xgrammar")
+    from transformers import AutoTokenizer
+
+    from llmmarl.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok)))
+
+    def accepts(grammar: str, text: str) -> bool:
+        m = xgr.GrammarMatcher(compiler.compile_grammar(grammar))
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return all(m.accept_token(t) for t in ids) and m.accept_token(tok.eos_token_id)
+
+    free = turn_grammar([], [], MessageRules(), max_tokens=48, plan=False, free_action=400)
+    assert accepts(free, "ACTION: [Offer: 2 Wood -> 1 Ore]")
+    assert not accepts(free, "ACTION: " + "x" * 40)  # 2/3 of a 48-token budget, counted one character per token
+    assert not accepts(free, "ACTION: two\nlines")
+    listed = turn_grammar(["[check]", "[bet]"], [], MessageRules(), max_tokens=48, plan=False, free_action=400)
+    assert accepts(listed, "ACTION: [bet]") and not accepts(listed, "ACTION: [fold]")

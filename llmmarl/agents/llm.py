@@ -50,7 +50,10 @@ class PromptContext(BaseModel):
     max_message_tokens: int = Field(description="A message's token budget.")
     message_words: list[str] = Field(description="The closed message vocabulary, or empty for free text.")
     observation: str = Field(description="The seat's observation text.")
-    legal: list[str] = Field(description="The legal action labels.")
+    legal: list[str] = Field(description="The legal action labels (in a free-text game: the moves it lists, if any).")
+    free_text: int = Field(
+        0, description="In a free-text game, the longest move in characters (the game judges it); 0 otherwise."
+    )
     inbox: list[str] = Field(description="Teammates' messages since its last turn, quoted and sanitised.")
     forecast: str = Field(description="The FORECAST line's shape when the agent forecasts, else empty.")
     plan_actions: bool = Field(description="Whether PLAN is asked as the agent's own next action labels.")
@@ -74,6 +77,7 @@ class PromptContext(BaseModel):
             message_words=list(rules.vocabulary or ()),
             observation=obs.text,
             legal=obs.legal_actions,
+            free_text=obs.free_text or 0,
             inbox=inbox,
             forecast=env.forecast_spec(seat).question if spec.asks("FORECAST") else "",
             plan_actions=spec.plan_actions,
@@ -98,6 +102,7 @@ def grammar_for(env: TextEnv, seat: str, context: PromptContext, spec: LLMAgentS
         vocabularies={o: v for o in context.others if (v := env.action_vocabulary(o))},
         forecast=env.forecast_spec(seat) if spec.asks("FORECAST") else None,
         plan=spec.asks("PLAN"),
+        free_action=context.free_text or None,
     )
 
 
@@ -181,7 +186,8 @@ class LLMDecision:
                 Attempt(messages=request.messages, response="", error=self.parsed.error, server_error=gen.error)
             )
             return
-        self.parsed = keep_asked(parse_turn(gen.text, self.context.legal, self.context.others), self.spec)
+        free = self.context.free_text or None
+        self.parsed = keep_asked(parse_turn(gen.text, self.context.legal, self.context.others, free), self.spec)
         self.attempts.append(Attempt.of(request.messages, gen, self.parsed.error))
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.envs.base import Action, Observation, TextEnv, random_action
 from llmmarl.envs.bots import ScriptedPolicy, TalkingPolicy
 from llmmarl.envs.games.tictactoe.bots import minimax_tictactoe  # where it used to live; kept for old imports
 from llmmarl.envs.registry import game_bots
@@ -61,8 +61,11 @@ def make_policy(name: str) -> ScriptedPolicy:
     return policies[name][0]()
 
 
-def random_policy(env: TextEnv, obs: Observation, rng: random.Random) -> int:
-    return rng.choice(obs.action_ids)
+def random_policy(env: TextEnv, obs: Observation, rng: random.Random) -> Action:
+    return random_action(obs, rng)
 
 
-_GENERIC["random"] = (lambda: random_policy, "uniformly random legal action (any game)")
+_GENERIC["random"] = (
+    lambda: random_policy,
+    "uniformly random legal action (any game; in free-text games a random listed or quoted move)",
+)

@@ -12,6 +12,10 @@ Line tags are easier for small models than JSON; the parser also accepts a JSON 
 Parsing is tolerant about layout (case, spacing, code fences, extra prose) and *exact about the action*: the
 action must equal one legal label after trimming quotes/brackets and case - no "last integer in the text"
 heuristics, which is how other frameworks extract the wrong move.
+
+In a free-text game (``free_text``: the longest move, in characters) the ACTION line's text is the move and the
+game judges it; the parser only requires a non-empty ACTION line, maps a move the game listed to its exact label
+(``check`` -> ``[check]``) and cuts longer text to the limit.
 """
 
 from __future__ import annotations
@@ -131,8 +135,14 @@ def _fields_from_tags(text: str) -> dict[str, object]:
     return fields
 
 
-def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> ParseResult:
-    """Read a :class:`Turn` from model output. Never raises: problems come back as ``error``."""
+def parse_turn(
+    text: str, legal: Sequence[str], others: Sequence[str] = (), free_text: int | None = None
+) -> ParseResult:
+    """Read a :class:`Turn` from model output. Never raises: problems come back as ``error``.
+
+    ``free_text``: the action is free text of at most this many characters (``legal`` lists the moves the game
+    listed, possibly none), judged by the game rather than here.
+    """
     text = _FENCE.sub("", strip_control(text))
     fields = _fields_from_json(text)
     if fields is not None and "action" in fields:
@@ -143,6 +153,11 @@ def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> P
         actions = [str(a) for a in raw_actions] if isinstance(raw_actions, list) else []
     if not actions:
         return ParseResult(error="no ACTION line found. End your answer with 'ACTION: <one legal action>'.")
+    if free_text is not None:
+        label = _free_action(actions, legal, free_text)
+        if label is None:
+            return ParseResult(error="the ACTION line is empty or gives several different moves; give exactly one.")
+        return ParseResult(turn=_turn(fields, others, label))
     matched = {match_action(a, legal) for a in actions}
     if len(matched) > 1:
         return ParseResult(error=f"several different actions given ({', '.join(actions)}); give exactly one.")
@@ -150,6 +165,19 @@ def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> P
     if label is None:
         shown = ", ".join(legal[:40]) + (" ..." if len(legal) > 40 else "")
         return ParseResult(error=f"'{actions[0].strip()}' is not a legal action. Legal actions: {shown}.")
+    return ParseResult(turn=_turn(fields, others, label))
+
+
+def _free_action(actions: Sequence[str], legal: Sequence[str], max_chars: int) -> str | None:
+    """The one free-text move of the ACTION lines (a listed move by its exact label), or None."""
+    moves = {match_action(a, legal) or a.strip()[:max_chars] for a in actions}
+    if len(moves) != 1:
+        return None
+    (move,) = moves
+    return move or None
+
+
+def _turn(fields: Mapping[str, object], others: Sequence[str], action: str) -> Turn:
     message = fields.get("message")
     if isinstance(message, str) and message.strip().lower() in ("", "none", "-", "n/a", "null"):
         message = None
@@ -157,15 +185,14 @@ def parse_turn(text: str, legal: Sequence[str], others: Sequence[str] = ()) -> P
     forecast = fields.get("forecast")
     if isinstance(forecast, dict):  # JSON answers may give {"win": 0.6, ...}
         forecast = "; ".join(f"{k}={v}" for k, v in forecast.items())
-    turn = Turn(
+    return Turn(
         plan=str(fields.get("plan") or "").strip(),
         predictions=_parse_predictions(fields.get("predictions"), others),  # type: ignore[arg-type]
         forecast=(str(forecast).strip() or None) if forecast is not None else None,
         message=str(message).strip() if message else None,
         message_to=str(to) if to else None,
-        action=label,
+        action=action,
     )
-    return ParseResult(turn=turn)
 
 
 def _ebnf_literal(text: str) -> str:
@@ -190,6 +217,18 @@ def _forecast_rule(spec: ForecastSpec) -> tuple[str, int]:
     return f"fcbody ::= {' | '.join(_ebnf_literal(label) for label in spec.labels)}", max(map(len, spec.labels))
 
 
+def _action_rule(legal: Sequence[str], free_action: int | None, max_tokens: int | None, plan: bool) -> tuple[str, int]:
+    """The ACTION line's body and the most characters the line takes (see :func:`turn_grammar`)."""
+    if free_action is None or legal:
+        action = " | ".join(_ebnf_literal(label) for label in legal)
+        return action, len("ACTION: ") + max((len(label) for label in legal), default=1) + 1  # + end of sequence
+    chars = free_action
+    if max_tokens is not None:
+        tags = len("ACTION: ") + 1 + (len("PLAN: ") + 1 if plan else 0)
+        chars = min(chars, max(8, (max_tokens - tags) * 2 // 3))
+    return f"[^\\n]{{1,{chars}}}", len("ACTION: ") + chars + 1
+
+
 def turn_grammar(
     legal: Sequence[str],
     others: Sequence[str],
@@ -199,6 +238,7 @@ def turn_grammar(
     vocabularies: Mapping[str, Sequence[str]] | None = None,
     forecast: ForecastSpec | None = None,
     plan: bool = True,
+    free_action: int | None = None,
 ) -> str:
     """An EBNF grammar (xgrammar / vLLM ``structured_outputs`` syntax) for a well-formed turn.
 
@@ -215,11 +255,14 @@ def turn_grammar(
     message line goes, then the forecast, then the predictions; the ``PLAN:`` and ``ACTION:`` lines always stay.
     ``plan=False`` leaves the PLAN line out (an agent not asked to plan; a reactive one answers ACTION only when it
     is also given no ``others``, no ``forecast`` and rules without talk).
+
+    ``free_action`` (a free-text game's longest move, in characters): the action is one line of free text, or one of
+    ``legal`` when the game listed its valid moves (then nothing else is a move). Under ``max_tokens`` the free text
+    gets up to two thirds of the budget left after the tags, and the other lines share the rest.
     """
-    action = " | ".join(_ebnf_literal(label) for label in legal)
+    action, act_cost = _action_rule(legal, free_action, max_tokens, plan)
     talk = rules.mode != "off" and not (rules.mode == "directed" and not teammates)
     to_width = max((len(t) for t in teammates), default=0)
-    act_cost = len("ACTION: ") + max((len(label) for label in legal), default=1) + 1  # + end of sequence
     vocab = {o: list(v) for o, v in (vocabularies or {}).items() if o in others and v}
     pred_chars = {o: max(map(len, vocab[o])) if o in vocab else _PRED_CHARS for o in others}
     pred_cost = len("PREDICT: ") + sum(len(o) + 1 + pred_chars[o] + 2 for o in others) + 1 if others else 0

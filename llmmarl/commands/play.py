@@ -24,12 +24,34 @@ from llmmarl.terminal import print_transcript, summary_table
 
 
 def envs() -> None:
-    """List the games that can be played."""
+    """List the games that can be played, TextArena's too (available here or not, and why)."""
     table = Table(title="Registered games (any PettingZoo env also works as pettingzoo:classic.go_v5)")
     for col in ("name", "kind", "source", "summary"):
         table.add_column(col)
     for spec in list_envs():
         table.add_row(spec.name, spec.kind, spec.source, spec.summary)
+    console.print(table)
+    _textarena_envs()
+
+
+def _textarena_envs() -> None:
+    """TextArena's games, one row per game: its ids (``textarena:<id>``) and whether it runs here."""
+    from llmmarl.envs.textarena import availability, games_by_folder
+
+    try:
+        games = games_by_folder()
+    except ImportError:
+        console.print("TextArena games (textarena:<id>): not installed; pip install 'llmmarl[textarena]'")
+        return
+    table = Table(title="TextArena games: textarena:<id>, free-text moves (docs/textarena.md)")
+    for col in ("game", "ids", "here"):
+        table.add_column(col)
+    ready = 0
+    for game, ids in games.items():
+        check = availability(ids[0])
+        ready += check.ok
+        table.add_row(game, ", ".join(ids), "[green]available[/]" if check.ok else f"[red]no:[/] {check.why}")
+    table.caption = f"{ready} of {len(games)} games available here"
     console.print(table)
 
 

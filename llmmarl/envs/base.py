@@ -12,15 +12,20 @@ simultaneous-move Parallel API with one loop::
 
 Each seat sees only what its player may see: ``observe(a)`` never shows another player's hidden cards or
 another seat's legal moves. :func:`check_text_env` validates an implementation against this contract.
+
+Most games have labelled moves: the action is one of ``legal_actions``, given by its id. In a *free-text* game
+(``Observation.free_text`` set, e.g. TextArena's negotiation and bluffing games) the action is the text itself and
+the game judges it: ``step`` takes the text, and :meth:`TextEnv.rejection` says why the game refused a move.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,6 +39,13 @@ class Observation(BaseModel):
     text: str = Field(description="The game state as this seat may see it, ready to put in a prompt.")
     legal_actions: list[str] = Field(description="Labels of the legal actions, unique, in a stable order.")
     action_ids: list[int] = Field(description="The environment's action id for each label, same order.")
+    free_text: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set when the action is free text that the game judges: the most characters it may have. "
+        "``legal_actions`` are then the moves the game lists as valid now (possibly none), and ``step`` takes the "
+        "text. None: the action is one of ``legal_actions``.",
+    )
 
     @model_validator(mode="after")
     def _labels_match_ids(self) -> Observation:
@@ -52,6 +64,21 @@ class Observation(BaseModel):
 
     def label(self, action_id: int) -> str:
         return self.legal_actions[self.action_ids.index(action_id)]
+
+
+#: What ``TextEnv.step`` takes per seat: an action id, or the text of a free-text move.
+Action = int | str
+
+
+class Rejection(BaseModel):
+    """A free-text game's verdict on a move it refused (see :meth:`TextEnv.rejection`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str = Field(description="The game's own words for why the move was refused.")
+    final: bool = Field(
+        description="The refusal cost the seat the game (a loss or elimination) rather than a retry of its move."
+    )
 
 
 class MessageRules(BaseModel):
@@ -151,8 +178,11 @@ class TextEnv(ABC):
         """The observation of a pending agent."""
 
     @abstractmethod
-    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
-        """Apply one action id per pending agent; return the reward each agent got from this step."""
+    def _step(self, actions: Mapping[str, Any]) -> dict[str, float]:
+        """Apply one action per pending agent; return the reward each agent got from this step.
+
+        Actions are ids (``Mapping[str, int]``), or texts in a free-text game (:data:`Action`): typed ``Any`` here so
+        that games with labelled moves keep declaring ``Mapping[str, int]``."""
 
     @abstractmethod
     def _returns(self) -> dict[str, float]:
@@ -166,16 +196,32 @@ class TextEnv(ABC):
     # ---- shared behaviour: forfeits and bookkeeping ------------------------------------------------------
     _forfeited: dict[str, float] | None = None
 
-    def step(self, actions: Mapping[str, int]) -> dict[str, float]:
-        """Apply the actions of all pending agents. Raises ValueError for a missing, extra or illegal action."""
+    def step(self, actions: Mapping[str, Action]) -> dict[str, float]:
+        """Apply the actions of all pending agents. Raises ValueError for a missing, extra or illegal action.
+
+        A free-text seat's action is its text (an id of one of its listed moves is read as that move's label); the
+        game, not this check, judges the text (:meth:`rejection`).
+        """
         pending = self.pending()
         if set(actions) != set(pending):
             raise ValueError(f"expected actions for {pending}, got {sorted(actions)}")
+        checked: dict[str, Action] = {}
         for agent, action in actions.items():
-            legal = self.observe(agent).action_ids
-            if action not in legal:
-                raise ValueError(f"illegal action {action} for {agent}; legal ids: {legal}")
-        return self._step(actions)
+            obs = self.observe(agent)
+            if obs.free_text is not None and isinstance(action, int) and action in obs.action_ids:
+                action = obs.label(action)
+            if obs.free_text is not None and not isinstance(action, str):
+                raise ValueError(f"{agent} plays free text: expected a string, got {action!r}")
+            if obs.free_text is None and (not isinstance(action, int) or action not in obs.action_ids):
+                raise ValueError(f"illegal action {action!r} for {agent}; legal ids: {obs.action_ids}")
+            checked[agent] = action
+        return self._step(checked)
+
+    def rejection(self, agent: str) -> Rejection | None:
+        """Why the game refused ``agent``'s move in the last step, or None if it took it (or the game has labelled
+        moves, which are never refused). Free-text games judge moves themselves; the runner counts a refusal as an
+        invalid answer, and a final one (:attr:`Rejection.final`) as a forfeit."""
+        return None
 
     def forfeit(self, agent: str) -> None:
         """End the game now: ``agent`` gets ``forfeit_reward``, the others keep what they have.
@@ -225,6 +271,19 @@ class TextEnv(ABC):
         self._forfeited = None
 
 
+# A bracketed move quoted in the text, not a speaker tag at the start of a line ("[GAME] ...", "[Player 0] ...").
+_QUOTED_MOVE = re.compile(r"(?<!\n)\[[^\[\]\n]{1,60}\]")
+
+
+def random_action(obs: Observation, rng: random.Random) -> Action:
+    """A uniformly random legal action id; in a free-text game without listed moves, one of the bracketed moves the
+    observation quotes (TextArena's rules quote their move formats, e.g. ``[Accept]``), or the empty text."""
+    if obs.action_ids:
+        return rng.choice(obs.action_ids)
+    quoted = sorted(set(_QUOTED_MOVE.findall("\n" + obs.text)))
+    return rng.choice(quoted) if quoted else ""
+
+
 class TextEnvError(AssertionError):
     """A TextEnv broke its contract. The message says what and where."""
 
@@ -235,7 +294,8 @@ def check_text_env(env: TextEnv, episodes: int = 3, seed: int = 0, max_steps: in
     Raises :class:`TextEnvError` naming the first problem found. Checks: the declared attributes; every pending
     agent is a known seat with a non-empty observation whose labels map to distinct ids; steps accept legal
     actions and reject illegal ones; rewards and returns name known agents and are finite; the game ends; the
-    same seed replays the same first observation.
+    same seed replays the same first observation. In a free-text game the random moves are those of
+    :func:`random_action` (a listed move, else a quoted one), and a seat may have no listed moves.
     """
     checker = _Checker(env)
     checker.attributes()
@@ -269,16 +329,16 @@ class _Checker:
             self.fail(f"observe({agent!r}) returned an observation for {obs.agent!r}")
         if not obs.text.strip():
             self.fail(f"empty observation text for {agent}")
-        if not obs.legal_actions:
+        if not obs.legal_actions and obs.free_text is None:
             self.fail(f"pending agent {agent} has no legal actions")
         if len(set(obs.action_ids)) != len(obs.action_ids):
             self.fail(f"duplicate action ids for {agent}: {obs.action_ids}")
         return obs
 
-    def step(self, actions: dict[str, int]) -> None:
+    def step(self, actions: dict[str, Action]) -> None:
         env = self.env
         first = next(iter(actions))
-        illegal = max(max(env.observe(a).action_ids) for a in actions) + 1000
+        illegal = max(max(env.observe(a).action_ids, default=0) for a in actions) + 1000
         try:
             env.step({**actions, first: illegal})
         except ValueError:
@@ -306,7 +366,7 @@ class _Checker:
             observations = {agent: self.observation(agent) for agent in pending}
             if steps == 0:
                 first_text = observations[pending[0]].text
-            self.step({agent: rng.choice(obs.action_ids) for agent, obs in observations.items()})
+            self.step({agent: random_action(obs, rng) for agent, obs in observations.items()})
             steps += 1
             if steps > max_steps:
                 self.fail(f"episode did not end within {max_steps} steps")

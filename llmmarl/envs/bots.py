@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from llmmarl.envs.base import Observation, TextEnv
+from llmmarl.envs.base import Action, Observation, TextEnv
 
 
 class ScriptedPolicy(Protocol):
-    def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> int: ...
+    """Returns a legal action id; in a free-text game (``obs.free_text`` set) it may return the move's text."""
+
+    def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> Action: ...
 
 
 @runtime_checkable

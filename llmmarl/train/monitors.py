@@ -63,6 +63,10 @@ def sample_metrics(samples: Sequence[TurnSample]) -> dict[str, float]:
         "samples/reward_var": sum((s.reward - mean) ** 2 for s in samples) / n,
         "samples/usable_rate": sum(s.usable for s in samples) / n,
         "samples/completion_tokens": sum(len(s.completion_ids) for s in samples) / n,
+        # Answer length can collapse (or run to the cap) under RL in free-text games: watch both ends.
+        "samples/completion_tokens_min": float(min(len(s.completion_ids) for s in samples)),
+        "samples/completion_tokens_max": float(max(len(s.completion_ids) for s in samples)),
+        "samples/cut_rate": sum(s.cut for s in samples) / n,
     }
     for t in TERMS:
         m[f"terms/{t}"] = sum(s.terms[t] for s in samples) / n

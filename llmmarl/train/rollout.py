@@ -7,7 +7,8 @@ computes advantages per learner under the chosen credit assignment. Nothing here
 
 Reward of a sample (one answer of one turn), before weighting (see :class:`~llmmarl.train.config.RewardWeights`)::
 
-    game        the seat's episode return if the answer was usable, else the game's forfeit reward
+    game        the seat's episode return if the answer was usable (and, in a free-text game, the game took its
+                move), else the game's forfeit reward
     format      0 if usable, else -1 + 0.5 [had an ACTION line] + 0.25 [ended by itself]
     prediction  share of the turn's predictions of others that came true (0 if none were scored)
     message     -1 if the turn delivered a message to teammates
@@ -51,6 +52,7 @@ class TurnSample:
     terms: dict[str, float]  # unweighted, one per name in TERMS
     reward: float = 0.0
     advantage: float = 0.0
+    cut: bool = False  # the answer ran into max_new_tokens (its finish reason is "length")
 
 
 def format_term(attempt: Attempt) -> float:
@@ -64,11 +66,12 @@ def format_term(attempt: Attempt) -> float:
 def reward_terms(episode: EpisodeRecord, turn: TurnRecord, attempt: int, forfeit_reward: float) -> dict[str, float]:
     """The unweighted reward terms of answer ``attempt`` of ``turn``."""
     a = turn.attempts[attempt]
-    counted = a.error is None  # the answer whose action was played (the parser accepted it)
+    played = a.error is None  # the answer whose action was played (the parser accepted it)
+    counted = played and turn.rejected is None  # ...and, in a free-text game, the game took the move
     hits = turn.prediction_hits
     return {
         "game": episode.returns[turn.seat] if counted else forfeit_reward,
-        "format": format_term(a),
+        "format": format_term(a),  # a move the game refused was still well formed for the parser
         "prediction": sum(hits.values()) / len(hits) if counted and hits else 0.0,
         "message": -1.0 if counted and turn.message is not None else 0.0,
         "forecast": (turn.forecast_skill or 0.0) if counted else 0.0,
@@ -118,6 +121,7 @@ def episodes_to_samples(
                         episode_return=ep.returns[turn.seat],
                         terms=terms,
                         reward=sum(weights[k] * v for k, v in terms.items()),
+                        cut=a.finish_reason == "length",
                     )
                 )
     return out

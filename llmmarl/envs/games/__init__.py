@@ -15,6 +15,7 @@ from llmmarl.envs.games import (
     openspiel_any,
     rps,
     signal,
+    textarena_any,
     tictactoe,
 )
 from llmmarl.envs.registry import EnvSpec, FamilySpec
@@ -32,6 +33,6 @@ BUILTIN_GAMES: tuple[EnvSpec, ...] = (
 )
 
 #: Families of games reached by a name prefix, e.g. ``openspiel:liars_dice``; their bots come after the games'.
-BUILTIN_FAMILIES: tuple[FamilySpec, ...] = (openspiel_any.FAMILY,)
+BUILTIN_FAMILIES: tuple[FamilySpec, ...] = (openspiel_any.FAMILY, textarena_any.FAMILY)
 
 __all__ = ["BUILTIN_FAMILIES", "BUILTIN_GAMES"]
