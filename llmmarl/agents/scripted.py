@@ -61,8 +61,16 @@ def make_policy(name: str) -> ScriptedPolicy:
     return policies[name][0]()
 
 
-def random_policy(env: TextEnv, obs: Observation, rng: random.Random) -> int:
-    return rng.choice(obs.action_ids)
+class RandomPolicy:
+    """Uniformly random among the legal moves; its probabilities are known (read exactly)."""
 
+    def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> int:
+        return rng.choice(obs.action_ids)
+
+    def probabilities(self, env: TextEnv, obs: Observation) -> list[float]:
+        return [1.0 / len(obs.action_ids)] * len(obs.action_ids)
+
+
+random_policy = RandomPolicy()
 
 _GENERIC["random"] = (lambda: random_policy, "uniformly random legal action (any game)")
