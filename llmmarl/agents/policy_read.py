@@ -65,10 +65,18 @@ def reader_of(backend: Backend | None) -> AnswerReader:
 
 
 def read_decisions(
-    backend: Backend | None, decisions: Sequence[LLMDecision], prefix_samples: int = 8, seed: int = 0
+    backend: Backend | None,
+    decisions: Sequence[LLMDecision],
+    prefix_samples: int = 8,
+    seed: int = 0,
+    from_start: bool = False,
 ) -> list[LabelReading]:
     """The label probabilities of each decision: exact for ACTION-only ones, over ``prefix_samples`` sampled
-    prefixes for the others (one batched read for all of them)."""
+    prefixes for the others (one batched read for all of them).
+
+    ``from_start`` reads every decision exactly from its first token, full turns too: right where the lines before
+    the action are short and closed (a MESSAGE of one vocabulary word), wasteful where they are free text (the
+    reader's node cap then leaves mass ``unexplored``)."""
     reader = reader_of(backend)
     if prefix_samples < 1:
         raise ValueError(f"prefix_samples must be >= 1, got {prefix_samples}")
@@ -76,9 +84,9 @@ def read_decisions(
     owners: list[int] = []  # the decision each query reads
     invalid = [0.0] * len(decisions)
     prefixes = [0] * len(decisions)
-    full = [i for i, d in enumerate(decisions) if not action_only(d)]
+    full = [i for i, d in enumerate(decisions) if not (from_start or action_only(d))]
     for i, d in enumerate(decisions):
-        if action_only(d):
+        if i not in full:
             queries.append(AnswerQuery(request=d.ask()))
             owners.append(i)
     if full:
