@@ -3,8 +3,9 @@
 #   1. env     versions, GPU, whether Triton kernels run (they need a C compiler), missing packages
 #   2. models  a random-weight model of SmolLM2-135M-Instruct's exact shape becomes the `default` model
 #   3. tests   pytest -m gpu (tests/test_gpu.py: bf16 generation + logprobs, grammar, prefix cache, mixed adapters,
-#              one GRPO and one PPO update, NashConv reader, ablation harness), then tests/test_backend.py's
-#              exact float32 checks on the same device
+#              one GRPO and one PPO update, NashConv reader, ablation harness, exact policy reader and probe
+#              suite), then tests/test_backend.py's exact float32 checks on the same device
+#   3b. probes the probe suite (scripts/bench_learning.py) on the tiny model: every algorithm, 2 updates each
 #   4. bench   rollout throughput: runner at 1/8/32/256 concurrent games vs raw batched generate vs one at a time
 # Each step runs under its own time limit, so one failure does not eat the others; the end prints pass/fail.
 #
@@ -83,6 +84,8 @@ if [ "$CPU" = 1 ]; then
 else
   step gpu_tests 210 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
   step backend_tests 90 "$PY" -m pytest -q -p no:cacheprovider -x tests/test_backend.py
+  TAILN=12 step probes 150 "$PY" scripts/bench_learning.py --model tiny --probes bandit coordination \
+    --algorithms grpo rloo ppo ppo_central --updates 2 --read-every 2 --set games_per_update=8
   TAILN=12 step bench 170 "$PY" scripts/gpu_check.py bench --model default --concurrency 1 8 32 256 \
     --sequential-games 4 --max-new-tokens 32 --out "$OUT/rollout.json"
 fi

@@ -11,8 +11,10 @@ decoding (``--temperature 0``, the default) reads the policy exactly with one an
     python scripts/kuhn_nashconv.py --agent llm@runs/train/kuhn/adapters/kuhn --json out.json
     python scripts/kuhn_nashconv.py --agent llm --endpoint http://localhost:8000/v1   # a served model (vLLM)
 
-Scripted agents with a known table (``random``, ``kuhn_nash``) are computed from it exactly; add ``--played``
-to read them through the runner instead, as an LLM agent is.
+Scripted agents that know their move probabilities (``random``, ``kuhn_nash``) are read exactly at the 12 states
+(``read_kuhn_exact``); add ``--played`` to read them through the runner instead, as an LLM agent is. An
+ACTION-only LLM agent under the grammar (``--constrained --action-only``) that samples is read exactly too, from
+the model's answer distribution: no sampling error, no bootstrap.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
 from llmmarl.backends.base import Backend
-from llmmarl.eval.exploitability import evaluate_reading, format_result, read_kuhn_policy, scripted_reading
+from llmmarl.eval.exploitability import evaluate_reading, format_result, read_kuhn_exact, read_kuhn_policy
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--agent", default="llm", help="llm, llm@ADAPTER, or a scripted policy (random, kuhn_nash, ...)")
@@ -41,6 +43,7 @@ p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy: the p
 p.add_argument("--max-new-tokens", type=int, default=64)
 p.add_argument("--constrained", action="store_true", help="grammar-constrained answers")
 p.add_argument("--no-reask", action="store_true")
+p.add_argument("--action-only", action="store_true", help="ask for the ACTION line alone (read exactly when sampling)")
 p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the sampled policy")
 p.add_argument("--played", action="store_true", help="read scripted agents through the runner too")
 p.add_argument("--seed", type=int, default=0)
@@ -60,6 +63,7 @@ if isinstance(agent, LLMAgentSpec):
             "max_new_tokens": args.max_new_tokens,
             "constrained": args.constrained,
             "reask": not args.no_reask,
+            **({"lines": frozenset()} if args.action_only else {}),
         }
     )
     if args.endpoint:
@@ -75,7 +79,7 @@ elif args.played:
     reading = read_kuhn_policy(agent, None, samples=args.samples, seed=args.seed)
 else:
     try:
-        reading = scripted_reading(agent.policy)
+        reading = read_kuhn_exact(agent)
     except ValueError as e:
         sys.exit(f"{e} (add --played)")
 

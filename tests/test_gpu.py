@@ -240,3 +240,33 @@ def test_the_nashconv_reader_and_the_ablation_harness_on_cuda(gpu: TransformersB
         assert 0.0 <= result["nash_conv"]["kuhn"]["nash_conv"] <= 3.0
         assert result["eval"] and result["train_tokens_per_sample"] > 0
     assert json.loads((tmp_path / "report" / "ablation.json").read_text())["seeds_done"] == 1
+
+
+def test_the_exact_reader_and_the_probe_suite_on_cuda(gpu: TransformersBackend) -> None:
+    """The exact policy reader on the bf16 CUDA backend (an ACTION-only Kuhn agent read exactly, agreeing with
+    sampled answers), then the probe suite's runs unchanged: one probe per kind of learner, every algorithm."""
+    from collections import Counter
+
+    from llmmarl.agents.specs import LLMAgentSpec
+    from llmmarl.eval.exploitability import read_kuhn_policy
+    from llmmarl.eval.probes import PROBES, run_probe
+
+    spec = LLMAgentSpec(name="r", temperature=1.0, constrained=True, lines=frozenset(), max_new_tokens=16)
+    reading = read_kuhn_policy(spec, gpu)
+    assert reading.exact and all(0.0 <= s.p_bet <= 1.0 for s in reading.states.values())
+    from llmmarl.agents.llm import LLMAgents
+    from llmmarl.agents.policy_read import read_decisions
+    from llmmarl.eval.exploitability import KuhnDecisionEnv
+
+    env = KuhnDecisionEnv(0, 1, "")
+    env.reset(seed=0)
+    decision = LLMAgents(gpu).start(spec, env, env.seat, env.observe(env.seat), [])
+    (read,) = read_decisions(gpu, [decision])
+    n = 1000
+    counts = Counter(g.text for g in gpu.generate([decision.ask(seed=s) for s in range(n)]))
+    for label, p in read.probs.items():  # 99.9% binomial intervals (bf16 logits: a little wider)
+        assert abs(counts[f"ACTION: {label}"] / n - p) <= 3.29 * (p * (1 - p) / n) ** 0.5 + 0.02, (label, p, counts)
+    for probe, algorithms in (("bandit", ("grpo", "rloo", "ppo")), ("coordination", ("ppo_central",))):
+        for algorithm in algorithms:
+            r = run_probe(PROBES[probe], algorithm, "tiny", updates=2, read_every=1, overrides=["games_per_update=8"])
+            assert r.updates == 2 and len(r.curve) == 3 and all(0.0 <= v <= 1.0 for _, v in r.curve)

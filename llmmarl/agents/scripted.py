@@ -61,9 +61,18 @@ def make_policy(name: str) -> ScriptedPolicy:
     return policies[name][0]()
 
 
-def random_policy(env: TextEnv, obs: Observation, rng: random.Random) -> Action:
-    return random_action(obs, rng)
+class RandomPolicy:
+    """Uniformly random among the legal moves; its probabilities are known (read exactly). In a free-text game
+    without listed moves it plays a random quoted move (see ``random_action``)."""
 
+    def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> Action:
+        return random_action(obs, rng)
+
+    def probabilities(self, env: TextEnv, obs: Observation) -> list[float]:
+        return [1.0 / len(obs.action_ids)] * len(obs.action_ids)
+
+
+random_policy = RandomPolicy()
 
 _GENERIC["random"] = (
     lambda: random_policy,

@@ -176,6 +176,46 @@ class RolloutEngine(Backend, Protocol):
         ...
 
 
+class AnswerQuery(BaseModel):
+    """A request whose answers are to be read with their probabilities instead of sampled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: GenerationRequest = Field(description="The request as it would be generated (grammar and decoding too).")
+    prefix_ids: list[int] = Field(
+        default_factory=list,
+        description="Answer tokens already fixed (e.g. a sampled PLAN line); the distribution is of what follows "
+        "them. Empty: the whole answer.",
+    )
+
+
+class AnswerDistribution(BaseModel):
+    """Every answer a request can get, with the probability that generation produces it."""
+
+    answers: dict[str, float] = Field(
+        description="Decoded answer text (prefix included, special tokens removed) -> probability. Token paths "
+        "that spell the same text are summed."
+    )
+    unexplored: float = Field(
+        description="Probability of the answers the reader did not follow to their end (too improbable): the "
+        "answers' probabilities plus this sum to 1, and this bounds the error of each."
+    )
+    nodes: int = Field(0, description="Answer prefixes scored to read it (the reader's work).")
+
+
+@runtime_checkable
+class AnswerReader(Backend, Protocol):
+    """Optional capability of a :class:`Backend`: read the distribution of answers exactly instead of sampling.
+
+    A policy read this way has no sampling error (see :mod:`llmmarl.agents.policy_read`, which maps answers to
+    action labels). The in-process transformers backend has it; check with ``isinstance(backend, AnswerReader)``.
+    """
+
+    def answer_distribution(self, queries: Sequence[AnswerQuery]) -> list[AnswerDistribution]:
+        """The i-th distribution is of the i-th query's answers, under its grammar, temperature and top-p."""
+        ...
+
+
 class BackendError(RuntimeError):
     """A backend could not answer (server down, unknown adapter...). The message says how to fix it."""
 

@@ -10,7 +10,7 @@ batch), and when cached prefixes go stale. Log-probabilities and grammar masks c
 :mod:`llmmarl.backends.logits`: the log-probabilities are the model's own (untempered, unconstrained).
 
 The backend object itself: loading the model and adapters, the rollout-engine side a trainer uses, tokens, and
-batched generation.
+batched generation, and the exact answer distributions of :mod:`llmmarl.backends.answer_search`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import DynamicLayer
 
-from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters
+from llmmarl.backends.base import (
+    AnswerDistribution,
+    AnswerQuery,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    check_adapters,
+)
 from llmmarl.backends.device import resolve_device, resolve_dtype
 from llmmarl.backends.logits import BitmaskApply, GrammarProcessor, LogprobRecorder
 from llmmarl.backends.prefix_cache import PrefixCache, common_prefix_len
@@ -196,6 +203,22 @@ class TransformersBackend(PrefixCache):
             info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
             self._grammar_compiler = xgr.GrammarCompiler(info)  # caches compiled grammars by text
         return self._grammar_compiler.compile_grammar(grammar)
+
+    # ---- reading answers exactly (the AnswerReader capability) ----------------------------------------------
+    def answer_distribution(
+        self, queries: Sequence[AnswerQuery], min_prob: float = 1e-6, max_nodes: int = 2048
+    ) -> list[AnswerDistribution]:
+        """Every answer each query can get with its probability, as :meth:`generate` would sample it.
+
+        See :mod:`llmmarl.backends.answer_search`: paths below ``min_prob``, or beyond the ``max_nodes`` most
+        probable of their depth, are counted in ``unexplored``.
+        """
+        from llmmarl.backends.answer_search import answer_distribution
+
+        check_adapters(self, [q.request for q in queries])
+        if self.prefix_cache and self._prefix_supported:
+            self._check_weights()
+        return answer_distribution(self, queries, min_prob=min_prob, max_nodes=max_nodes)
 
     # ---- generation ----------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

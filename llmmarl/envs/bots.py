@@ -35,6 +35,26 @@ class TalkingPolicy(ScriptedPolicy, Protocol):
     def message(self, env: TextEnv, obs: Observation, rng: random.Random) -> str | None: ...
 
 
+@runtime_checkable
+class ExactPolicy(ScriptedPolicy, Protocol):
+    """A scripted policy that can say how likely each legal move is, so that its policy is read exactly
+    (:func:`policy_probabilities`) instead of counted over sampled moves."""
+
+    def probabilities(self, env: TextEnv, obs: Observation) -> list[float]:
+        """P(each action of ``obs.action_ids``), same order; they sum to 1."""
+        ...
+
+
+def policy_probabilities(policy: ScriptedPolicy, env: TextEnv, obs: Observation) -> list[float] | None:
+    """The exact move probabilities of ``policy`` at ``obs``, or None when it cannot tell them."""
+    if not isinstance(policy, ExactPolicy):
+        return None
+    probs = [float(p) for p in policy.probabilities(env, obs)]
+    if len(probs) != len(obs.action_ids) or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-9:
+        raise ValueError(f"{type(policy).__name__}.probabilities gave {probs} for {len(obs.action_ids)} moves")
+    return probs
+
+
 @dataclass(frozen=True)
 class BotSpec:
     """A scripted player that comes with a game, offered by name like any scripted policy (``llmmarl agents``)."""

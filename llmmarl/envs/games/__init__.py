@@ -18,6 +18,12 @@ from llmmarl.envs.games import (
     textarena_any,
     tictactoe,
 )
+from llmmarl.envs.games.probes import bandit as probe_bandit
+from llmmarl.envs.games.probes import contextual as probe_contextual
+from llmmarl.envs.games.probes import coordination as probe_coordination
+from llmmarl.envs.games.probes import delayed as probe_delayed
+from llmmarl.envs.games.probes import pennies as probe_pennies
+from llmmarl.envs.games.probes import speaker_listener as probe_speaker_listener
 from llmmarl.envs.registry import EnvSpec, FamilySpec
 
 #: The built-in games. Their bots are offered (``llmmarl agents``) in this order, after ``random``.
@@ -30,6 +36,12 @@ BUILTIN_GAMES: tuple[EnvSpec, ...] = (
     hanabi.GAME,
     leduc_holdem.GAME,
     rps.GAME,
+    probe_bandit.GAME,
+    probe_contextual.GAME,
+    probe_delayed.GAME,
+    probe_coordination.GAME,
+    probe_speaker_listener.GAME,
+    probe_pennies.GAME,
 )
 
 #: Families of games reached by a name prefix, e.g. ``openspiel:liars_dice``; their bots come after the games'.

@@ -4,18 +4,19 @@
 registry, :mod:`llmmarl.envs.games`.
 """
 
-from llmmarl.envs.games.kuhn_poker.bots import DEFAULT_ALPHA, kuhn_nash, nash_bet_probability
+from llmmarl.envs.games.kuhn_poker.bots import DEFAULT_ALPHA, KuhnNash, kuhn_nash, nash_bet_probability
 from llmmarl.envs.games.kuhn_poker.game import CARD_NAMES, KuhnPokerEnv, KuhnPokerRenderer, make_kuhn_poker
 from llmmarl.envs.registry import BotSpec, EnvSpec
 
 SUMMARY = "Kuhn poker (OpenSpiel), 3 cards, 2 players, zero-sum."
-BOTS = (BotSpec("kuhn_nash", lambda: kuhn_nash, "Kuhn poker Nash equilibrium (alpha = 1/6; kuhn_poker only)"),)
+BOTS = (BotSpec("kuhn_nash", KuhnNash, "Kuhn poker Nash equilibrium (alpha = 1/6; kuhn_poker only)"),)
 GAME = EnvSpec("kuhn_poker", make_kuhn_poker, SUMMARY, kind="competitive", source="openspiel", bots=BOTS)
 
 __all__ = [
     "CARD_NAMES",
     "DEFAULT_ALPHA",
     "GAME",
+    "KuhnNash",
     "KuhnPokerEnv",
     "KuhnPokerRenderer",
     "kuhn_nash",

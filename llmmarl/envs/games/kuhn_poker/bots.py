@@ -46,15 +46,32 @@ def nash_bet_probability(card: int, history: str, alpha: float = DEFAULT_ALPHA) 
     return table[history][card]
 
 
-def kuhn_nash(env: TextEnv, obs: Observation, rng: random.Random, alpha: float = DEFAULT_ALPHA) -> int:
-    """Play the equilibrium from the seat's own information state; returns the action id (0 pass, 1 bet)."""
+def _bet_probability(env: TextEnv, obs: Observation, alpha: float) -> float:
     state = getattr(env, "state", None)
     if env.name != "kuhn_poker" or state is None:
         raise ValueError("the kuhn_nash policy plays kuhn_poker only")
     player = env.possible_agents.index(obs.agent)
     info = state.information_state_string(player)  # this seat's view: its card digit + public moves
-    card, history = int(info[0]), info[1:]
-    action = 1 if rng.random() < nash_bet_probability(card, history, alpha) else 0
+    return nash_bet_probability(int(info[0]), info[1:], alpha)
+
+
+class KuhnNash:
+    """The equilibrium as a scripted policy whose move probabilities are known (read exactly)."""
+
+    def __init__(self, alpha: float = DEFAULT_ALPHA) -> None:
+        self.alpha = alpha
+
+    def __call__(self, env: TextEnv, obs: Observation, rng: random.Random) -> int:
+        return kuhn_nash(env, obs, rng, self.alpha)
+
+    def probabilities(self, env: TextEnv, obs: Observation) -> list[float]:
+        p = _bet_probability(env, obs, self.alpha)
+        return [{0: 1.0 - p, 1: p}[a] for a in obs.action_ids]
+
+
+def kuhn_nash(env: TextEnv, obs: Observation, rng: random.Random, alpha: float = DEFAULT_ALPHA) -> int:
+    """Play the equilibrium from the seat's own information state; returns the action id (0 pass, 1 bet)."""
+    action = 1 if rng.random() < _bet_probability(env, obs, alpha) else 0
     if action not in obs.action_ids:  # both moves are always legal in Kuhn poker; guard the contract anyway
         raise ValueError(f"kuhn_nash chose {action}, not legal in {obs.action_ids}")
     return action
