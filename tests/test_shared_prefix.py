@@ -18,7 +18,7 @@ import torch
 
 from llmmarl.train import logprobs
 from llmmarl.train.config import TrainConfig
-from llmmarl.train.logprobs import shared_prefix_length
+from llmmarl.train.logprobs import answer_rows, shared_prefix_length
 from llmmarl.train.rollout import TERMS, TurnSample
 
 RULES = (
@@ -221,3 +221,26 @@ def test_the_comparison_detects_a_wrong_position_offset(tmp_path: Path, monkeypa
         assert not torch.allclose(wrong[mask.bool()], full[mask.bool()], atol=1e-4, rtol=1e-4)
     finally:
         ppo.close()
+
+
+def test_shared_pass_runs_the_common_prefix_and_each_distinct_prompt_once() -> None:
+    """What the model is fed: the common prefix as one row, each distinct prompt rest once, then the answers."""
+    from transformers import AutoModelForCausalLM
+
+    from llmmarl.models import resolve_model
+    from llmmarl.train.logprobs import answer_logits
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny"), dtype=torch.float32).eval()
+    shapes: list[tuple[int, ...]] = []
+    model.get_input_embeddings().register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    rules = list(range(100, 140))  # 40 shared tokens
+    pairs = [([*rules, 7, 8], [20, 21]), ([*rules, 9], [22, 23]), ([*rules, 7, 8], [24, 25])]
+    rows = answer_rows(pairs, 0, "cpu")
+    with torch.no_grad():
+        full = answer_logits(model, rows)
+        assert shapes == [(3, 44)]
+        shapes.clear()
+        shared = answer_logits(model, rows, shared_prefix=True)
+    # 40 prefix tokens once; 2 distinct prompt rests (7 8 | 9), padded to 2; the 2-token answers of all 3 rows.
+    assert shapes == [(1, 40), (2, 2), (3, 2)]
+    assert torch.allclose(shared, full, atol=1e-4)

@@ -5,11 +5,12 @@ The hand-written trainers (PPO's actor, RLOO, the FORECAST pre-training) lay ans
 logits (``K`` the longest answer); positions count from each row's first real token, as in generation. The
 policy-gradient trainers divide logits by the sampling temperature, as TRL's GRPO does.
 
-Most of a micro-batch's tokens are a prompt prefix its samples share (the system prompt, the rules, the turn
-format). With ``shared_prefix`` (:func:`last_logits`) that prefix runs once,
-as a batch of one that keeps its key/value cache with the graph; the cache is repeated over the batch and every
-row's remaining tokens attend to it, positions continuing from the prefix. The backward pass goes through the
-prefix once too. It is exact: the same logits (and gradients) as the full rows, up to float rounding.
+Most of a micro-batch's tokens are prompt tokens its samples share: a prefix common to all (the system prompt,
+the rules), and whole prompts that recur (Kuhn poker has 12 information states). With ``shared_prefix``
+(:func:`last_logits`) the common prefix runs once, as a batch of one that keeps its key/value cache with the graph;
+each distinct rest of a prompt runs once on top of it; every answer attends to its prompt's cache, positions
+continuing from it. The backward pass goes through each shared token once too. It is exact: the same logits (and
+gradients) as the full rows, up to float rounding.
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ def shared_prefix_length(input_ids: torch.Tensor, attention: torch.Tensor, keep:
     return int(same.long().cumprod(0).sum())
 
 
-def suffix_position_ids(suffix_attention: torch.Tensor, prefix: int) -> torch.Tensor:
-    """(B, S) positions of the tokens after a shared prefix of ``prefix`` tokens: they continue from it, counting
-    each row's own tokens only (the masked columns get ``prefix``; they are never attended to)."""
-    return (prefix + suffix_attention.cumsum(-1) - 1).clamp(min=prefix)
+def suffix_position_ids(attention: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
+    """(B, S) positions of tokens that follow ``offset`` tokens already in the cache (an int, or (B, 1) per row):
+    they continue from it, counting each row's own tokens only; masked columns get ``offset``, never attended to."""
+    return (offset + attention.cumsum(-1) - 1).clamp(min=offset)
 
 
 def last_logits(
@@ -87,46 +88,81 @@ def last_logits(
     """(B, keep, V) logits of the last ``keep`` positions of a left-padded batch, as
     ``model(input_ids, attention, positions, logits_to_keep=keep).logits``.
 
-    ``shared_prefix``: run the prefix all rows share once (see the module's doc). Positions then count from each
-    row's first real token (what ``positions`` holds for :class:`AnswerRows`). Without ``positions`` the model
-    counts them from the first column, padding included; under rotary position embeddings (every model this
-    package uses: the Llama family) attention depends only on position differences, so that is the same result.
-    A row may end in right padding (TRL's completions): it is masked as in the full rows.
+    ``shared_prefix``: compute shared tokens once, in three passes that each extend one key/value cache:
+
+    1. the prefix every row starts with, as a batch of one (then repeated over the rows of pass 2);
+    2. each *distinct* rest of the prompt once (rows with the same prompt share it), left-padded; its last
+       position's logits are the ones that score the first answer token;
+    3. every row's last ``keep - 1`` columns (its answer), attending to its prompt's cache (selected per row).
+
+    Here "prompt" is all but a row's last ``keep - 1`` columns. Gradients flow through the caches, so each shared
+    token's backward also runs once. Positions count from each row's first real token (what ``positions`` holds
+    for :class:`AnswerRows`). Without ``positions`` the model counts them from the first column, padding included;
+    under rotary position embeddings (every model this package uses: the Llama family) attention depends only
+    on position differences, so that is the same result. Right padding (TRL's completions) is masked as in the
+    full rows. Falls back to the full rows where nothing is shared or a row has no prompt token.
     """
-    n = shared_prefix_length(input_ids, attention, keep) if shared_prefix else 0
-    if n == 0 or getattr(model, "is_gradient_checkpointing", False):
+    batch, width = input_ids.shape
+    first = (attention.cumsum(-1) == 0).sum(-1)  # (B,): each row's left padding
+    split = width - keep + 1  # column where the answer part begins, the same for every row
+    plain = (
+        not shared_prefix
+        or batch < 2
+        or keep < 2  # no answer column to run in pass 3
+        or int(first.max()) >= split  # a row with no prompt token: nothing to score its first answer token with
+        or getattr(model, "is_gradient_checkpointing", False)  # HF then turns the cache off
+    )
+    if plain:
         out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep)
         return out.logits
-    batch, width = input_ids.shape
-    first = (attention.cumsum(-1) == 0).sum(-1)  # (B,)
-    row0 = int(first[0])
-    prefix = input_ids[:1, row0 : row0 + n]  # (1, n)
-    ones = torch.ones_like(prefix)
-    # The prefix's own logits are never used: keep one position (0 would mean all of them).
+    device = input_ids.device
+    n = shared_prefix_length(input_ids, attention, keep)  # leaves every row at least one token for pass 2
+    cache = None
+    if n > 0:  # 1. the shared prefix, batch of one; its logits are never used (keep one: 0 would mean all)
+        row0 = int(first[0])
+        out = model(
+            input_ids=input_ids[:1, row0 : row0 + n],
+            attention_mask=torch.ones((1, n), dtype=attention.dtype, device=device),
+            position_ids=torch.arange(n, device=device)[None],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+    # 2. the rest of each distinct prompt: columns [first + n, split) of its rows.
+    span = split - int(first.min()) - n
+    columns = torch.arange(split - span, split, device=device)  # (span,)
+    rest_attention = attention[:, split - span : split] * (columns[None] >= (first + n)[:, None])  # (B, span)
+    rest_ids = input_ids[:, split - span : split] * rest_attention  # pads and the prefix copy zeroed: comparable
+    distinct, group = torch.unique(torch.cat([rest_ids, rest_attention], dim=1), dim=0, return_inverse=True)
+    index = torch.zeros(len(distinct), dtype=torch.long, device=device)
+    index[group] = torch.arange(batch, device=device)  # a row of each distinct prompt
+    mid_ids, mid_attention = input_ids[index, split - span : split], rest_attention[index]
+    if cache is not None:
+        cache.batch_repeat_interleave(len(index))  # (1, heads, n, d) -> (D, heads, n, d); grads add up
+    prefix_mask = torch.ones((len(index), n), dtype=attention.dtype, device=device)
     out = model(
-        input_ids=prefix,
-        attention_mask=ones,
-        position_ids=torch.arange(n, device=prefix.device)[None],
+        input_ids=mid_ids,
+        attention_mask=torch.cat([prefix_mask, mid_attention], dim=1),
+        position_ids=suffix_position_ids(mid_attention, n),
+        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
     )
+    last_prompt = out.logits[group]  # (B, 1, V): the logits of each row's last prompt token
     cache = out.past_key_values
-    cache.batch_repeat_interleave(batch)  # (1, heads, n, d) -> (B, heads, n, d); differentiable, so grads add up
-    # Suffix columns: the last `span` of each row; a row whose suffix is shorter masks its first columns (its left
-    # padding and the copy of the prefix).
-    span = width - int(first.min()) - n
-    columns = torch.arange(width - span, width, device=input_ids.device)  # (span,)
-    suffix_attention = attention[:, -span:] * (columns[None] >= (first + n)[:, None])  # (B, span)
-    suffix_positions = suffix_position_ids(suffix_attention, n)
+    cache.batch_select_indices(group)  # (D, ...) -> (B, ...): each row its prompt's keys/values
+    # 3. every row's answer columns, attending to [prefix | its prompt's rest | its own answer so far].
+    answer_attention = attention[:, split:]
+    prompt_length = (n + mid_attention.sum(-1, keepdim=True))[group]  # (B, 1)
     out = model(
-        input_ids=input_ids[:, -span:],
-        attention_mask=torch.cat([ones.expand(batch, n), suffix_attention], dim=1),
-        position_ids=suffix_positions,
+        input_ids=input_ids[:, split:],
+        attention_mask=torch.cat([prefix_mask[group], mid_attention[group], answer_attention], dim=1),
+        position_ids=suffix_position_ids(answer_attention, prompt_length),
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=keep,
+        logits_to_keep=keep - 1,
     )
-    return out.logits
+    return torch.cat([last_prompt, out.logits], dim=1)
 
 
 def answer_logits(model: Any, rows: AnswerRows, shared_prefix: bool = False) -> torch.Tensor:
