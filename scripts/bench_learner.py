@@ -17,8 +17,8 @@ samples, in one process, on the same model and adapter:
 
 Each update is run once untimed per path (warm-up), then ``--rounds`` times per path, the order alternating per
 round so that a machine whose load drifts favours neither; medians are reported. tokens/s counts the samples' real
-tokens (prompt + answer) per second; ``model_positions`` is what each path feeds the model per pass over the samples
-(the padded rows vs the shared prefix once plus the padded suffixes).
+tokens (prompt + answer) per second; ``model_positions`` counts the token positions each path fed the model in one
+update (padding included; PPO's include the critic's passes).
 
     OMP_NUM_THREADS=1 python scripts/bench_learner.py --out benchmarks/learner.json
     python scripts/bench_learner.py --model tiny --samples 4 --micro-batch 4 --rounds 1   # smoke
@@ -47,8 +47,7 @@ import torch
 from llmmarl.benchmarking import machine_info
 from llmmarl.records import EpisodeRecord
 from llmmarl.train.config import TrainConfig
-from llmmarl.train.grpo import MultiAgentGRPO, _micro_batches
-from llmmarl.train.logprobs import answer_rows, shared_prefix_length
+from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.ppo import MultiAgentPPO
 from llmmarl.train.rollout import TurnSample, assign_advantages, episodes_to_samples
 
@@ -120,18 +119,16 @@ def play(grpo: MultiAgentGRPO, n: int) -> tuple[list[EpisodeRecord], list[TurnSa
     return episodes, samples
 
 
-def model_positions(samples: Sequence[TurnSample], micro_batch: int, pad_id: int) -> dict[str, int]:
-    """Positions fed to the model per pass over ``samples``: full padded rows vs shared prefix + padded suffixes,
-    in the micro-batches the GRPO update forms (answers right-aligned, as :mod:`llmmarl.train.logprobs` lays them)."""
-    full = shared = 0
-    for chunk in _micro_batches(samples, micro_batch):
-        rows = answer_rows([(s.prompt_ids, s.completion_ids) for s in chunk], pad_id, "cpu")
-        batch, width = rows.input_ids.shape
-        n = shared_prefix_length(rows.input_ids, rows.attention, rows.k + 1)
-        first = int((rows.attention.cumsum(-1) == 0).sum(-1).min())
-        full += batch * width
-        shared += n + batch * (width - first - n) if n else batch * width
-    return {"full": full, "shared_prefix": shared}
+class PositionCounter:
+    """Token positions fed to the model (every forward pass: prefix, prompts, answers, the critic's), read at the
+    input embedding."""
+
+    def __init__(self, model: Any) -> None:
+        self.count = 0
+        model.get_input_embeddings().register_forward_hook(self._add)
+
+    def _add(self, module: Any, args: tuple[torch.Tensor, ...], output: Any) -> None:
+        self.count += args[0].numel()
 
 
 def timed(run: Callable[[], Any]) -> float:
@@ -144,15 +141,21 @@ def timed(run: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def side_by_side(update: Callable[[bool], Any], rounds: int) -> dict[bool, list[float]]:
-    """Seconds per update of each path: one warm-up each, then ``rounds`` each, alternating which goes first."""
-    for shared in (False, True):
+def side_by_side(
+    update: Callable[[bool], Any], rounds: int, counter: PositionCounter
+) -> tuple[dict[bool, list[float]], dict[str, int]]:
+    """Seconds per update of each path: one warm-up each (which counts the positions fed to the model), then
+    ``rounds`` each, alternating which goes first."""
+    positions = {}
+    for shared, name in ((False, "full"), (True, "shared_prefix")):
+        counter.count = 0
         update(shared)
+        positions[name] = counter.count
     seconds: dict[bool, list[float]] = {False: [], True: []}
     for r in range(rounds):
         for shared in (False, True) if r % 2 == 0 else (True, False):
             seconds[shared].append(timed(lambda s=shared: update(s)))
-    return seconds
+    return seconds, positions
 
 
 def grpo_update(grpo: MultiAgentGRPO, samples: list[TurnSample], micro_batch: int) -> Callable[[bool], Any]:
@@ -174,9 +177,9 @@ def ppo_update(ppo: MultiAgentPPO, episodes: list[EpisodeRecord], samples: list[
     return update
 
 
-def row(seconds: dict[bool, list[float]], samples: Sequence[TurnSample]) -> dict[str, Any]:
+def row(seconds: dict[bool, list[float]], positions: dict[str, int], samples: Sequence[TurnSample]) -> dict[str, Any]:
     tokens = sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"model_positions": positions}
     for shared, name in ((False, "full"), (True, "shared_prefix")):
         med = statistics.median(seconds[shared])
         out[name] = {
@@ -199,18 +202,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 grpo = MultiAgentGRPO(make_config(args, env, turn, "grpo", Path(tmp)), progress=False)
                 try:
                     episodes, samples = play(grpo, args.samples)
-                    pad = grpo.tokenizer.pad_token_id
                     base = {
                         "env": env,
                         "turn": turn,
                         "samples": len(samples),
                         "prompt_tokens_mean": round(statistics.mean(len(s.prompt_ids) for s in samples), 1),
                         "answer_tokens_mean": round(statistics.mean(len(s.completion_ids) for s in samples), 1),
-                        "model_positions": model_positions(samples, args.micro_batch, pad),
                     }
                     if "grpo" in algorithms:
-                        seconds = side_by_side(grpo_update(grpo, samples, args.micro_batch), args.rounds)
-                        results["rows"].append({**base, "algorithm": "grpo", **row(seconds, samples)})
+                        update = grpo_update(grpo, samples, args.micro_batch)
+                        seconds, positions = side_by_side(update, args.rounds, PositionCounter(grpo.model))
+                        results["rows"].append({**base, "algorithm": "grpo", **row(seconds, positions, samples)})
                         print(json.dumps(results["rows"][-1]), flush=True)
                     results["machine"] = machine_info(grpo.device)
                 finally:
@@ -218,8 +220,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if "ppo" in algorithms:
                     ppo = MultiAgentPPO(make_config(args, env, turn, "ppo", Path(tmp)), progress=False)
                     try:
-                        seconds = side_by_side(ppo_update(ppo, episodes, samples), args.rounds)
-                        results["rows"].append({**base, "algorithm": "ppo", **row(seconds, samples)})
+                        update = ppo_update(ppo, episodes, samples)
+                        seconds, positions = side_by_side(update, args.rounds, PositionCounter(ppo.model))
+                        results["rows"].append({**base, "algorithm": "ppo", **row(seconds, positions, samples)})
                         print(json.dumps(results["rows"][-1]), flush=True)
                     finally:
                         ppo.close()
