@@ -240,3 +240,22 @@ def test_the_nashconv_reader_and_the_ablation_harness_on_cuda(gpu: TransformersB
         assert 0.0 <= result["nash_conv"]["kuhn"]["nash_conv"] <= 3.0
         assert result["eval"] and result["train_tokens_per_sample"] > 0
     assert json.loads((tmp_path / "report" / "ablation.json").read_text())["seeds_done"] == 1
+
+
+def test_the_shared_prefix_pass_scores_as_full_rows_in_bf16(tmp_path: Path) -> None:
+    """GRPO's log-probs through the shared-prefix pass (three cached passes) against TRL's full rows, on CUDA in
+    bfloat16: equal to the bf16 tolerance (float32 equality, loss and gradients: ``test_shared_prefix.py``)."""
+    from test_shared_prefix import _completion_mask, _samples
+
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    trainer = MultiAgentGRPO(_cfg(tmp_path, "grpo"), progress=False)
+    learner = trainer.trainers["alice"]
+    samples = _samples(trainer.tokenizer)
+    learner.shared_prefix = False
+    full = learner._rollout_logps(samples)
+    learner.shared_prefix = True
+    shared = learner._rollout_logps(samples)
+    assert shared.device.type == "cuda" and shared.shape == full.shape
+    mask = _completion_mask(samples, full.shape[1]).to(full.device)
+    assert float((shared - full)[mask].abs().max()) < BF16_LOGPROB_ATOL
