@@ -191,15 +191,24 @@ def row(seconds: dict[bool, list[float]], positions: dict[str, int], samples: Se
     return out
 
 
+def save(results: dict[str, Any], out: Path | None) -> None:
+    """Print the newest row; rewrite ``out`` after every row, so a run stopped early keeps what it measured."""
+    print(json.dumps(results["rows"][-1]), flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": {}, "rows": []}
     algorithms = args.algorithms.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         for env in args.envs.split(","):
             for turn in args.turns.split(","):
                 grpo = MultiAgentGRPO(make_config(args, env, turn, "grpo", Path(tmp)), progress=False)
+                results["machine"] = machine_info(grpo.device)
                 try:
                     episodes, samples = play(grpo, args.samples)
                     base = {
@@ -213,8 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         update = grpo_update(grpo, samples, args.micro_batch)
                         seconds, positions = side_by_side(update, args.rounds, PositionCounter(grpo.model))
                         results["rows"].append({**base, "algorithm": "grpo", **row(seconds, positions, samples)})
-                        print(json.dumps(results["rows"][-1]), flush=True)
-                    results["machine"] = machine_info(grpo.device)
+                        save(results, args.out)
                 finally:
                     grpo.close()
                 if "ppo" in algorithms:
@@ -223,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         update = ppo_update(ppo, episodes, samples)
                         seconds, positions = side_by_side(update, args.rounds, PositionCounter(ppo.model))
                         results["rows"].append({**base, "algorithm": "ppo", **row(seconds, positions, samples)})
-                        print(json.dumps(results["rows"][-1]), flush=True)
+                        save(results, args.out)
                     finally:
                         ppo.close()
     print()
@@ -233,9 +241,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{r['env']:<14}{r['turn']:<8}{r['algorithm']:<6}{r['prompt_tokens_mean']:>7}{r['answer_tokens_mean']:>7}"
             f"{r['full']['samples_per_s']:>10.3f}{r['shared_prefix']['samples_per_s']:>11.3f}{r['ratio']:>7.2f}"
         )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
