@@ -270,3 +270,22 @@ def test_the_exact_reader_and_the_probe_suite_on_cuda(gpu: TransformersBackend) 
         for algorithm in algorithms:
             r = run_probe(PROBES[probe], algorithm, "tiny", updates=2, read_every=1, overrides=["games_per_update=8"])
             assert r.updates == 2 and len(r.curve) == 3 and all(0.0 <= v <= 1.0 for _, v in r.curve)
+
+
+def test_the_shared_prefix_pass_scores_as_full_rows_in_bf16(tmp_path: Path) -> None:
+    """GRPO's log-probs through the shared-prefix pass (three cached passes) against TRL's full rows, on CUDA in
+    bfloat16: equal to the bf16 tolerance (float32 equality, loss and gradients: ``test_shared_prefix.py``)."""
+    from test_shared_prefix import _completion_mask, _samples
+
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    trainer = MultiAgentGRPO(_cfg(tmp_path, "grpo"), progress=False)
+    learner = trainer.trainers["alice"]
+    samples = _samples(trainer.tokenizer)
+    learner.shared_prefix = False
+    full = learner._rollout_logps(samples)
+    learner.shared_prefix = True
+    shared = learner._rollout_logps(samples)
+    assert shared.device.type == "cuda" and shared.shape == full.shape
+    mask = _completion_mask(samples, full.shape[1]).to(full.device)
+    assert float((shared - full)[mask].abs().max()) < BF16_LOGPROB_ATOL

@@ -170,7 +170,8 @@ def test_the_loss_mask_covers_exactly_the_forecast_value(game: str, tokenizer: A
         assert before.rstrip().endswith("FORECAST:") and after.startswith("\n") and "ACTION:" in after
 
 
-def test_the_loss_of_a_batch_is_the_sum_of_its_examples_losses(tokenizer: Any) -> None:
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_the_loss_of_a_batch_is_the_sum_of_its_examples_losses(tokenizer: Any, shared_prefix: bool) -> None:
     from transformers import AutoModelForCausalLM
 
     from llmmarl.models import resolve_model
@@ -180,7 +181,7 @@ def test_the_loss_of_a_batch_is_the_sum_of_its_examples_losses(tokenizer: Any) -
     env = make("tictactoe_v3")
     examples, _ = build_examples(env, _spec(), env.possible_agents, [_tictactoe_win()], tokenizer, seed=0)
     with torch.no_grad():
-        whole, tokens, _ = forecast_loss(model, examples, tokenizer.pad_token_id, "cpu")  # left-padded rows
+        whole, tokens, _ = forecast_loss(model, examples, tokenizer.pad_token_id, "cpu", shared_prefix)  # left-padded
         alone = [forecast_loss(model, [x], tokenizer.pad_token_id, "cpu") for x in examples]
     assert tokens == sum(n for _, n, _ in alone) == sum(sum(x.value_mask) for x in examples)
     assert float(whole) == pytest.approx(sum(float(loss) for loss, _, _ in alone), rel=1e-4)

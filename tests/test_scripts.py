@@ -94,3 +94,16 @@ def test_gpu_check_synthetic_tokenizer_has_the_real_shape(tmp_path: Path) -> Non
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     assert ids[0] == 1 and "Legal actions: 1, 2" in tok.decode(ids)
     assert tok.decode([49151]).startswith("<r")  # a padding entry: it decodes like any token
+
+
+def test_bench_learner_times_both_paths_on_real_prompts(tmp_path):
+    out = tmp_path / "learner.json"
+    args = ["--model", "tiny", "--envs", "kuhn_poker", "--turns", "action", "--samples", "4", "--micro-batch", "4"]
+    run_script("bench_learner.py", *args, "--max-new-tokens", "40", "--threads", "1", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["algorithm"] for r in rows] == ["grpo", "ppo"]
+    for r in rows:
+        assert r["env"] == "kuhn_poker" and r["samples"] == 4 and r["prompt_tokens_mean"] > 100
+        assert r["full"]["samples_per_s"] > 0 and r["shared_prefix"]["samples_per_s"] > 0 and r["ratio"] > 0
+        # The prompts share their rules: the shared path feeds the model fewer positions.
+        assert r["model_positions"]["shared_prefix"] < r["model_positions"]["full"]

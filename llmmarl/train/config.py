@@ -143,6 +143,12 @@ class TrainConfig(_Strict):
     )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping per adapter.")
     micro_batch_size: int = Field(8, ge=1, description="Samples per forward/backward; gradients are accumulated.")
+    shared_prefix: bool = Field(
+        True,
+        description="Learner passes compute the prompt prefix a micro-batch's samples share once (with its gradient) "
+        "and run each sample's remaining tokens against its key/values: the same log-probs and gradients up to "
+        "float rounding, for a fraction of the tokens (see llmmarl.train.logprobs). False: every row in full.",
+    )
     max_new_tokens: int = Field(64, ge=8, description="Answer budget in tokens during training games.")
     temperature: float = Field(
         1.0, gt=0.0, description="Sampling temperature in training games (also the loss's logit temperature)."

@@ -48,6 +48,7 @@ from llmmarl.records import EpisodeRecord
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import GRPOSettings, TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
+from llmmarl.train.logprobs import last_logits
 from llmmarl.train.loop import MultiAgentTrainer, run
 from llmmarl.train.rollout import TERMS, TurnSample, assign_advantages, imitation_weights, split, subsample
 
@@ -94,6 +95,7 @@ class AgentGRPOTrainer(GRPOTrainer):
         # Correction for samples from another engine (see llmmarl.train.importance); set per update by the loop.
         self.importance: Mode = "none"
         self.importance_cap = 2.0
+        self.shared_prefix = False  # compute a micro-batch's shared prompt prefix once (llmmarl.train.logprobs)
         self.monitor: MismatchMonitor | None = None
         # TRL requires a dataset; ours never reaches its dataloader (update() passes the rows itself).
         placeholder = Dataset.from_dict({"prompt": [[{"role": "user", "content": ""}]]})
@@ -137,11 +139,13 @@ class AgentGRPOTrainer(GRPOTrainer):
         Triton-only); our completions (~64 tokens) follow ~300-token prompts, so that is ~5x the LM-head work,
         and its CPU fallback is slow besides. Here only the completion positions get logits. Text-only models.
         On a GPU where Triton cannot run (it needs a C compiler at run time), TRL's kernels would fail: this path,
-        in plain torch, serves there too.
+        in plain torch, serves there too. With ``shared_prefix`` it serves on every device: the prompt prefix the
+        rows share is computed once (:func:`~llmmarl.train.logprobs.last_logits`), whatever TRL would do.
         """
         on_cpu = self.accelerator.device.type == "cpu"
         plain = not on_cpu and not triton_status()[0]
-        if (not on_cpu and not plain) or compute_aux_loss or any(v is not None for v in multimodal.values()):
+        ours = on_cpu or plain or self.shared_prefix
+        if not ours or compute_aux_loss or any(v is not None for v in multimodal.values()):
             return super()._get_per_token_logps_and_entropies(
                 model,
                 input_ids,
@@ -153,7 +157,7 @@ class AgentGRPOTrainer(GRPOTrainer):
                 **multimodal,
             )
         # Position t predicts token t+1: the last K+1 positions' logits, minus the final one, score the K tokens.
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1).logits
+        logits = last_logits(model, input_ids, attention_mask, logits_to_keep + 1, shared_prefix=self.shared_prefix)
         logits = logits[:, :-1, :].float()  # (B, K, V)
         index = input_ids[:, -logits_to_keep:]  # (B, K)
         # Entropy is a monitor here (no entropy bonus by default), so it needs no gradient.
@@ -352,6 +356,7 @@ class MultiAgentGRPO(MultiAgentTrainer):
         self.rng = random.Random(cfg.seed)  # the update's subsampling; reseeded by begin_update
         for trainer in self.trainers.values():
             trainer.importance, trainer.importance_cap = cfg.vllm.importance, cfg.vllm.importance_cap
+            trainer.shared_prefix = cfg.shared_prefix
 
     @property
     def settings(self) -> GRPOSettings:

@@ -259,7 +259,12 @@ class MultiAgentPPO(MultiAgentTrainer):
         """Log-probabilities of the answer tokens under the active adapter: (B, K), entropies (B, K), mask (B, K);
         the layout is :func:`~llmmarl.train.logprobs.answer_logprobs`'s."""
         scored = answer_logprobs(
-            self.model, [x.sample for x in micro], self.tokenizer.pad_token_id, self.cfg.temperature, self.device
+            self.model,
+            [x.sample for x in micro],
+            self.tokenizer.pad_token_id,
+            self.cfg.temperature,
+            self.device,
+            self.cfg.shared_prefix,
         )
         ent = None
         if entropy:

@@ -35,12 +35,13 @@ if TYPE_CHECKING:
 
 
 def forecast_loss(
-    model: torch.nn.Module, batch: Sequence[ForecastExample], pad_id: int, device: str
+    model: torch.nn.Module, batch: Sequence[ForecastExample], pad_id: int, device: str, shared_prefix: bool = False
 ) -> tuple[torch.Tensor, int, int]:
     """Summed cross-entropy of the FORECAST value tokens of ``batch`` under the active adapter, their count, and the
-    examples whose every value token is the model's most likely one (greedy decoding would write the target)."""
+    examples whose every value token is the model's most likely one (greedy decoding would write the target).
+    ``shared_prefix``: compute the prompt tokens the examples share once (see :mod:`llmmarl.train.logprobs`)."""
     rows = answer_rows([(x.prompt_ids, x.answer_ids) for x in batch], pad_id, device)
-    logits = answer_logits(model, rows).float()  # (B, K, V), fp32 even when the model runs in bf16
+    logits = answer_logits(model, rows, shared_prefix).float()  # (B, K, V), fp32 even when the model runs in bf16
     targets = rows.input_ids[:, -rows.k :]  # (B, K)
     mask = torch.zeros_like(rows.mask, dtype=torch.bool)  # (B, K): answers are right-aligned, so are their masks
     for i, x in enumerate(batch):
@@ -52,13 +53,18 @@ def forecast_loss(
 
 @torch.no_grad()
 def held_out_loss(
-    model: torch.nn.Module, examples: Sequence[ForecastExample], batch_size: int, pad_id: int, device: str
+    model: torch.nn.Module,
+    examples: Sequence[ForecastExample],
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    shared_prefix: bool = False,
 ) -> tuple[float, float]:
     """Mean cross-entropy per FORECAST value token over ``examples``, and the share of them written exactly by
     greedy decoding (teacher-forced)."""
     total, tokens, exact = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
-        loss, n, hits = forecast_loss(model, examples[start : start + batch_size], pad_id, device)
+        loss, n, hits = forecast_loss(model, examples[start : start + batch_size], pad_id, device, shared_prefix)
         total, tokens, exact = total + float(loss), tokens + n, exact + hits
     return total / max(tokens, 1), exact / max(len(examples), 1)
 
@@ -106,7 +112,7 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
         model, device = trainer.model, trainer.device
         model.set_adapter(lr.name)  # PEFT: this adapter's weights are the trainable ones
         model.eval()
-        before, exact_before = held_out_loss(model, held, cfg.micro_batch_size, pad, device)
+        before, exact_before = held_out_loss(model, held, cfg.micro_batch_size, pad, device, cfg.shared_prefix)
         bar = tqdm(
             total=settings.epochs * -(-len(train) // settings.batch_size),
             desc=f"pretrain {lr.name}",
@@ -115,7 +121,7 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
         )
         with bar:
             steps, train_loss = train_adapter(model, lr.name, train, cfg, pad, device, rng, bar)
-        after, exact_after = held_out_loss(model, held, cfg.micro_batch_size, pad, device)
+        after, exact_after = held_out_loss(model, held, cfg.micro_batch_size, pad, device, cfg.shared_prefix)
         results[lr.name] = {
             "games": len(episodes),
             "examples": len(train),
@@ -172,7 +178,8 @@ def train_adapter(
                 tokens = max(sum(sum(x.value_mask) for x in batch), 1)
                 last = 0.0
                 for micro in range(0, len(batch), micro_batch_size):  # gradients add up to the batch's
-                    loss, _, _ = forecast_loss(model, batch[micro : micro + micro_batch_size], pad, device)
+                    chunk = batch[micro : micro + micro_batch_size]
+                    loss, _, _ = forecast_loss(model, chunk, pad, device, cfg.shared_prefix)
                     part = loss / tokens  # the batch's mean per value token, whatever the micro-batches
                     part.backward()
                     last += float(part.detach())

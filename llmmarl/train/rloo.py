@@ -86,7 +86,7 @@ class MultiAgentRLOO(MultiAgentTrainer):
             ordered = sorted(batch, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))  # less padding
             for micro in split(ordered, -(-len(ordered) // cfg.micro_batch_size)):
                 advantages = torch.tensor([s.advantage for s in micro], device=self.device)
-                scored = answer_logprobs(self.model, micro, pad, cfg.temperature, self.device)
+                scored = answer_logprobs(self.model, micro, pad, cfg.temperature, self.device, cfg.shared_prefix)
                 part = -(advantages * per_answer(scored.token, scored.mask)).sum() / len(batch)
                 part.backward()  # gradients of the micro-batches add up to the batch mean's
                 loss += float(part.detach())
