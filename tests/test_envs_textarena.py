@@ -24,6 +24,7 @@ pytest.importorskip("textarena")
 from conftest import CannedBackend
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
+from llmmarl.agents.turn import parse_turn
 from llmmarl.envs import UnknownEnvError, make
 from llmmarl.envs.base import check_text_env, random_action
 from llmmarl.envs.textarena import (
@@ -186,6 +187,51 @@ def test_free_text_answers_reach_the_game_and_listed_moves_are_matched() -> None
     seats = {"player_0": LLMAgentSpec(name="p0"), "player_1": LLMAgentSpec(name="p1")}
     (ep,) = Runner(kuhn, progress=False).play([Match(game_id=0, env="textarena:KuhnPoker-v0", seats=seats, seed=0)])
     assert {t.action for t in ep.turns} <= {"[check]", "[call]"}  # "check" played as the listed "[check]"
+
+
+@pytest.mark.parametrize(
+    "lines", [None, []], ids=["play-default-lines", "config-action-only"]
+)  # `llmmarl play --constrained`; the configs
+def test_a_full_offer_fits_the_constrained_move_at_the_configs_token_budget(lines: list[str] | None) -> None:
+    """SimpleNegotiation's offer format ("[Offer: 3 Sheep, 2 Ore -> 5 Brick, 2 Sheep]", its own example, 43
+    characters) fits the turn grammar at the textarena configs' max_new_tokens, and the whole answer fits the budget
+    in the default model's tokens. The move's cap was once counted one character per token: 21 characters."""
+    xgr = pytest.importorskip("xgrammar")
+    import yaml
+    from transformers import AutoTokenizer
+
+    from llmmarl.agents.llm import PromptContext, grammar_for
+    from llmmarl.models import resolve_model
+
+    budgets = {
+        yaml.safe_load((ROOT / "configs" / f).read_text())["max_new_tokens"]
+        for f in ["train_textarena_negotiation.yaml"]
+    }
+    budgets |= {
+        p["max_new_tokens"]
+        for p in yaml.safe_load((ROOT / "configs" / "tournament_textarena.yaml").read_text())["participants"]
+        if p["kind"] == "llm"
+    }
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok)))
+    env = ta("SimpleNegotiation-v0")
+    env.reset(seed=0)
+    (seat,) = env.pending()
+    offer = "[Offer: 3 Sheep, 2 Ore -> 5 Brick, 2 Sheep]"
+    assert offer in env.observe(seat).text  # the game's own example of its format
+    for budget in budgets:
+        extra = {} if lines is None else {"lines": lines}
+        spec = LLMAgentSpec(name="a", constrained=True, max_new_tokens=budget, **extra)
+        context = PromptContext.of(env, seat, env.observe(seat), [], spec)
+        grammar = grammar_for(env, seat, context, spec)
+        assert grammar is not None
+        answer = ("PLAN: trade ore\n" if spec.asks("PLAN") else "") + f"ACTION: {offer}"
+        ids = tok(answer, add_special_tokens=False)["input_ids"]
+        matcher = xgr.GrammarMatcher(compiler.compile_grammar(grammar))
+        assert all(matcher.accept_token(t) for t in ids) and matcher.accept_token(tok.eos_token_id), (budget, grammar)
+        assert len(ids) + 1 <= budget  # the answer and its end fit the budget, in tokens
+        parsed = parse_turn(answer, context.legal, context.others, context.free_text)
+        assert parsed.turn is not None and parsed.turn.action == offer
 
 
 def test_games_that_cannot_run_fail_with_one_line() -> None:

@@ -261,7 +261,11 @@ def test_free_text_grammar_caps_the_move_or_picks_a_listed_one():
 
     free = turn_grammar([], [], MessageRules(), max_tokens=48, plan=False, free_action=400)
     assert accepts(free, "ACTION: [Offer: 2 Wood -> 1 Ore]")
-    assert not accepts(free, "ACTION: " + "x" * 40)  # 2/3 of a 48-token budget, counted one character per token
+    # 2/3 of a 48-token budget, 26 tokens, at three characters a token
+    assert accepts(free, "ACTION: " + "x" * 78) and not accepts(free, "ACTION: " + "x" * 79)
+    assert not accepts(
+        turn_grammar([], [], MessageRules(), max_tokens=480, plan=False, free_action=100), "ACTION: " + "x" * 101
+    )
     assert not accepts(free, "ACTION: two\nlines")
     listed = turn_grammar(["[check]", "[bet]"], [], MessageRules(), max_tokens=48, plan=False, free_action=400)
     assert accepts(listed, "ACTION: [bet]") and not accepts(listed, "ACTION: [fold]")

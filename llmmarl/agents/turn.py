@@ -201,6 +201,12 @@ def _ebnf_literal(text: str) -> str:
 
 _PLAN_CHARS = 160  # the longest plan or message the grammar allows when the token budget is ample
 _PRED_CHARS = 16  # the longest predicted action; labels are short in every game we ship
+# Characters a free-text move may take per token it is budgeted. A character cap equal to the tokens would leave
+# a move a third of the text its tokens hold: English runs at about 4 characters a token, and bracketed moves with
+# digits at about 2 (the default tokenizer spells "[Offer: 3 Sheep, 2 Ore -> 5 Brick, 2 Sheep]", 43 characters,
+# in 20 tokens). Allowing 3 lets such a move fit; a move spelled in more tokens than budgeted is cut at the answer
+# budget, and as the last line of the turn it is still the move (cut), with nothing after it lost.
+_MOVE_CHARS_PER_TOKEN = 3
 
 
 _PROB = '("0" ("." [0-9] [0-9]?)? | "1" (".0" "0"?)?)'  # a probability, 0 to 1, two decimals at most
@@ -218,15 +224,16 @@ def _forecast_rule(spec: ForecastSpec) -> tuple[str, int]:
 
 
 def _action_rule(legal: Sequence[str], free_action: int | None, max_tokens: int | None, plan: bool) -> tuple[str, int]:
-    """The ACTION line's body and the most characters the line takes (see :func:`turn_grammar`)."""
+    """The ACTION line's body and the tokens the line is budgeted (see :func:`turn_grammar`)."""
     if free_action is None or legal:
         action = " | ".join(_ebnf_literal(label) for label in legal)
         return action, len("ACTION: ") + max((len(label) for label in legal), default=1) + 1  # + end of sequence
-    chars = free_action
-    if max_tokens is not None:
-        tags = len("ACTION: ") + 1 + (len("PLAN: ") + 1 if plan else 0)
-        chars = min(chars, max(8, (max_tokens - tags) * 2 // 3))
-    return f"[^\\n]{{1,{chars}}}", len("ACTION: ") + chars + 1
+    if max_tokens is None:
+        return f"[^\\n]{{1,{free_action}}}", len("ACTION: ") + free_action + 1
+    tags = len("ACTION: ") + 1 + (len("PLAN: ") + 1 if plan else 0)
+    tokens = max(8, (max_tokens - tags) * 2 // 3)  # the move's share of the budget, in tokens
+    chars = min(free_action, tokens * _MOVE_CHARS_PER_TOKEN)
+    return f"[^\\n]{{1,{chars}}}", len("ACTION: ") + min(chars, tokens) + 1
 
 
 def turn_grammar(
@@ -257,8 +264,11 @@ def turn_grammar(
     is also given no ``others``, no ``forecast`` and rules without talk).
 
     ``free_action`` (a free-text game's longest move, in characters): the action is one line of free text, or one of
-    ``legal`` when the game listed its valid moves (then nothing else is a move). Under ``max_tokens`` the free text
-    gets up to two thirds of the budget left after the tags, and the other lines share the rest.
+    ``legal`` when the game listed its valid moves (then nothing else is a move). Under ``max_tokens`` the move gets
+    up to two thirds of the tokens left after the tags, and the other lines share the rest. The move alone is
+    capped in characters at three per budgeted token (at most ``free_action``), not one: a move is text the game
+    must read, offers spell at about two characters a token, and as the last line a move that runs past the budget
+    is cut rather than lost (at ``max_tokens=48`` with a PLAN line: 63 characters, room for a 43-character offer).
     """
     action, act_cost = _action_rule(legal, free_action, max_tokens, plan)
     talk = rules.mode != "off" and not (rules.mode == "directed" and not teammates)
