@@ -10,6 +10,7 @@ plays the games, whose length is set by how much the agent writes. The tests abo
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -247,6 +248,47 @@ def test_games_through_the_runner(backend: OpenAIBackend) -> None:
         assert t.fallback is None and t.turn is not None and t.action in t.legal_actions, t.attempts[-1].response
         assert len(t.attempts) == 1  # legal at the first try: the grammar reached the server
         assert t.attempts[0].completion_ids and len(t.attempts[0].logprobs) == len(t.attempts[0].completion_ids)
+
+
+@pytest.mark.vllm
+def test_an_adapter_served_plays_textarena_games_from_the_command_line(server: VLLMServer, tmp_path: Path) -> None:
+    """`llmmarl play textarena:<game> --endpoint ... --agents llm@carol,random`: the served adapter's free-text
+    moves reach TextArena, and the records carry the game's judgement (its payoffs, and each refused move with the
+    game's own reason)."""
+    pytest.importorskip("textarena")
+    from llmmarl.cli import app
+    from llmmarl.records import read_episodes
+
+    runs = {}
+    for game in ("KuhnPoker-v0", "LiarsDice-v0-small"):
+        out = tmp_path / f"{game}.jsonl"
+        args = ["play", f"textarena:{game}", "--endpoint", server.url, "--api-key", KEY, "--agents", "llm@carol,random"]
+        args += ["--games", "2", "--constrained", "--max-new-tokens", "48", "--out", str(out), "--show", "0"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        runs[game] = list(read_episodes(out))
+    for game, episodes in runs.items():
+        assert len(episodes) == 2 and all(ep.error is None and ep.outcomes for ep in episodes), game
+        for ep in episodes:
+            assert sum(ep.returns.values()) == 0 and ep.returns, ep.returns  # TextArena's payoffs: zero-sum
+            served = [t for t in ep.turns if t.player == "carol"]
+            assert served, game
+            for t in served:  # every answer came from the server: tokens and log-probs of the adapter's sampling
+                assert t.attempts and t.attempts[-1].completion_ids and t.attempts[-1].logprobs
+                assert t.action.strip(), t.attempts[-1].response
+    kuhn = [t for ep in runs["KuhnPoker-v0"] for t in ep.turns if t.player == "carol"]
+    assert all(t.action in t.legal_actions and t.rejected is None for t in kuhn)  # the grammar picked listed moves
+    dice = [t for ep in runs["LiarsDice-v0-small"] for t in ep.turns]
+    refused = [t for t in dice if t.rejected is not None]
+    for t in refused:  # TextArena's words, and counted as invalid (a final refusal as a forfeit)
+        assert re.search(r"bid|call", t.rejected, re.I), t.rejected
+        if "Submitted action:" in t.rejected:  # the game quotes the move it refused: our text reached it
+            assert t.action.strip() in t.rejected, (t.action, t.rejected)
+        assert t.invalid or not t.attempts
+    for ep in runs["LiarsDice-v0-small"]:
+        forfeits = [t for t in ep.turns if t.fallback == "forfeit"]
+        if forfeits:  # a second refusal cost the seat the game: it lost
+            assert ep.outcomes[forfeits[-1].seat] == "loss"
 
 
 @pytest.mark.vllm
