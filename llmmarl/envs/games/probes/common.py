@@ -93,3 +93,38 @@ class OneSeatProbe(TextEnv):
 
     def action_vocabulary(self, agent: str) -> list[str] | None:
         return list(self.labels)
+
+
+#: The two seats of the two-seat probes.
+SEATS = ["player_0", "player_1"]
+
+
+class SimultaneousProbe(TextEnv):
+    """A one-step probe where both seats choose at once, each among its own words (``seat_words``); subclasses say
+    what each seat sees and what the pair of choices pays (``_returns`` reads ``choices``)."""
+
+    def __init__(self, name: str, description: str, teams: dict[str, str], seat_words: dict[str, list[str]]) -> None:
+        self.name = name
+        self.possible_agents = list(SEATS)
+        self.teams = teams
+        self.description = description
+        self.seat_words = seat_words
+        self.choices: dict[str, str] = {}
+
+    def reset(self, seed: int | None = None) -> None:
+        self.choices = {}
+        self._reset_forfeit()
+
+    def pending(self) -> list[str]:
+        return [] if self.choices else list(SEATS)
+
+    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
+        self.choices = {seat: self.seat_words[seat][a] for seat, a in actions.items()}
+        return self._returns()
+
+    @property
+    def _finished(self) -> bool:
+        return bool(self.choices)
+
+    def action_vocabulary(self, agent: str) -> list[str] | None:
+        return list(self.seat_words[agent])

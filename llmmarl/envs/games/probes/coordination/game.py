@@ -8,48 +8,32 @@ pairing must be learned, by two adapters, from the shared reward. Any one pair p
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 
 from llmmarl.envs.base import Observation, TextEnv
-from llmmarl.envs.games.probes.common import WORDS, as_probe, draw
-
-SEATS = ["player_0", "player_1"]
+from llmmarl.envs.games.probes.common import SEATS, WORDS, SimultaneousProbe, as_probe, draw
 
 
-class Coordination(TextEnv):
+class Coordination(SimultaneousProbe):
     def __init__(self, arms: int = 2, seed: int = 0) -> None:
         words = draw(seed, "coordination", WORDS, 2 * arms)
-        self.name = "probe_coordination"
-        self.possible_agents = list(SEATS)
-        self.teams = dict.fromkeys(SEATS, "team")
-        self.words = {SEATS[0]: sorted(words[:arms]), SEATS[1]: sorted(words[arms:])}
-        self.partner = dict(zip(words[:arms], words[arms:], strict=True))  # player_0's word -> player_1's
-        self.description = (
+        super().__init__(
+            "probe_coordination",
             f"A one-step team game for two players who choose at the same time, each one of {arms} words of its "
             "own. Each word of player_0 has one partner word of player_1; both players score 1 when they choose "
-            "partners, else 0. The pairing is not shown: find it out by playing."
+            "partners, else 0. The pairing is not shown: find it out by playing.",
+            teams=dict.fromkeys(SEATS, "team"),
+            seat_words={SEATS[0]: sorted(words[:arms]), SEATS[1]: sorted(words[arms:])},
         )
-        self.choices: dict[str, str] = {}
-
-    def reset(self, seed: int | None = None) -> None:
-        self.choices = {}
-        self._reset_forfeit()
-
-    def pending(self) -> list[str]:
-        return [] if self.choices else list(SEATS)
+        self.partner = dict(zip(words[:arms], words[arms:], strict=True))  # player_0's word -> player_1's
 
     def observe(self, agent: str) -> Observation:
-        words = self.words[agent]
+        words = self.seat_words[agent]
         return Observation(
             agent=agent,
             text=f"You are {agent}. Choose one of your words: {', '.join(words)}.",
             legal_actions=list(words),
             action_ids=list(range(len(words))),
         )
-
-    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
-        self.choices = {seat: self.words[seat][a] for seat, a in actions.items()}
-        return self._returns()
 
     def matched(self) -> bool:
         return self.partner[self.choices[SEATS[0]]] == self.choices[SEATS[1]]
@@ -58,20 +42,13 @@ class Coordination(TextEnv):
         won = float(bool(self.choices) and self.matched())
         return dict.fromkeys(SEATS, won)
 
-    @property
-    def _finished(self) -> bool:
-        return bool(self.choices)
-
-    def action_vocabulary(self, agent: str) -> list[str] | None:
-        return list(self.words[agent])
-
 
 class CoordinationOptimal:
     """Both seats play the first pair (player_0's first word and its partner)."""
 
     def probabilities(self, env: TextEnv, obs: Observation) -> list[float]:
         probe = as_probe(env, Coordination)
-        first = probe.words[SEATS[0]][0]
+        first = probe.seat_words[SEATS[0]][0]
         mine = first if obs.agent == SEATS[0] else probe.partner[first]
         return [float(label == mine) for label in obs.legal_actions]
 

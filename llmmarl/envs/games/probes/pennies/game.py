@@ -5,54 +5,33 @@ opposite. The only equilibrium is each word with probability 1/2, for both."""
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 
 from llmmarl.envs.base import Observation, TextEnv
-from llmmarl.envs.games.probes.common import WORDS, draw
+from llmmarl.envs.games.probes.common import SEATS, WORDS, SimultaneousProbe, draw
 
-SEATS = ["player_0", "player_1"]
 ROLES = {"player_0": "matcher", "player_1": "mismatcher"}
 
 
-class Pennies(TextEnv):
+class Pennies(SimultaneousProbe):
     def __init__(self, seed: int = 0) -> None:
-        self.name = "probe_pennies"
-        self.possible_agents = list(SEATS)
-        self.teams = {s: s for s in SEATS}
         self.words = sorted(draw(seed, "pennies", WORDS, 2))
-        self.description = (
+        super().__init__(
+            "probe_pennies",
             f"Matching pennies: two players each choose {self.words[0]} or {self.words[1]} at the same time. The "
-            "matcher scores +1 when both choose the same word and -1 otherwise; the mismatcher scores the opposite."
+            "matcher scores +1 when both choose the same word and -1 otherwise; the mismatcher scores the opposite.",
+            teams={s: s for s in SEATS},
+            seat_words=dict.fromkeys(SEATS, self.words),
         )
-        self.choices: dict[str, str] = {}
-
-    def reset(self, seed: int | None = None) -> None:
-        self.choices = {}
-        self._reset_forfeit()
-
-    def pending(self) -> list[str]:
-        return [] if self.choices else list(SEATS)
 
     def observe(self, agent: str) -> Observation:
         text = f"You are the {ROLES[agent]}. Choose {self.words[0]} or {self.words[1]}."
         return Observation(agent=agent, text=text, legal_actions=list(self.words), action_ids=[0, 1])
-
-    def _step(self, actions: Mapping[str, int]) -> dict[str, float]:
-        self.choices = {seat: self.words[a] for seat, a in actions.items()}
-        return self._returns()
 
     def _returns(self) -> dict[str, float]:
         if not self.choices:
             return dict.fromkeys(SEATS, 0.0)
         same = 1.0 if self.choices[SEATS[0]] == self.choices[SEATS[1]] else -1.0
         return {SEATS[0]: same, SEATS[1]: -same}
-
-    @property
-    def _finished(self) -> bool:
-        return bool(self.choices)
-
-    def action_vocabulary(self, agent: str) -> list[str] | None:
-        return list(self.words)
 
 
 class PenniesOptimal:
