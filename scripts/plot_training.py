@@ -1,4 +1,6 @@
-"""Plot a training run's curves from its metrics.jsonl: return, win rate and invalid-action rate per update.
+"""Plot a training run's curves from its metrics.jsonl: return, win rate and invalid-action rate per update, and,
+for runs with groups of games, the share of dead groups (every reward of the group equal: no group-relative
+gradient).
 
     python scripts/plot_training.py runs/train/ttt/metrics.jsonl --out reports/train_tictactoe.png
 
@@ -38,6 +40,8 @@ if not steps:
 xs = sorted(steps)
 learners = sorted({name for s in steps.values() for name in s})
 panels = [("game/return", "mean return"), ("game/win_rate", "win rate"), ("game/invalid_rate", "invalid-action rate")]
+if any("groups/dead_share" in m for s in steps.values() for m in s.values()):  # logged with group_size >= 2
+    panels.append(("groups/dead_share", "dead groups (zero reward spread)"))
 fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
 warm = [x for x in xs if any(m.get("warmup") for m in steps[x].values())]
 for ax, (key, label) in zip(axes, panels, strict=True):

@@ -467,8 +467,10 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
         # The grammar makes answers legal (unless cut at max_new_tokens): there are usable samples to learn from.
         assert m["samples/count"] > 0 and m["samples/usable_rate"] > 0 and "game/invalid_rate" in m
         assert {"rewards/game/mean", "rewards/format/mean", "entropy", "game/return", "grad_norm"} <= set(m)
+        assert m["groups/count"] > 0 and 0.0 <= m["groups/dead_share"] <= 1.0  # through TRL's log, unchanged
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1]
+    assert all(lines[0]["learners"][n]["groups/dead_share"] == logs[n]["groups/dead_share"] for n in ("alice", "bob"))
 
 
 def test_time_budget_ends_the_run_like_its_last_step(tmp_path: Path) -> None:

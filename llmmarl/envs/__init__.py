@@ -3,7 +3,7 @@
 The built-in games are packages in :mod:`llmmarl.envs.games`, which lists them.
 """
 
-from llmmarl.envs.base import MessageRules, Observation, TextEnv, TextEnvError, check_text_env
+from llmmarl.envs.base import MessageRules, NotCloneableError, Observation, TextEnv, TextEnvError, check_text_env
 from llmmarl.envs.bots import BotSpec
 from llmmarl.envs.registry import (
     EnvSpec,
@@ -21,6 +21,7 @@ __all__ = [
     "EnvSpec",
     "FamilySpec",
     "MessageRules",
+    "NotCloneableError",
     "Observation",
     "TextEnv",
     "TextEnvError",

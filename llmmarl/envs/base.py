@@ -20,12 +20,13 @@ the game judges it: ``step`` takes the text, and :meth:`TextEnv.rejection` says 
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -146,6 +147,10 @@ class ForecastSpec(BaseModel):
         return f"<one of: {', '.join(self.labels)}> (the card your opponent holds)"
 
 
+class NotCloneableError(NotImplementedError):
+    """:meth:`TextEnv.clone` of a game that does not declare :attr:`TextEnv.cloneable`."""
+
+
 class TextEnv(ABC):
     """A multi-agent game as text. Subclasses set the attributes below in ``__init__``."""
 
@@ -164,6 +169,10 @@ class TextEnv(ABC):
     forfeit_reward: float = -1.0
     #: What agents may forecast (FORECAST line); None: the final outcome (see :meth:`forecast_spec`).
     forecast: ForecastSpec | None = None
+    #: Whether :meth:`clone` copies the game in play. Declared per game, only where the copy is exact and
+    #: independent: the same moves give the same observations, chance and rewards in both, and neither sees the
+    #: other's moves.
+    cloneable: bool = False
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> None:
@@ -260,6 +269,24 @@ class TextEnv(ABC):
         """For forecasts checked against the hidden state now (``opponent_card``): the true answer for ``agent``
         at this moment, read from the simulator. None for forecasts scored at the end of the game (the default)."""
         return None
+
+    def clone(self) -> Self:
+        """An independent copy of the game as it stands, chance included: what is dealt stays dealt, and future
+        chance draws follow the same random state, so the same moves play out identically in the copy and in the
+        original while neither affects the other. For search and Monte-Carlo estimates from a state.
+
+        Raises :class:`NotCloneableError` naming the game unless it declares :attr:`cloneable`."""
+        if not self.cloneable:
+            raise NotCloneableError(
+                f"game {getattr(self, 'name', type(self).__name__)!r} cannot clone its state: it does not declare "
+                "cloneable (see TextEnv.clone)"
+            )
+        return self._clone()
+
+    def _clone(self) -> Self:
+        """How :meth:`clone` copies: a deep copy, right for games held in plain Python objects. Games over native
+        states or libraries whose objects copy themselves by rebuilding (PettingZoo's EzPickle) override it."""
+        return copy.deepcopy(self)
 
     def teammates(self, agent: str) -> list[str]:
         return [a for a in self.possible_agents if a != agent and self.teams[a] == self.teams[agent]]

@@ -111,6 +111,9 @@ class OpenSpielTextEnv(AECTextEnv):
             message_rules,
         )
         self.description = self.renderer.description or describe_game(loaded)
+        # A cloned OpenSpiel state replays explicit chance outcomes from shimmy's copied random state; a sampled-
+        # stochastic game draws them from the game object's own generator, which clone and original would share.
+        self.cloneable = loaded.get_type().chance_mode != pyspiel.GameType.ChanceMode.SAMPLED_STOCHASTIC
 
     @property
     def state(self) -> pyspiel.State:
@@ -136,6 +139,15 @@ class OpenSpielTextEnv(AECTextEnv):
 
     def _returns(self) -> dict[str, float]:
         return {a: float(r) for a, r in zip(self.possible_agents, self.state.returns(), strict=True)}
+
+    def _clone_memo(self) -> dict[int, Any]:
+        # The state through OpenSpiel's own clone (its chance outcomes, dealt cards included, stay); the game and
+        # its type are immutable and shared.
+        pz = vars(self.pz)
+        memo: dict[int, Any] = {id(pz[k]): pz[k] for k in ("_env", "game_type") if k in pz}
+        if "game_state" in pz:  # set by the first reset
+            memo[id(pz["game_state"])] = pz["game_state"].clone()
+        return memo
 
 
 _UTILITY_WORDS = {

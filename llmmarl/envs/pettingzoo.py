@@ -9,8 +9,9 @@ board and named moves.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from gymnasium import spaces
@@ -19,7 +20,31 @@ from pettingzoo import AECEnv, ParallelEnv
 from llmmarl.envs.base import MessageRules, Observation, TextEnv
 from llmmarl.envs.renderer import Renderer
 
-__all__ = ["AECTextEnv", "ParallelTextEnv", "PettingZooTextEnv", "Renderer"]
+__all__ = ["AECTextEnv", "ParallelTextEnv", "PettingZooTextEnv", "Renderer", "copy_in_play"]
+
+
+def copy_in_play(env: Any, memo: dict[int, Any] | None = None) -> Any:
+    """A copy of a PettingZoo env in the middle of a game, its wrappers included, sharing nothing mutable with it.
+
+    ``copy.deepcopy`` is not one for most PettingZoo games: their envs are gymnasium ``EzPickle`` s, which copy by
+    calling the constructor again, so the copy is a fresh game that was never reset (tic-tac-toe's board comes back
+    empty without an error; shimmy's OpenSpiel wrapper has no ``agents``). Here each layer of the wrapper chain
+    (``wrapper.env``) is rebuilt from its attributes, deep-copied. ``memo`` is ``copy.deepcopy`` 's: objects already
+    copied or to be shared (a native state cloned by its own library, an immutable native game); it is updated.
+    An ``EzPickle`` held anywhere but on the chain would still be rebuilt: a game declares ``cloneable`` only where
+    its tests show the copy exact.
+    """
+    memo = {} if memo is None else memo
+    layers: list[Any] = []
+    layer: Any = env
+    while layer is not None:  # vars(), not getattr: a wrapper forwards unknown attributes to the env it wraps
+        layers.append(layer)
+        layer = vars(layer).get("env")
+    twins = [object.__new__(type(x)) for x in layers]
+    memo.update({id(x): twin for x, twin in zip(layers, twins, strict=True)})
+    for x, twin in zip(layers, twins, strict=True):
+        vars(twin).update(copy.deepcopy(vars(x), memo))
+    return twins[0]
 
 
 def _legal_ids(space: spaces.Space, raw: Any, info: Mapping[str, Any] | None) -> list[int]:
@@ -72,6 +97,15 @@ class PettingZooTextEnv(TextEnv):
 
     def _returns(self) -> dict[str, float]:
         return dict(self._totals)
+
+    def _clone(self) -> Self:
+        memo = self._clone_memo()
+        copy_in_play(self.pz, memo)  # the PettingZoo env first, so that the deep copy below takes it from memo
+        return copy.deepcopy(self, memo)
+
+    def _clone_memo(self) -> dict[int, Any]:
+        """Objects :meth:`clone` shares or has already copied by other means (``copy.deepcopy`` 's memo)."""
+        return {}
 
     def close(self) -> None:
         self.pz.close()

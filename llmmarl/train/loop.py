@@ -43,6 +43,7 @@ from llmmarl.train.metrics import MetricsRow, UpdateTimes, append_metrics
 from llmmarl.train.monitors import (
     eval_line,
     format_metrics,
+    group_metrics,
     monitor_line,
     sample_metrics,
     separated,
@@ -241,6 +242,8 @@ class MultiAgentTrainer(ABC):
         for name in self.learners:
             t1 = time.perf_counter()
             metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
+            if cfg.group_size > 1:
+                metrics |= group_metrics(samples[name])
             metrics.update(self.learn(name, samples[name]))
             metrics["time/update_s"] = time.perf_counter() - t1
             logs[name] = self.log(name, metrics)

@@ -5,7 +5,8 @@ A row is one of four kinds, told apart by which fields are set:
 * a **pre-training** (``pretrain``, at step 0; only with ``pretrain:`` in the config): every learner's supervised
   FORECAST pre-training before RL, its held-out loss before and after, examples and seconds;
 * an **update** (``learners``, ``time``, ``engine``, and ``rollout_games_retried`` with rollout workers): after
-  each update, every learner's monitors (``game/...``, ``samples/...``, ``terms/...`` and the algorithm's own,
+  each update, every learner's monitors (``game/...``, ``samples/...``, ``terms/...``, with ``group_size >= 2``
+  ``groups/count`` and ``groups/dead_share`` - the share of groups whose rewards all tie - and the algorithm's own,
   e.g. ``loss``), the seconds it took, and the games replayed after a rollout actor died;
 * an **evaluation** (``eval``, ``engine``, and ``nash_conv`` when the run measures it): ``{lineup: {learner:
   metrics}}``, the run's own evaluation at that step, and the engine that played it;

@@ -7,6 +7,7 @@ These are derived numbers and text; the file they are written to is :mod:`llmmar
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,6 +74,33 @@ def sample_metrics(samples: Sequence[TurnSample]) -> dict[str, float]:
     return m
 
 
+# Rewards are weighted sums of a few terms, so two equal outcomes can differ by rounding (~1e-15 of their size). A
+# spread at or below this, relative to the rewards' size, counts as none: GRPO divides by (std + 1e-4), so it would
+# move an advantage by at most ~1e-5 of a standard deviation, while any real difference of outcome is far larger.
+DEAD_GROUP_TOLERANCE = 1e-9
+
+
+def is_dead(rewards: Sequence[float], tol: float = DEAD_GROUP_TOLERANCE) -> bool:
+    """Whether ``rewards`` all equal each other (up to ``tol`` relative to their size, at least absolute ``tol``): a
+    group-relative advantage is then zero for every member, and the group gives no gradient."""
+    if not rewards:
+        raise ValueError("a group has at least one reward")
+    return max(rewards) - min(rewards) <= tol * max(1.0, max(abs(r) for r in rewards))
+
+
+def group_metrics(samples: Sequence[TurnSample]) -> dict[str, float]:
+    """How many of one learner's groups carry signal. A group is the learner's answers in one seat of one group of
+    games (the set ``credit: group`` and RLOO compare); a dead one has zero reward spread (see :func:`is_dead`).
+    Only meaningful with ``group_size >= 2``: a group of one game compares a seat's turns of that game only."""
+    groups: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for s in samples:
+        groups[(s.group, s.seat)].append(s.reward)
+    if not groups:
+        return {"groups/count": 0.0}
+    dead = sum(is_dead(rewards) for rewards in groups.values())
+    return {"groups/count": float(len(groups)), "groups/dead_share": dead / len(groups)}
+
+
 def monitor_line(logs: dict[str, dict[str, Any]]) -> str:
     """The progress bar's postfix after an update: each learner's return, win rate and what its algorithm logs."""
     parts = []
@@ -85,6 +113,8 @@ def monitor_line(logs: dict[str, dict[str, Any]]) -> str:
             line += f" H {m['entropy']:.2f}"
         if "ppo/explained_variance" in m:
             line += f" EV {m['ppo/explained_variance']:+.2f}"
+        if "groups/dead_share" in m:  # groups whose rewards all tie: no group-relative gradient from them
+            line += f" dead {m['groups/dead_share']:.0%}"
         parts.append(line)
     return " | ".join(parts)
 

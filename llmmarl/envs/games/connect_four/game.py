@@ -47,4 +47,5 @@ class ConnectFourRenderer(Renderer):
 def make_connect_four() -> AECTextEnv:
     env = AECTextEnv("connect_four_v3", connect_four.env, ConnectFourRenderer())
     env.forecast = ENDS_WITHIN_2  # how the game stands after this move and the reply
+    env.cloneable = True  # the board and the turn live in the env's attributes (copy_in_play)
     return env

@@ -43,6 +43,7 @@ class OneSeatProbe(TextEnv):
     """A one-seat probe of ``decisions`` turns; subclasses say what each turn shows and what pays."""
 
     decisions = 1
+    cloneable = True  # plain Python state; the cue generator is copied with it
 
     def __init__(self, name: str, description: str, labels: list[str]) -> None:
         self.name = name
@@ -102,6 +103,8 @@ SEATS = ["player_0", "player_1"]
 class SimultaneousProbe(TextEnv):
     """A one-step probe where both seats choose at once, each among its own words (``seat_words``); subclasses say
     what each seat sees and what the pair of choices pays (``_returns`` reads ``choices``)."""
+
+    cloneable = True  # plain Python state
 
     def __init__(self, name: str, description: str, teams: dict[str, str], seat_words: dict[str, list[str]]) -> None:
         self.name = name

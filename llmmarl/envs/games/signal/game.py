@@ -59,7 +59,7 @@ def make_signal(
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary must be one of {sorted(VOCABULARIES)}, got {vocabulary!r}")
     words = VOCABULARIES[vocabulary]
-    return AECTextEnv(
+    text_env = AECTextEnv(
         "signal_v0",
         lambda: env(num_items=num_items, rounds=rounds),
         SignalRenderer(ITEM_NAMES[:num_items], rounds),
@@ -68,3 +68,5 @@ def make_signal(
             mode="broadcast" if talk else "off", max_tokens=16, vocabulary=words[:num_items] if words else None
         ),
     )
+    text_env.cloneable = True  # goals come from the env's numpy generator, copied with it: the copy draws alike
+    return text_env

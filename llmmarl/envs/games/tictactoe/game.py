@@ -41,4 +41,5 @@ ENDS_WITHIN_2 = ForecastSpec(target="ends_within", labels=("win", "draw", "loss"
 def make_tictactoe() -> AECTextEnv:
     env = AECTextEnv("tictactoe_v3", tictactoe_v3.env, TicTacToeRenderer())
     env.forecast = ENDS_WITHIN_2
+    env.cloneable = True  # the board, the turn and the winner live in the env's attributes (copy_in_play)
     return env

@@ -18,6 +18,8 @@ SPEAKER, LISTENER = "speaker_0", "listener_0"
 
 
 class SpeakerListener(TextEnv):
+    cloneable = True  # plain Python state (messages are the runner's, not the game's)
+
     def __init__(self, goals: int = 2, seed: int = 0) -> None:
         self.name = "probe_speaker_listener"
         self.possible_agents = [SPEAKER, LISTENER]
