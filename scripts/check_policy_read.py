@@ -5,7 +5,10 @@ grammar, its label probabilities read exactly (``answer_distribution``) and coun
     python scripts/check_policy_read.py --model default --samples 2000 --temperature 1.0
 
 Prints, per label, the read probability, the sampled frequency and the 99.9% binomial interval around the read
-probability; exits 1 when a frequency falls outside it.
+probability; exits 1 when a frequency falls outside it. Then how the answers were spelled: how many distinct token
+paths the samples took, and each label's most common path with its share. A grammar lets a model spell a word (and
+the fixed ``ACTION: `` tag) in many tokenisations; a trained model keeps to one, a random network spreads over
+hundreds, and a policy-gradient step on one path then moves little of the label's mass.
 """
 
 from __future__ import annotations
@@ -62,4 +65,17 @@ for label, prob in reading.probs.items():
 if counts:
     ok = False
     print(f"answers that are no label: {dict(counts)}")
+paths = Counter(tuple(a.completion_ids) for a in answers)
+print(f"spellings: {len(paths)} distinct token paths in {n} answers")
+for label in reading.probs:
+    mine = [
+        (c, ids)
+        for ids, c in paths.items()
+        if backend.tokenizer.decode(ids, skip_special_tokens=True).strip() == f"ACTION: {label}"
+    ]
+    if mine:
+        c, ids = max(mine)
+        total = sum(c for c, _ in mine)
+        pieces = "|".join(backend.tokenizer.decode([t]) for t in ids)
+        print(f"  {label:<9} {len(mine)} paths; the most common, {pieces!r}, {c}/{total} of its answers")
 sys.exit(0 if ok else 1)
