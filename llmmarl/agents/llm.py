@@ -91,7 +91,7 @@ class PromptContext(BaseModel):
 
 def grammar_for(env: TextEnv, seat: str, context: PromptContext, spec: LLMAgentSpec) -> str | None:
     """The turn grammar a ``constrained`` agent decodes under (None for an unconstrained one)."""
-    if not spec.constrained:
+    if not spec.constrained or spec.canonical:
         return None
     return turn_grammar(
         context.legal,
@@ -104,6 +104,30 @@ def grammar_for(env: TextEnv, seat: str, context: PromptContext, spec: LLMAgentS
         plan=spec.asks("PLAN"),
         free_action=context.free_text or None,
     )
+
+
+def choices_for(env: TextEnv, seat: str, context: PromptContext, spec: LLMAgentSpec) -> list[str] | None:
+    """Every complete answer of a ``canonical`` agent's closed turn, as the turn grammar would spell it (None for
+    an agent that is not canonical). A ValueError names what makes the turn open."""
+    if not spec.canonical:
+        return None
+    open_lines = [line for line in ("PLAN", "PREDICT", "FORECAST") if spec.asks(line)]
+    if open_lines or context.free_text or not context.legal:
+        why = f"it asks for {', '.join(open_lines)}" if open_lines else "its moves are free text"
+        raise ValueError(f"canonical answers need a closed turn; {spec.name}'s turn in {env.name} is open: {why}")
+    actions = [f"ACTION: {label}" for label in context.legal]
+    rules = env.message_rules if spec.asks("MESSAGE") else MessageRules(mode="off")
+    if rules.mode == "off" or (rules.mode == "directed" and not context.teammates):
+        return actions
+    if not rules.vocabulary:
+        raise ValueError(
+            f"canonical answers need a closed turn; {spec.name}'s MESSAGE line in {env.name} is free text (the game "
+            "has no message vocabulary): ask for ACTION only"
+        )
+    heads = (
+        [f"MESSAGE to {t}: " for t in context.teammates] if rules.mode == "directed" else ["MESSAGE: "]
+    )  # as turn_grammar writes the line; the message is optional there too
+    return actions + [f"{h}{w}\n{a}" for h in heads for w in rules.vocabulary for a in actions]
 
 
 def keep_asked(parsed: ParseResult, spec: LLMAgentSpec) -> ParseResult:
@@ -132,6 +156,7 @@ class LLMDecision:
     messages: list[ChatMessage]
     grammar: str | None
     adapter: str | None  # the backend adapter that answers; None = the base model
+    choices: list[str] | None = None  # a canonical agent's complete answers (then no grammar)
     attempts: list[Attempt] = field(default_factory=list)
     parsed: ParseResult | None = None
 
@@ -149,7 +174,8 @@ class LLMDecision:
         """Fill the prompt of ``seat``'s turn (its messages and grammar); nothing is asked yet."""
         context = PromptContext.of(env, seat, obs, inbox, spec)
         messages = prompts.messages(**context.variables())
-        return cls(spec, context, prompts, messages, grammar_for(env, seat, context, spec), adapter)
+        grammar, choices = grammar_for(env, seat, context, spec), choices_for(env, seat, context, spec)
+        return cls(spec, context, prompts, messages, grammar, adapter, choices=choices)
 
     # ---- requests ---------------------------------------------------------------------------------------------
     def ask(self, seed: int | None = None) -> GenerationRequest:
@@ -174,6 +200,7 @@ class LLMDecision:
             temperature=self.spec.temperature,
             top_p=self.spec.top_p,
             grammar=self.grammar,
+            choices=self.choices,
             seed=seed,
         )
 

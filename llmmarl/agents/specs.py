@@ -33,6 +33,12 @@ class LLMAgentSpec(BaseModel):
     constrained: bool = Field(
         False, description="Constrain decoding with a grammar so the action is always a legal label."
     )
+    canonical: bool = Field(
+        False,
+        description="Answer a closed turn (ACTION only, or a one-word MESSAGE from the game's vocabulary then "
+        "ACTION) as one of its complete texts, each in the tokenizer's own tokens: one token path per answer "
+        "instead of the grammar's every spelling. Implies constrained; an open turn is an error.",
+    )
     forecast: bool = Field(
         False, description="Ask for a FORECAST line: what the game declares forecastable (scored; see scoring)."
     )

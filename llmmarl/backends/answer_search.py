@@ -157,12 +157,9 @@ class AnswerSearch:
         ]
 
     def _matcher(self, q: int) -> Any | None:
-        request = self.queries[q].request
-        if not request.grammar:
+        matcher = self.b.matcher(self.queries[q].request)
+        if matcher is None:
             return None
-        import xgrammar as xgr
-
-        matcher = xgr.GrammarMatcher(self.b._compile(request.grammar))
         for token in self.queries[q].prefix_ids:
             if not matcher.accept_token(int(token)):
                 raise ValueError(f"prefix token {token} breaks the request's grammar")

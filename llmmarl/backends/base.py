@@ -61,6 +61,12 @@ class GenerationRequest(BaseModel):
     grammar: str | None = Field(
         None, description="EBNF grammar (xgrammar/vLLM syntax) the output must follow; None = unconstrained."
     )
+    choices: list[str] | None = Field(
+        None,
+        description="The answer is exactly one of these texts, spelled in the tokenizer's own tokens (one token path "
+        "per answer; see backends/choices.py); replaces grammar. A server that cannot hold to the tokens takes "
+        "them as a choice of texts.",
+    )
     seed: int | None = Field(
         None,
         ge=0,

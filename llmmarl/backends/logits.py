@@ -53,12 +53,14 @@ class GrammarProcessor(LogitsProcessor):
     ``apply`` masks the logits (see :class:`BitmaskApply`).
     """
 
-    def __init__(self, grammars: Sequence[Any | None], vocab_size: int, apply: BitmaskApply) -> None:
+    def __init__(self, matchers: Sequence[Any | None], vocab_size: int, apply: BitmaskApply) -> None:
+        """``matchers``: per row, an xgrammar ``GrammarMatcher`` (or a
+        :class:`~llmmarl.backends.choices.ChoiceMatcher`) at the answer's start, or None for a free row."""
         import xgrammar as xgr
 
-        self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
+        self.matchers = list(matchers)
         self.rows = [i for i, m in enumerate(self.matchers) if m is not None]
-        self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)  # (B, ceil(V / 32)) int32, CPU
+        self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), vocab_size)  # (B, ceil(V / 32)) int32, CPU
         self.vocab_size = vocab_size
         self.apply = apply
         self._started = False

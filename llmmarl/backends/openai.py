@@ -365,7 +365,9 @@ class OpenAIBackend:
             kwargs["logprobs"] = True
         if self.is_vllm:
             extra["return_token_ids"] = True
-            if req.grammar:
+            if req.choices:  # vLLM holds the texts, not their tokens: any spelling of a choice can come back
+                extra["structured_outputs"] = {"choice": list(req.choices)}
+            elif req.grammar:
                 extra["structured_outputs"] = {"grammar": req.grammar}
         return kwargs, extra
 

@@ -34,6 +34,7 @@ from llmmarl.backends.base import (
     GenerationRequest,
     check_adapters,
 )
+from llmmarl.backends.choices import ChoiceMatcher, ChoiceTrie, choice_trie
 from llmmarl.backends.device import resolve_device, resolve_dtype
 from llmmarl.backends.logits import BitmaskApply, GrammarProcessor, LogprobRecorder
 from llmmarl.backends.prefix_cache import PrefixCache, common_prefix_len
@@ -112,6 +113,7 @@ class TransformersBackend(PrefixCache):
         self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._calls = 0
         self._grammar_compiler: Any = None
+        self._choice_tries: dict[tuple[str, ...], ChoiceTrie] = {}  # by the choices' texts
         self._bitmask_apply = BitmaskApply()
         self.stats: dict[str, int] = defaultdict(int)
         for name, adapter_path in (adapters or {}).items():
@@ -196,6 +198,27 @@ class TransformersBackend(PrefixCache):
         ids = out["input_ids"] if isinstance(out, Mapping) else out
         return [int(t) for t in ids]
 
+    def matcher(self, request: GenerationRequest) -> Any | None:
+        """What constrains ``request``'s answer, at its start: its closed list of choices, its grammar, or None."""
+        if request.choices:
+            key = tuple(request.choices)
+            trie = self._choice_tries.get(key)
+            if trie is None:
+                trie = self._choice_tries[key] = choice_trie(
+                    self.tokenizer, request.choices, self.tokenizer.eos_token_id
+                )
+            if trie.longest > request.max_new_tokens:
+                raise ValueError(
+                    f"max_new_tokens={request.max_new_tokens} is shorter than the longest choice ({trie.longest} "
+                    "tokens with its end token)"
+                )
+            return ChoiceMatcher(trie)
+        if request.grammar:
+            import xgrammar as xgr
+
+            return xgr.GrammarMatcher(self._compile(request.grammar))
+        return None
+
     def _compile(self, grammar: str) -> Any:
         if self._grammar_compiler is None:
             import xgrammar as xgr
@@ -267,9 +290,9 @@ class TransformersBackend(PrefixCache):
             attention[row, width - (len(p) - n) :] = 1
         recorder = LogprobRecorder()
         processors: list[LogitsProcessor] = [recorder]
-        if any(r.grammar for r in reqs):
-            grammars = [self._compile(r.grammar) if r.grammar else None for r in reqs]
-            processors.append(GrammarProcessor(grammars, self.model.config.vocab_size, self._bitmask_apply))
+        if any(r.grammar or r.choices for r in reqs):
+            matchers = [self.matcher(r) for r in reqs]
+            processors.append(GrammarProcessor(matchers, self.model.config.vocab_size, self._bitmask_apply))
         first = reqs[0]
         kwargs: dict[str, Any] = {
             "max_new_tokens": first.max_new_tokens,

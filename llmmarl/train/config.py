@@ -154,6 +154,13 @@ class TrainConfig(_Strict):
         1.0, gt=0.0, description="Sampling temperature in training games (also the loss's logit temperature)."
     )
     reask: bool = Field(True, description="Re-ask once when an answer has no legal action (its answer is trained).")
+    canonical: bool = Field(
+        False,
+        description="Closed turns (ACTION only, or a one-word MESSAGE from the game's vocabulary then ACTION) are "
+        "answered as one of their complete texts in the tokenizer's own tokens, one token path per answer, instead "
+        "of the grammar's every spelling (see backends/choices.py). Implies constrained decoding; the in-process "
+        "backend only (a vLLM server takes the texts, not their tokens).",
+    )
     constrained: bool = Field(
         False,
         description="Grammar-constrained decoding in training games: every answer is well-formed and legal, so only "

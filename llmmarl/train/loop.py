@@ -191,7 +191,8 @@ class MultiAgentTrainer(ABC):
                 "max_new_tokens": cfg.max_new_tokens,
                 "template": cfg.template,
                 "reask": cfg.reask,
-                "constrained": cfg.constrained,
+                "constrained": cfg.constrained or cfg.canonical,
+                "canonical": cfg.canonical,
                 "lines": frozenset(cfg.lines),
                 "plan_actions": cfg.plan_actions,
             }
@@ -204,7 +205,8 @@ class MultiAgentTrainer(ABC):
     def corrects(self) -> bool:
         """Whether this update's samples get the importance correction: they come from the vLLM engine and were not
         grammar-constrained (vLLM's log-probs are then after the mask, ours before: not comparable)."""
-        return self.cfg.rollout_backend == "vllm" and not (self.cfg.constrained or self.constrained_rollout)
+        cfg = self.cfg
+        return cfg.rollout_backend == "vllm" and not (cfg.constrained or cfg.canonical or self.constrained_rollout)
 
     # ---- one rollout -----------------------------------------------------------------------------------------
     def rollout(self) -> tuple[list[EpisodeRecord], float]:

@@ -52,7 +52,8 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
         "max_new_tokens": cfg.max_new_tokens,
         "steps": cfg.steps,
         "reask": cfg.reask,
-        "constrained": cfg.constrained,
+        "constrained": cfg.constrained or cfg.canonical,
+        **({"canonical": True} if cfg.canonical else {}),  # absent when off: earlier manifests read the same
         "lines": cfg.lines,  # an adapter trained to answer ACTION only expects that prompt again
         "plan_actions": cfg.plan_actions,
     }
