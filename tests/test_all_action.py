@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from llmmarl.train.all_action import all_action_advantages, all_action_loss
+from llmmarl.train.rollout import episodes_to_samples
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -99,3 +100,43 @@ def test_bad_shapes_are_refused() -> None:
         all_action_loss(torch.zeros(4), torch.zeros(4))
     with pytest.raises(ValueError, match="at least one legal label"):
         all_action_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool))
+
+
+# ---- wired: algorithm all_action on the bandit probe, tiny model -----------------------------------------------------
+def test_a_tiny_all_action_run_trains_on_the_bandit(tmp_path) -> None:
+    from llmmarl.eval.probes import PROBES, probe_config
+    from llmmarl.train import TrainConfig, trainer_class
+
+    raw = probe_config(PROBES["bandit"], "rloo", "tiny", 0, 2, str(tmp_path), ["env_kwargs.arms=3"])
+    cfg = TrainConfig.model_validate({**raw, "algorithm": "all_action", "group_size": 1, "games_per_update": 8})
+    trainer = trainer_class("all_action")(cfg, progress=False)
+    logs = trainer.update()["learner"]
+    assert torch.isfinite(torch.tensor(logs["loss"])) and logs["grad_norm"] > 0
+    # Q came from branching each game, and it pays what the bandit pays: 1 for the paying word only.
+    env = trainer.env
+    paying = {label for label, v in env.optimal().items() if v == 1.0}  # type: ignore[attr-defined]
+    assert trainer.q and all({a for a, v in q.items() if v == 1.0} == paying for q in trainer.q.values())
+    assert 0.0 <= logs["all_action/value"] <= 1.0
+    # One step on a fixed set of decisions raises their value sum_a pi(a) Q(a), read as the loss reads pi.
+    episodes, _ = trainer.rollout()
+    trainer.begin_update(episodes)
+    samples = episodes_to_samples(episodes, ["learner"], cfg.rewards.as_dict(), env.forfeit_reward)["learner"]
+
+    def value() -> float:
+        with torch.no_grad():
+            logp, q, mask = trainer._label_logprobs(samples)
+            return float(all_action_advantages(logp, q, mask)[1].mean())
+
+    before = value()
+    trainer.learn("learner", samples)
+    assert value() > before + 1e-4, (before, value())
+
+
+def test_all_action_refuses_what_it_cannot_credit(tmp_path) -> None:
+    from llmmarl.eval.probes import PROBES, probe_config
+    from llmmarl.train import TrainConfig, trainer_class
+
+    raw = probe_config(PROBES["bandit"], "rloo", "tiny", 0, 1, str(tmp_path), [])
+    cfg = TrainConfig.model_validate({**raw, "algorithm": "all_action", "constrained": False})
+    with pytest.raises(ValueError, match="constrained: true"):
+        trainer_class("all_action")(cfg, progress=False)

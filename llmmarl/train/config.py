@@ -91,7 +91,9 @@ class TrainConfig(_Strict):
         "grpo",
         description="grpo: advantages from baselines over an update's samples (see grpo), no critic. ppo: "
         "turn-level PPO with a learned critic per learner and GAE over each agent's turns (see ppo). rloo: "
-        "REINFORCE with a leave-one-out baseline over each group of games. Others: see register_algorithm.",
+        "REINFORCE with a leave-one-out baseline over each group of games. all_action: every legal label credited "
+        "by its value from branching the game (single-decision games, ACTION-only under the grammar). Others: see "
+        "register_algorithm.",
     )
     grpo: GRPOSettings | None = Field(
         None, description="algorithm: grpo's settings (filled with the defaults when that algorithm has none)."
