@@ -39,6 +39,12 @@ class Attempt(BaseModel):
         "model's doing, so it never counts as an invalid answer.",
     )
     adapter_version: str | None = Field(None, description="Stamp of the adapter weights that answered, if stamped.")
+    explore_weight: float | None = Field(
+        None,
+        description="Training rollouts with label-level exploration (llmmarl.train.exploration): pi / mu of this "
+        "answer, the weight of its loss; None where exploration did not apply.",
+    )
+    explored: bool = Field(False, description="The answer is a label drawn by exploration, not the model's sample.")
 
     @classmethod
     def of(cls, messages: list[ChatMessage], gen: Generation, error: str | None) -> Attempt:

@@ -34,10 +34,10 @@ import random
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
@@ -45,7 +45,14 @@ from llmmarl.agents.llm import LLMAgents, LLMDecision
 from llmmarl.agents.messages import MessageBoard
 from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
-from llmmarl.backends.base import Backend, BackendError, GenerationRequest, special_tokens, word_truncate
+from llmmarl.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    special_tokens,
+    word_truncate,
+)
 from llmmarl.envs import make
 from llmmarl.envs.base import Action
 from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
@@ -54,7 +61,20 @@ from llmmarl.matches import Match, request_seed, seatings
 from llmmarl.records import EpisodeRecord, TurnRecord, outcomes_from_returns
 from llmmarl.scoring import score_turns
 
-__all__ = ["Match", "Runner", "request_seed", "seatings"]  # Match and the seeding helpers live in llmmarl.matches
+# Match and the seeding helpers live in llmmarl.matches
+__all__ = ["AnswerHook", "Match", "Runner", "request_seed", "seatings"]
+
+
+class HookedAnswer(Protocol):
+    """An answer after an :data:`AnswerHook`: the generation played, its loss weight (None: not weighed)."""
+
+    generation: Generation
+    weight: float | None
+    explored: bool
+
+
+#: Sees a batch's decisions, requests and answers; returns the answers to read (see ``Runner(explore=...)``).
+AnswerHook = Callable[[list[LLMDecision], list[GenerationRequest], list[Generation]], Sequence[HookedAnswer]]
 
 
 class Runner:
@@ -67,6 +87,8 @@ class Runner:
         out: JSONL file that receives each finished game's :class:`EpisodeRecord`.
         progress: show a progress bar.
         mode: ``rounds``, ``stream`` or ``auto`` (see the module docstring).
+        explore: sees every batch of LLM answers before they are read and may replace them, each with the weight
+            recorded on its attempt (training's label-level exploration, :mod:`llmmarl.train.exploration`).
     """
 
     def __init__(
@@ -77,8 +99,10 @@ class Runner:
         out: str | Path | None = None,
         progress: bool = True,
         mode: Literal["auto", "rounds", "stream"] = "auto",
+        explore: AnswerHook | None = None,
     ) -> None:
         self.backend = backend
+        self.explore = explore
         if mode == "auto":
             mode = "stream" if getattr(backend, "concurrent_calls", False) else "rounds"
         self.mode = mode
@@ -285,11 +309,15 @@ class Runner:
         gens = self.backend.generate(requests)
         self._count("backend_calls", 1)
         self._count("llm_requests", len(requests))
-        for d, req, gen in zip(decisions, requests, gens, strict=True):
+        played = self.explore([d.llm for d in decisions if d.llm], requests, gens) if self.explore else None
+        for i, (d, req, gen) in enumerate(zip(decisions, requests, gens, strict=True)):
             if gen.error is not None:
                 self._count("failed_requests", 1)
             assert d.llm is not None
-            d.llm.read(req, gen)
+            d.llm.read(req, played[i].generation if played is not None else gen)
+            if played is not None and played[i].weight is not None:
+                d.llm.attempts[-1].explore_weight = played[i].weight
+                d.llm.attempts[-1].explored = played[i].explored
 
     def _decide_scripted(self, d: Decision) -> None:
         spec = d.spec

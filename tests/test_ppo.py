@@ -120,7 +120,7 @@ BASE: dict[str, Any] = {"env": "tictactoe_v3", "model": "tiny", "eval_games": 0,
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"algorithm": "a2c"}, "unknown algorithm 'a2c'; registered: grpo, ppo"),
+        ({"algorithm": "a2c"}, "unknown algorithm 'a2c'; registered: all_action, grpo, ppo"),
         ({"algorithm": "ppo", "ppo": {"clip_range": 1.5}}, "ppo.clip_range"),
         ({"algorithm": "ppo", "ppo": {"gae_lambda": -0.1}}, "ppo.gae_lambda"),
         ({"algorithm": "ppo", "ppo": {"ppo_epochs": 0}}, "ppo.ppo_epochs"),

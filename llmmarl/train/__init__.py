@@ -52,6 +52,7 @@ def _builtin(module: str, cls: str) -> Callable[[], type[MultiAgentTrainer]]:
 register_algorithm("grpo", _builtin("llmmarl.train.grpo", "MultiAgentGRPO"))
 register_algorithm("ppo", _builtin("llmmarl.train.ppo", "MultiAgentPPO"))
 register_algorithm("rloo", _builtin("llmmarl.train.rloo", "MultiAgentRLOO"))
+register_algorithm("all_action", _builtin("llmmarl.train.all_action_trainer", "MultiAgentAllAction"))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> MultiAgentTrainer:

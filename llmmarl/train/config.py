@@ -33,6 +33,7 @@ from llmmarl.train.algorithm_settings import (
 )
 from llmmarl.train.settings import (
     LLAMA_LINEAR,
+    ExplorationSettings,
     LeagueSettings,
     LearnerConfig,
     LoraSettings,
@@ -90,7 +91,9 @@ class TrainConfig(_Strict):
         "grpo",
         description="grpo: advantages from baselines over an update's samples (see grpo), no critic. ppo: "
         "turn-level PPO with a learned critic per learner and GAE over each agent's turns (see ppo). rloo: "
-        "REINFORCE with a leave-one-out baseline over each group of games. Others: see register_algorithm.",
+        "REINFORCE with a leave-one-out baseline over each group of games. all_action: every legal label credited "
+        "by its value from branching the game (single-decision games, ACTION-only under the grammar). Others: see "
+        "register_algorithm.",
     )
     grpo: GRPOSettings | None = Field(
         None, description="algorithm: grpo's settings (filled with the defaults when that algorithm has none)."
@@ -127,6 +130,12 @@ class TrainConfig(_Strict):
         False, description="Ask for PLAN as the agent's own next action labels, so plans are scored (rewards.plan)."
     )
     rewards: RewardWeights = Field(default_factory=RewardWeights, description="Reward terms and their weights.")
+    exploration: ExplorationSettings | None = Field(
+        None,
+        description="Label-level exploration of the training rollouts, unbiased by importance weights (see "
+        "llmmarl.train.exploration): with probability epsilon a learner's ACTION-only decision under the grammar "
+        "plays a uniformly drawn legal label, and every such answer's loss is weighted by pi / mu. None = off.",
+    )
     pretrain: PretrainSettings | None = Field(
         None,
         description="Supervised FORECAST pre-training of each learner's adapter on recorded or random games before "
@@ -329,6 +338,7 @@ class TrainConfig(_Strict):
             )
         self._check_algorithm(names)
         self._check_lines()
+        self._check_exploration()
         n_learners, n_opponents = len(self.learners), len(self.opponents)
         if self.setting == "self_play" and (n_learners != 1 or n_opponents):
             raise ValueError(
@@ -366,6 +376,19 @@ class TrainConfig(_Strict):
             )
         if self.rewards.plan and not self.plan_actions:
             raise ValueError("rewards.plan scores plans given as action labels: set plan_actions: true")
+
+    def _check_exploration(self) -> None:
+        if self.exploration is None:
+            return
+        if not self.constrained or self.lines:
+            raise ValueError(
+                "exploration draws labels for ACTION-only turns under the grammar: set constrained: true and lines: []"
+            )
+        if self.rollout_backend != "transformers" or self.rollout_workers:
+            raise ValueError(
+                "exploration scores the answers it plays with the trainer's in-process model: use rollout_backend: "
+                "transformers and rollout_workers: 0"
+            )
 
     def _check_algorithm(self, names: list[str]) -> None:
         for block in ALGORITHM_SETTINGS:

@@ -179,6 +179,7 @@ class AgentGRPOTrainer(GRPOTrainer):
             output["old_per_token_logps"] = self.old_logps
         if self.monitor is not None:
             self._add_importance(output)
+        self._add_exploration(output)
         # TRL's share of zero-spread groups is always 1 with groups of one row: a misleading monitor, dropped.
         model: Any = self.model
         self._metrics["train" if model.training else "eval"].pop("frac_reward_zero_std", None)
@@ -201,6 +202,17 @@ class AgentGRPOTrainer(GRPOTrainer):
             output["importance_sampling_ratio"] = importance_weights(
                 learner, engine, mask, self.importance, self.importance_cap
             )
+
+    def _add_exploration(self, output: dict[str, Any]) -> None:
+        """Each row's pi / mu under label-level exploration (llmmarl.train.exploration), multiplied into the
+        per-token ratio the loss applies, with the engine correction's when that is there too."""
+        weights = [s.weight for s in self.batch]
+        if all(w == 1.0 for w in weights):
+            return
+        mask = output["completion_mask"]
+        column = torch.tensor(weights, dtype=torch.float32, device=mask.device)[:, None]
+        ratio = output.get("importance_sampling_ratio")
+        output["importance_sampling_ratio"] = (ratio if ratio is not None else torch.ones_like(mask).float()) * column
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         if "importance_sampling_ratio" not in inputs:

@@ -38,6 +38,7 @@ from llmmarl.train.checkpoint import OptimizerHolder, list_checkpoints
 from llmmarl.train.config import LoraSettings, TrainConfig
 from llmmarl.train.engine import engine_spec
 from llmmarl.train.evaluation import play_lineups
+from llmmarl.train.exploration import exploration_metrics
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.metrics import MetricsRow, UpdateTimes, append_metrics
 from llmmarl.train.monitors import (
@@ -246,6 +247,8 @@ class MultiAgentTrainer(ABC):
             metrics = {**sample_metrics(samples[name]), "time/rollout_s": t_rollout, **games.get(name, {})}
             if cfg.group_size > 1:
                 metrics |= group_metrics(samples[name])
+            if cfg.exploration is not None:
+                metrics |= exploration_metrics(samples[name])
             metrics.update(self.learn(name, samples[name]))
             metrics["time/update_s"] = time.perf_counter() - t1
             logs[name] = self.log(name, metrics)

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmmarl.backends.base import Backend, BackendError
+from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.records import OUTCOME_POINTS, EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import save_adapter
 from llmmarl.train.engine import build_engine as build_vllm_engine
 from llmmarl.train.engine import engine_spec, publish_learners
+from llmmarl.train.exploration import LabelExplorer
 from llmmarl.train.league import Snapshot
 from llmmarl.train.lineup import Group, group_matches, training_groups
 
@@ -60,6 +62,17 @@ def rollout_backend(trainer: MultiAgentTrainer) -> Backend:
     return trainer.engine
 
 
+def explorer(trainer: MultiAgentTrainer) -> LabelExplorer | None:
+    """The label-level exploration of this update's rollout (``exploration:``), or None."""
+    settings = trainer.cfg.exploration
+    if settings is None:
+        return None
+    backend = trainer.rollout_backend()
+    if not isinstance(backend, TransformersBackend):
+        raise BackendError(f"exploration scores answers with the in-process model; {type(backend).__name__} cannot")
+    return LabelExplorer(backend, trainer.learners, settings.epsilon, trainer.cfg.seed, trainer.step)
+
+
 def play_replaying_outages(trainer: MultiAgentTrainer, matches: Sequence[Match]) -> list[EpisodeRecord]:
     """Play ``matches``; games an outage stopped are played again (same seed), up to ``OUTAGE_REPLAYS`` times.
 
@@ -67,7 +80,9 @@ def play_replaying_outages(trainer: MultiAgentTrainer, matches: Sequence[Match])
     than the baseline expects, would bias the update. If the outage persists the run stops with one clear error
     (the last checkpoint resumes it).
     """
-    runner = Runner(trainer.rollout_backend(), concurrency=trainer.cfg.concurrency, progress=False)
+    runner = Runner(
+        trainer.rollout_backend(), concurrency=trainer.cfg.concurrency, progress=False, explore=explorer(trainer)
+    )
     done = {ep.game_id: ep for ep in runner.play(matches)}
     for _ in range(OUTAGE_REPLAYS):
         broken = [m for m in matches if done[m.game_id].outage]

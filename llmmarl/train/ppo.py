@@ -317,6 +317,8 @@ class MultiAgentPPO(MultiAgentTrainer):
             ratio = log_ratio.exp()
             clipped = ratio.clamp(1.0 - ppo.clip_range, 1.0 + ppo.clip_range)
             weights = self._aligned([x.is_weights or [1.0] * len(x.old_logprobs) for x in micro], mask)
+            # times pi / mu of each answer under label-level exploration (llmmarl.train.exploration); 1 without it
+            weights = weights * torch.tensor([x.sample.weight for x in micro], device=mask.device)[:, None]
             policy = per_answer(-torch.min(ratio * adv, clipped * adv) * weights, mask)
             loss = policy - ppo.entropy_coef * per_answer(ent, mask)
             if ppo.kl_coef > 0:

@@ -85,7 +85,8 @@ class MultiAgentRLOO(MultiAgentTrainer):
             loss, pad = 0.0, self.tokenizer.pad_token_id
             ordered = sorted(batch, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))  # less padding
             for micro in split(ordered, -(-len(ordered) // cfg.micro_batch_size)):
-                advantages = torch.tensor([s.advantage for s in micro], device=self.device)
+                # pi / mu of each answer under label-level exploration (llmmarl.train.exploration); 1 without it
+                advantages = torch.tensor([s.advantage * s.weight for s in micro], device=self.device)
                 scored = answer_logprobs(self.model, micro, pad, cfg.temperature, self.device, cfg.shared_prefix)
                 part = -(advantages * per_answer(scored.token, scored.mask)).sum() / len(batch)
                 part.backward()  # gradients of the micro-batches add up to the batch mean's

@@ -53,6 +53,9 @@ class TurnSample:
     reward: float = 0.0
     advantage: float = 0.0
     cut: bool = False  # the answer ran into max_new_tokens (its finish reason is "length")
+    weight: float = 1.0  # pi / mu under label-level exploration (llmmarl.train.exploration); 1 without it
+    explored: bool = False  # the answer played was drawn by exploration
+    explorable: bool = False  # exploration applied to this decision (explored or not)
 
 
 def format_term(attempt: Attempt) -> float:
@@ -122,6 +125,9 @@ def episodes_to_samples(
                         terms=terms,
                         reward=sum(weights[k] * v for k, v in terms.items()),
                         cut=a.finish_reason == "length",
+                        weight=a.explore_weight if a.explore_weight is not None else 1.0,
+                        explored=a.explored,
+                        explorable=a.explore_weight is not None,
                     )
                 )
     return out

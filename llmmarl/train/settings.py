@@ -222,3 +222,19 @@ class PretrainSettings(_Strict):
                 f"pretrain.records {v!r} is not a file (a JSONL of EpisodeRecords, e.g. from llmmarl play)"
             )
         return v
+
+
+class ExplorationSettings(_Strict):
+    """Label-level exploration of the training rollouts (``exploration:``), kept unbiased by importance weights.
+
+    See :mod:`llmmarl.train.exploration`: at a learner's ACTION-only decision under the grammar, with probability
+    ``epsilon`` the answer played is the canonical spelling of a legal label drawn uniformly, and the loss weights
+    every answer by pi / mu, its probability under the policy over that under the exploring behaviour.
+    """
+
+    kind: Literal["epsilon"] = Field(
+        "epsilon", description="epsilon: with probability epsilon, a legal label drawn uniformly replaces the answer."
+    )
+    epsilon: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Probability that a learner's decision plays a uniformly drawn label."
+    )
