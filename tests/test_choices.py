@@ -140,5 +140,5 @@ def test_a_closed_message_line_is_enumerated_and_an_open_turn_refused(backend) -
     words = env.message_rules.vocabulary
     assert len(decision.choices) == len(legal) * (1 + len(words))
     assert f"MESSAGE: {words[0]}\nACTION: {legal[0]}" in decision.choices
-    with pytest.raises(ValueError, match="canonical answers need a closed turn.*PLAN"):
+    with pytest.raises(ValueError, match=r"canonical answers need a closed turn.*PLAN"):
         choices_for(env, "speaker_0", decision.context, spec.model_copy(update={"lines": frozenset({"PLAN"})}))
