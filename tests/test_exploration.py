@@ -124,7 +124,7 @@ def _config(tmp_path, **extra):
 def test_exploration_is_off_by_default_and_checked(tmp_path) -> None:
     assert _config(tmp_path).exploration is None
     assert _config(tmp_path, exploration={"epsilon": 0.2}).exploration.epsilon == 0.2  # kind: epsilon by default
-    with pytest.raises(ValueError, match="constrained: true and lines"):
+    with pytest.raises(ValueError, match=r"constrained: true \(or canonical: true\) and lines"):
         _config(tmp_path, exploration={"epsilon": 0.2}, constrained=False)
     with pytest.raises(ValueError, match="rollout_backend: transformers"):
         _config(tmp_path, exploration={"epsilon": 0.2}, rollout_backend="vllm")

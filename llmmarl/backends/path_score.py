@@ -44,10 +44,10 @@ def score_path(backend: TransformersBackend, request: GenerationRequest, path: S
     target = torch.tensor(list(path), device=logits.device)
     raw = torch.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
     masked = logits.cpu().clone()
-    if request.grammar:
+    matcher = backend.matcher(request)  # the grammar's, or a canonical request's choices
+    if matcher is not None:
         import xgrammar as xgr
 
-        matcher = xgr.GrammarMatcher(backend._compile(request.grammar))
         bitmask = xgr.allocate_token_bitmask(1, backend.model.config.vocab_size)
         for t, token in enumerate(path):
             if matcher.is_terminated():

@@ -380,9 +380,10 @@ class TrainConfig(_Strict):
     def _check_exploration(self) -> None:
         if self.exploration is None:
             return
-        if not self.constrained or self.lines:
+        if not (self.constrained or self.canonical) or self.lines:
             raise ValueError(
-                "exploration draws labels for ACTION-only turns under the grammar: set constrained: true and lines: []"
+                "exploration draws labels for ACTION-only turns under the grammar: set constrained: true (or "
+                "canonical: true) and lines: []"
             )
         if self.rollout_backend != "transformers" or self.rollout_workers:
             raise ValueError(
