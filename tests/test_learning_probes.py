@@ -1,33 +1,38 @@
-"""Learning you can check: the probe suite's runs on the tiny model, read exactly, and the runs that must fail.
+"""Learning you can check: every algorithm trained on the probe games the tiny model can hold, read exactly, to the
+probe's threshold; and the runs that must fail.
 
-The tiny model is a random two-layer network: in the budget CI can afford (4 updates of 16 games) it does not reach
-a probe's threshold, but its exact reading must move toward the known answer, and away from it when the advantage's
-sign is flipped, and not at all when the adapter is frozen. What each algorithm reaches with which model and budget
-is in docs/learning.md (``scripts/bench_learning.py``).
+The tiny model is a random two-layer network. With the suite's tiny recipe (``llmmarl.eval.probes.TINY``: T = 0.3,
+learning rate 1e-2, canonical answers) GRPO, RLOO, PPO and PPO with the centralised critic solve the bandit,
+delayed-credit and coordination probes in a few updates. The contextual and speaker-listener probes need the
+policy to condition on one word of its prompt, which the random network did not learn in 20 updates; in matching
+pennies its self-play drifts to a pure strategy (GRPO, RLOO) or swings (PPO) at T = 0.3. Those three are trained
+for one update here; what they reach is in docs/learning.md.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from llmmarl.eval.probes import PROBES, applicable, probe_config, run_probe, table
+from llmmarl.eval.probes import ALGORITHMS, PROBES, applicable, probe_config, run_probe, table
 
-UPDATES = 4
-# A two-word bandit, at a learning rate the random tiny model moves at (the default model's runs use 1e-4).
-SMALL = ["env_kwargs.arms=2", "learning_rate=0.003"]
+# Probes the tiny model solves, with the most updates a run may take (it stops once the threshold is reached; the
+# slowest here, PPO on the bandit, took 12 while its critic learned the baseline).
+BUDGET = {"bandit": 30, "delayed": 30, "coordination": 30}
+SOLVED = [(p, a) for p in BUDGET for a in ALGORITHMS if PROBES[p].applies(a)]
 
 
-def _gain(algorithm: str, extra: tuple[str, ...] = ()) -> tuple[float, float]:
-    r = run_probe(
-        PROBES["bandit"], algorithm, "tiny", seed=0, updates=UPDATES, read_every=UPDATES, overrides=SMALL + list(extra)
-    )
-    assert r.updates == UPDATES and r.games == UPDATES * 16 and [s for s, _ in r.curve] == [0, UPDATES]
+@pytest.mark.parametrize(("probe", "algorithm"), SOLVED)
+def test_every_algorithm_solves_the_probes_the_tiny_model_can_hold(probe: str, algorithm: str) -> None:
+    r = run_probe(PROBES[probe], algorithm, "tiny", seed=0, updates=BUDGET[probe], read_every=2)
+    print(table([r]))
+    assert r.reached, table([r])
+    assert r.curve[0][1] < PROBES[probe].threshold  # it was not solved before training
+
+
+def _gain(extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    r = run_probe(PROBES["bandit"], "rloo", "tiny", seed=0, updates=2, read_every=2, overrides=list(extra))
+    assert r.updates == 2 and r.games == 2 * 16 and [s for s, _ in r.curve] == [0, 2]
     return r.curve[0][1], r.curve[-1][1]
-
-
-def test_rloo_moves_the_bandit_toward_the_paying_word() -> None:
-    before, after = _gain("rloo")
-    assert after - before > 0.08, (before, after)
 
 
 def test_a_flipped_advantage_moves_it_away(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,12 +46,12 @@ def test_a_flipped_advantage_moves_it_away(monkeypatch: pytest.MonkeyPatch) -> N
             s.advantage = -s.advantage
 
     monkeypatch.setattr(rloo, "leave_one_out", flipped)
-    before, after = _gain("rloo")
+    before, after = _gain()
     assert after < before - 0.05, (before, after)
 
 
 def test_a_frozen_adapter_does_not_move() -> None:
-    before, after = _gain("rloo", ("learning_rate=1e-12",))
+    before, after = _gain(("learning_rate=1e-12",))
     assert abs(after - before) < 1e-3, (before, after)
 
 
@@ -57,19 +62,15 @@ def test_the_suite_covers_every_algorithm_where_it_applies() -> None:
     assert len(pairs) == 6 * 3 + 3
     cfg = probe_config(PROBES["speaker_listener"], "ppo_central", "tiny", 3, 5, "out", ["learning_rate=0.0002"])
     assert cfg["env_kwargs"]["seed"] == 3 and cfg["ppo"]["critic"] == "centralised" and cfg["learning_rate"] == 2e-4
-    assert cfg["lines"] == ["MESSAGE"] and cfg["constrained"]
+    assert cfg["lines"] == ["MESSAGE"] and cfg["constrained"] and cfg["canonical"] and cfg["temperature"] == 0.3
+    assert probe_config(PROBES["bandit"], "grpo", "default", 0, 5, "out")["temperature"] == 1.0
     with pytest.raises(ValueError, match="unknown probe"):
         applicable(["nope"], ["grpo"])
 
 
-# speaker_listener's 40-token turns (a MESSAGE line, then ACTION) make the random tiny model's answer tree large:
-# 771 s for this one run on the loaded 2-core machine, so it is marked slow.
-@pytest.mark.parametrize(
-    "probe",
-    ["contextual", "delayed", "coordination", pytest.param("speaker_listener", marks=pytest.mark.slow), "pennies"],
-)
-def test_every_probe_reads_and_trains_one_update(probe: str) -> None:
-    algorithm = "ppo_central" if PROBES[probe].multi_seat and probe != "pennies" else "grpo"
+@pytest.mark.parametrize("probe", ["contextual", "speaker_listener", "pennies"])
+def test_the_probes_the_tiny_model_does_not_solve_read_and_train_one_update(probe: str) -> None:
+    algorithm = "ppo_central" if PROBES[probe].multi_seat else "grpo"
     r = run_probe(PROBES[probe], algorithm, "tiny", updates=1, read_every=1, overrides=["games_per_update=8"])
     assert r.updates == 1 and len(r.curve) == 2
     assert all(0.0 <= v <= 1.0 for _, v in r.curve)
