@@ -43,11 +43,12 @@ from tqdm.auto import tqdm
 
 from llmmarl.agents.llm import LLMAgents, LLMDecision
 from llmmarl.agents.messages import MessageBoard
-from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
+from llmmarl.agents.scripted import make_policy
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, BackendError, GenerationRequest, special_tokens, word_truncate
 from llmmarl.envs import make
 from llmmarl.envs.base import Action
+from llmmarl.envs.bots import ScriptedPolicy, TalkingPolicy
 from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
 from llmmarl.jsonl import JsonlWriter
 from llmmarl.matches import Match, request_seed, seatings
