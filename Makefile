@@ -35,6 +35,7 @@ lint: install
 	$(BIN)/ruff check llmmarl tests scripts examples
 	$(BIN)/ruff format --check llmmarl tests scripts examples
 	$(BIN)/mypy llmmarl
+	$(BIN)/lint-imports
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
 test: lint vllm
@@ -49,4 +50,4 @@ format: install
 	$(BIN)/ruff check --fix llmmarl tests scripts examples
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .grimp_cache

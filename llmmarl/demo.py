@@ -2,8 +2,9 @@
 the same tic-tac-toe games against a random player, side by side.
 
 Every LLM agent is decoded as the shipped adapter was evaluated (greedy, no re-ask, 40-token answers), so the rows
-differ only in what each agent is. All contenders' games are in flight at once: one progress bar, and each round
-of moves is one batched generation per agent.
+differ only in what each agent is; only the grammar's budget is larger (see :data:`GRAMMAR_TOKENS`). All
+contenders' games are in flight at once: one progress bar, and each round of moves is one batched generation per
+agent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ GAME = "tictactoe_v3"
 OPPONENT = ScriptedAgentSpec(name="opponent", policy="random")
 # The decoding of the shipped adapter's evaluation (adapters/manifest.json): greedy, no re-ask, 40 tokens.
 DECODING = {"temperature": 0.0, "reask": False, "max_new_tokens": 40}
+# The turn grammar counts a character as a token (a model may spell one per token), so a whole tic-tac-toe turn
+# (PLAN, PREDICT, ACTION) needs 47 of them. At the adapter's 40 the grammar would drop the PREDICT line and warn
+# about a budget the person running the demo never chose; the warning is for budgets people set, so the demo sets
+# one that fits. The grammar still sizes the answer: the extra tokens hold the PREDICT line, and the PLAN line gets
+# no more room than at 40.
+GRAMMAR_TOKENS = 48
 # The adapter the demo shows, relative to a checkout (published with scripts/publish_adapter.py).
 DEMO_ADAPTER = Path("adapters/ttt-grpo")
 
@@ -49,7 +56,10 @@ def contenders(adapter: str | Path | None) -> list[Contender]:
     out = [
         Contender(ScriptedAgentSpec(name="random", policy="random"), "uniform over legal moves"),
         Contender(LLMAgentSpec(name="base", **DECODING), "base model, free text"),
-        Contender(LLMAgentSpec(name="base+grammar", constrained=True, **DECODING), "base model, turn grammar"),
+        Contender(
+            LLMAgentSpec(name="base+grammar", constrained=True, **(DECODING | {"max_new_tokens": GRAMMAR_TOKENS})),
+            "base model, turn grammar",
+        ),
     ]
     if adapter is not None:
         name = Path(adapter).name

@@ -39,11 +39,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tqdm.auto import tqdm
-
 from llmmarl.agents.llm import LLMAgents, LLMDecision
 from llmmarl.agents.messages import MessageBoard
-from llmmarl.agents.scripted import ScriptedPolicy, TalkingPolicy, make_policy
+from llmmarl.agents.scripted import make_policy
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import (
     Backend,
@@ -55,9 +53,11 @@ from llmmarl.backends.base import (
 )
 from llmmarl.envs import make
 from llmmarl.envs.base import Action
+from llmmarl.envs.bots import ScriptedPolicy, TalkingPolicy
 from llmmarl.game_turns import Decision, LiveGame, record_turn, score_predictions
 from llmmarl.jsonl import JsonlWriter
 from llmmarl.matches import Match, request_seed, seatings
+from llmmarl.progress import count_game, games_bar
 from llmmarl.records import EpisodeRecord, TurnRecord, outcomes_from_returns
 from llmmarl.scoring import score_turns
 
@@ -131,7 +131,7 @@ class Runner:
         """
         queue = deque(matches)
         writer = JsonlWriter(self.out) if self.out else None
-        bar = tqdm(total=len(queue), desc=desc, unit="game", disable=not self.progress, dynamic_ncols=True)
+        bar = games_bar(len(queue), self.concurrency, desc, disable=not self.progress)
         episodes: list[EpisodeRecord] = []
 
         def done(ep: EpisodeRecord) -> None:
@@ -141,7 +141,7 @@ class Runner:
                 writer.write(ep)
             if on_episode:
                 on_episode(ep)
-            bar.update(1)
+            count_game(bar, self.concurrency)
 
         try:
             if self.mode == "stream":

@@ -57,10 +57,11 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from llmmarl.benchmarking import machine_info
-from llmmarl.train.config import LoraSettings, TrainConfig
+from llmmarl.train.adapters import lora_config
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
-from llmmarl.train.loop import lora_config
 from llmmarl.train.rollout import TurnSample, assign_advantages, episodes_to_samples
+from llmmarl.train.settings import LoraSettings
 
 TARGET = 1.10  # ours may cost at most this many times TRL's step
 ROWS = {"ours": "ours (AgentGRPO)", "trl": "TRL as-is", "trl_our_logps": "TRL + our logprobs"}

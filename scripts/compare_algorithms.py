@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 
 from llmmarl.config_overrides import set_key
 from llmmarl.train import TrainConfig, train
-from llmmarl.train.config import ALGORITHM_SETTINGS
+from llmmarl.train.algorithm_settings import ALGORITHM_SETTINGS
 from llmmarl.train.metrics import read_metrics
 from llmmarl.train.script_args import ScriptParser
 

@@ -16,7 +16,7 @@ predictions that come true.
 from __future__ import annotations
 
 from llmmarl.train.grpo import MultiAgentGRPO
-from llmmarl.train.loop import format_metrics
+from llmmarl.train.monitors import format_metrics
 from llmmarl.train.script_args import ScriptParser
 
 # ---- the run: one learner against one fixed opponent, seats alternating by group (flags and --set change it) ----

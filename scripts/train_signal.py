@@ -29,7 +29,7 @@ switched off (the listener then hears nothing), which measures what the messages
 from __future__ import annotations
 
 from llmmarl.train.grpo import MultiAgentGRPO
-from llmmarl.train.loop import format_metrics
+from llmmarl.train.monitors import format_metrics
 from llmmarl.train.script_args import Alias, ScriptParser
 
 # ---- the run: two learners on one team, pinned to their roles (flags and --set change it) ------------------------

@@ -19,7 +19,7 @@ import time
 
 from llmmarl.agents.specs import ScriptedAgentSpec
 from llmmarl.train.grpo import MultiAgentGRPO
-from llmmarl.train.loop import format_metrics, separated
+from llmmarl.train.monitors import format_metrics, separated
 from llmmarl.train.script_args import ScriptParser
 
 # ---- the run: one learner, its own LoRA adapter, against a random player (flags and --set change it) -----------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,17 @@ def test_demo_on_the_tiny_model_gives_one_row_per_contender_in_80_columns(tiny_b
     assert max(len(line) for line in lines) <= 80
     for name in ("random", "base", "base+grammar", "toy"):  # each row on one line, not wrapped
         assert sum(line.strip().startswith(f"{name} ") for line in lines) == 1
+
+
+def test_the_demo_warns_about_nothing_it_chose(tiny_backend):
+    """The demo's own settings are consistent: no turn line dropped for want of tokens, no other UserWarning."""
+    players = [c for c in contenders(None) if c.spec.name == "base+grammar"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        rows, episodes = run_demo(tiny_backend, players, games=1, progress=False)
+    assert rows[0].summary.games == 1 and not any(ep.error for ep in episodes)
+    mine = [t for ep in episodes for t in ep.turns if t.player == "base+grammar"]
+    assert mine and all(t.turn and t.turn.predictions for t in mine)  # the grammar kept the PREDICT line
 
 
 def test_published_eval_reads_the_manifest_and_is_silent_without_one(tiny_adapter, tmp_path):

@@ -41,7 +41,7 @@ def _logprobs(model: Any, adapter: str, prompt: list[int], answer: list[int]) ->
 def test_a_separate_engine_serves_each_new_version(tmp_path: Path) -> None:
     """With ``colocate=False`` the learner is a model of its own and the engine gets its adapters through folders,
     as a vLLM server would: after a refresh the engine's log-probs are the learner's, before it they were not."""
-    from llmmarl.train.loop import attach_adapters, load_base_model
+    from llmmarl.train.adapters import attach_adapters, load_base_model
 
     engine = build_engine(BackendSpec(model="tiny", dtype="float32", colocate=False, seed=0))
     assert engine.learner_model() is None

@@ -186,7 +186,7 @@ def test_one_update_trains_each_actor_and_critic_and_nothing_else(tmp_path: Path
     adapters = ["alice", "alice__critic", "bob", "bob__critic"]
     assert set(trainer.model.peft_config) == set(adapters)
     frozen = "frozen"  # an adapter nobody trains, as a league snapshot or frozen opponent would be
-    from llmmarl.train.loop import lora_config
+    from llmmarl.train.adapters import lora_config
 
     trainer.model.add_adapter(frozen, lora_config(cfg.learners[0].lora))
     before = {n: _weights(trainer.model, n) for n in [*adapters, frozen]}

@@ -403,7 +403,7 @@ def test_kuhn_nash_is_an_equilibrium_and_beats_random(tmp_path: Path) -> None:
     from open_spiel.python import policy
     from open_spiel.python.algorithms import exploitability
 
-    from llmmarl.agents.bots_kuhn import nash_bet_probability
+    from llmmarl.envs.games.kuhn_poker.bots import nash_bet_probability
 
     game = pyspiel.load_game("kuhn_poker")
     for alpha in (0.0, 1 / 6, 1 / 3):

@@ -22,7 +22,8 @@ from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.agents.turn import Turn
 from llmmarl.envs import make
 from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
-from llmmarl.train.config import GRPOSettings, PPOSettings, TrainConfig
+from llmmarl.train.algorithm_settings import GRPOSettings, PPOSettings
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import training_groups
 from llmmarl.train.rollout import (

@@ -337,8 +337,8 @@ def _learner_logps(trainer: Any, prompt_ids: list[int], completion_ids: list[int
 
 @pytest.mark.vllm
 def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) -> None:
+    from llmmarl.train.adapters import adapter_parameters
     from llmmarl.train.engine import publish_learners
-    from llmmarl.train.loop import adapter_parameters
 
     trainer, engine = run["trainer"], run["trainer"].engine
     request = GenerationRequest(

@@ -13,15 +13,11 @@ import random
 from collections.abc import Callable
 
 from llmmarl.envs.base import Action, Observation, TextEnv, random_action
-from llmmarl.envs.bots import ScriptedPolicy, TalkingPolicy
-from llmmarl.envs.games.tictactoe.bots import minimax_tictactoe  # where it used to live; kept for old imports
+from llmmarl.envs.bots import ScriptedPolicy
 from llmmarl.envs.registry import game_bots
 
 __all__ = [
-    "ScriptedPolicy",
-    "TalkingPolicy",
     "make_policy",
-    "minimax_tictactoe",
     "random_policy",
     "register_policy",
     "scripted_policies",

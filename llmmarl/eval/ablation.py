@@ -22,7 +22,8 @@ from scipy import stats
 
 from llmmarl.agents.specs import TurnLine
 from llmmarl.config_overrides import apply_overrides
-from llmmarl.train.config import RewardWeights, TrainConfig
+from llmmarl.train.config import TrainConfig
+from llmmarl.train.settings import RewardWeights
 
 
 class _Strict(BaseModel):

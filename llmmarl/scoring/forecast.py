@@ -21,7 +21,7 @@ cannot be read in its kind's shape scores as the worst answer (skill 0) and is c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -165,19 +165,3 @@ def calibration(pairs: Iterable[tuple[float, bool]], bins: int = 10) -> list[Cal
         if b.count:
             b.mean_forecast, b.frequency = ps / b.count, hits / b.count
     return out
-
-
-def outcome_pairs(
-    episodes: Iterable[EpisodeRecord], specs: Mapping[str, ForecastSpec], player: str | None = None
-) -> Iterator[tuple[float, bool]]:
-    """(probability, happened) for every label of every readable outcome forecast (of ``player`` if given)."""
-    for ep in episodes:
-        for t in ep.turns:
-            spec = specs.get(t.seat)
-            if spec is None or spec.target != "outcome" or t.forecast_score is None or t.turn is None:
-                continue
-            if player is not None and t.player != player:
-                continue
-            probs = read_probabilities(t.turn.forecast or "", spec.labels)
-            for label, p in probs.items():
-                yield p, label == t.forecast_truth

@@ -118,7 +118,6 @@ class OpenAIParticipant(LLMAgentSpec):
 
 
 Participant = Annotated[LocalLLMParticipant | ScriptedAgentSpec | OpenAIParticipant, Field(discriminator="kind")]
-LLMParticipant = LocalLLMParticipant | OpenAIParticipant
 
 
 class RoundRobin(BaseModel):

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from llmmarl.backends.device import resolve_device, resolve_dtype
-from llmmarl.train.config import LoraSettings, TrainConfig
+from llmmarl.train.config import TrainConfig
+from llmmarl.train.settings import LoraSettings
 
 
 def lora_config(settings: LoraSettings) -> Any:

@@ -30,12 +30,13 @@ from llmmarl.backends.base import RolloutEngine
 from llmmarl.envs import make
 from llmmarl.eval.q_values import q_values
 from llmmarl.records import EpisodeRecord
+from llmmarl.train.adapters import adapter_parameters
 from llmmarl.train.all_action import all_action_advantages, all_action_loss
 from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.exploration import canonical_path
 from llmmarl.train.logprobs import answer_logprobs
-from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters
+from llmmarl.train.loop import MultiAgentTrainer
 from llmmarl.train.rollout import TurnSample, subsample
 
 __all__ = ["MultiAgentAllAction"]

@@ -1,8 +1,8 @@
 """One config per training run: :class:`TrainConfig`, loadable from YAML, every field documented once.
 
 Its nested blocks are declared in :mod:`llmmarl.train.settings` (learners, rewards, league, vLLM engine) and
-:mod:`llmmarl.train.algorithm_settings` (``grpo:``, ``ppo:``, and reading configs of the earlier layout); they
-are importable from here too.
+:mod:`llmmarl.train.algorithm_settings` (``grpo:``, ``ppo:``, and reading configs of the earlier layout); import
+them from there.
 
 Field-level checks live on the fields (``ge=``, ``Literal``); the cross-checks that need several fields are in
 :meth:`TrainConfig._cross_check`, and the ones that need the game itself (seat names, team layout) in
@@ -26,41 +26,19 @@ from llmmarl.envs.base import TextEnv
 from llmmarl.train.algorithm_settings import (
     ALGORITHM_SETTINGS,
     CRITIC_SUFFIX,
-    Credit,
     GRPOSettings,
     PPOSettings,
     migrate_layout,
 )
 from llmmarl.train.settings import (
-    LLAMA_LINEAR,
     ExplorationSettings,
     LeagueSettings,
     LearnerConfig,
-    LoraSettings,
     PretrainSettings,
     RewardWeights,
     VLLMSettings,
     _Strict,
 )
-
-# The blocks moved to their own modules, importable from here as before.
-__all__ = [
-    "ALGORITHM_SETTINGS",
-    "CRITIC_SUFFIX",
-    "LLAMA_LINEAR",
-    "Algorithm",
-    "Credit",
-    "GRPOSettings",
-    "LeagueSettings",
-    "LearnerConfig",
-    "LoraSettings",
-    "PPOSettings",
-    "PretrainSettings",
-    "RewardWeights",
-    "Setting",
-    "TrainConfig",
-    "VLLMSettings",
-]
 
 Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
 Algorithm = str  # a name registered with llmmarl.train.register_algorithm: grpo and ppo are built in

@@ -40,7 +40,7 @@ def engine_sizes(cfg: TrainConfig) -> tuple[int, int, int]:
 
 def build_engine(cfg: TrainConfig, tokenizer: Any) -> VLLMEngine:
     """The run's vLLM engine (not started): its adapter slots sized by :func:`engine_sizes`, the server settings
-    of ``cfg.vllm`` passed as they are (:meth:`~llmmarl.train.config.VLLMSettings.server_settings`)."""
+    of ``cfg.vllm`` passed as they are (:meth:`~llmmarl.train.settings.VLLMSettings.server_settings`)."""
     loras, cpu_loras, rank = engine_sizes(cfg)
     return VLLMEngine(
         cfg.model,

@@ -45,8 +45,9 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.backends.device import triton_status
 from llmmarl.records import EpisodeRecord
+from llmmarl.train.algorithm_settings import GRPOSettings
 from llmmarl.train.checkpoint import OptimizerHolder
-from llmmarl.train.config import GRPOSettings, TrainConfig
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
 from llmmarl.train.logprobs import last_logits
 from llmmarl.train.loop import MultiAgentTrainer, run

@@ -33,46 +33,18 @@ from llmmarl.envs import make
 from llmmarl.records import EpisodeRecord, summarise
 from llmmarl.runner import Match
 from llmmarl.train import evaluation, playing, saving
-from llmmarl.train.adapters import adapter_parameters, attach_adapters, load_base_model, lora_config
+from llmmarl.train.adapters import attach_adapters, load_base_model
 from llmmarl.train.checkpoint import OptimizerHolder, list_checkpoints
-from llmmarl.train.config import LoraSettings, TrainConfig
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.engine import engine_spec
-from llmmarl.train.evaluation import play_lineups
 from llmmarl.train.exploration import exploration_metrics
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.metrics import MetricsRow, UpdateTimes, append_metrics
-from llmmarl.train.monitors import (
-    eval_line,
-    format_metrics,
-    group_metrics,
-    monitor_line,
-    sample_metrics,
-    separated,
-    summary_metrics,
-)
-from llmmarl.train.playing import OUTAGE_REPLAYS, take_snapshot
+from llmmarl.train.monitors import eval_line, group_metrics, monitor_line, sample_metrics, summary_metrics
+from llmmarl.train.playing import take_snapshot
 from llmmarl.train.pretrain import pretrain
 from llmmarl.train.rollout import TurnSample, episodes_to_samples
-from llmmarl.train.saving import training_summary
-
-# The names this module held before its parts moved to their own modules, importable from here as before.
-__all__ = [
-    "OUTAGE_REPLAYS",
-    "MultiAgentTrainer",
-    "adapter_parameters",
-    "attach_adapters",
-    "eval_line",
-    "format_metrics",
-    "load_base_model",
-    "lora_config",
-    "monitor_line",
-    "play_lineups",
-    "run",
-    "sample_metrics",
-    "separated",
-    "summary_metrics",
-    "training_summary",
-]
+from llmmarl.train.settings import LoraSettings
 
 AgentSpecT = TypeVar("AgentSpecT", bound=LLMAgentSpec | ScriptedAgentSpec)
 

@@ -53,14 +53,17 @@ import torch
 
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord, TurnRecord
+from llmmarl.train.adapters import adapter_parameters
+from llmmarl.train.algorithm_settings import CRITIC_SUFFIX, PPOSettings
 from llmmarl.train.checkpoint import AdamWHolder, OptimizerHolder
-from llmmarl.train.config import CRITIC_SUFFIX, LoraSettings, PPOSettings, TrainConfig
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
 from llmmarl.train.logprobs import answer_logprobs, per_answer
-from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters, run
+from llmmarl.train.loop import MultiAgentTrainer, run
 from llmmarl.train.rollout import TurnSample, split, subsample
+from llmmarl.train.settings import LoraSettings
 
 __all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
 

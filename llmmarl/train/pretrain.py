@@ -25,10 +25,11 @@ from llmmarl.envs import make
 from llmmarl.records import EpisodeRecord
 from llmmarl.train import playing
 from llmmarl.train.adapters import adapter_parameters
-from llmmarl.train.config import PretrainSettings, TrainConfig
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.logprobs import answer_logits, answer_rows
 from llmmarl.train.metrics import Metrics, MetricsRow
 from llmmarl.train.pretrain_data import ForecastExample, build_examples, random_games, recorded_games
+from llmmarl.train.settings import PretrainSettings
 
 if TYPE_CHECKING:
     from llmmarl.train.loop import MultiAgentTrainer

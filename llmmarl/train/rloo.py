@@ -26,10 +26,11 @@ import torch
 
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord
+from llmmarl.train.adapters import adapter_parameters
 from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.logprobs import answer_logprobs, per_answer
-from llmmarl.train.loop import MultiAgentTrainer, adapter_parameters
+from llmmarl.train.loop import MultiAgentTrainer
 from llmmarl.train.rollout import TurnSample, split, subsample
 
 __all__ = ["MultiAgentRLOO", "leave_one_out"]

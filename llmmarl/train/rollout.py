@@ -5,7 +5,7 @@ them once and gives each learner exactly its own LLM turns (in self-play, the tu
 :class:`TurnSample` s carrying the token ids and logprobs the backend recorded. :func:`assign_advantages` then
 computes advantages per learner under the chosen credit assignment. Nothing here touches a model.
 
-Reward of a sample (one answer of one turn), before weighting (see :class:`~llmmarl.train.config.RewardWeights`)::
+Reward of a sample (one answer of one turn), before weighting (see :class:`~llmmarl.train.settings.RewardWeights`)::
 
     game        the seat's episode return if the answer was usable (and, in a free-text game, the game took its
                 move), else the game's forfeit reward
