@@ -118,14 +118,16 @@ def _config(tmp_path, **extra):
     from llmmarl.train.config import TrainConfig
 
     cfg = probe_config(PROBES["bandit"], "grpo", "tiny", 0, 2, str(tmp_path), ["env_kwargs.arms=4"])
-    return TrainConfig.model_validate({**cfg, **extra})
+    # Under the grammar at T = 1, not the suite's canonical tiny recipe: the weights' two branches (a canonical
+    # spelling or another) both occur only when the grammar lets a label be spelled several ways.
+    return TrainConfig.model_validate({**cfg, "canonical": False, "temperature": 1.0, **extra})
 
 
 def test_exploration_is_off_by_default_and_checked(tmp_path) -> None:
     assert _config(tmp_path).exploration is None
     assert _config(tmp_path, exploration={"epsilon": 0.2}).exploration.epsilon == 0.2  # kind: epsilon by default
     with pytest.raises(ValueError, match=r"constrained: true \(or canonical: true\) and lines"):
-        _config(tmp_path, exploration={"epsilon": 0.2}, constrained=False)
+        _config(tmp_path, exploration={"epsilon": 0.2}, constrained=False, canonical=False)
     with pytest.raises(ValueError, match="rollout_backend: transformers"):
         _config(tmp_path, exploration={"epsilon": 0.2}, rollout_backend="vllm")
     with pytest.raises(ValueError, match="epsilon"):
