@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from llmmarl.agents.turn import Turn
 from llmmarl.backends.base import ChatMessage, Generation
@@ -45,6 +45,16 @@ class Attempt(BaseModel):
         "answer, the weight of its loss; None where exploration did not apply.",
     )
     explored: bool = Field(False, description="The answer is a label drawn by exploration, not the model's sample.")
+
+    @model_serializer(mode="wrap")
+    def _without_exploration(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Exploration's two fields are left out of every record it did not touch: tournament stores and
+        # episode files keep the size and shape they had, and read back the same (the fields' defaults).
+        data: dict[str, Any] = handler(self)
+        if not self.explored and self.explore_weight is None:
+            data.pop("explored", None)
+            data.pop("explore_weight", None)
+        return data
 
     @classmethod
     def of(cls, messages: list[ChatMessage], gen: Generation, error: str | None) -> Attempt:
