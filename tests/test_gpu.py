@@ -269,7 +269,8 @@ def test_the_exact_reader_and_the_probe_suite_on_cuda(gpu: TransformersBackend) 
     for probe, algorithms in (("bandit", ("grpo", "rloo", "ppo")), ("coordination", ("ppo_central",))):
         for algorithm in algorithms:
             r = run_probe(PROBES[probe], algorithm, "tiny", updates=2, read_every=1, overrides=["games_per_update=8"])
-            assert r.updates == 2 and len(r.curve) == 3 and all(0.0 <= v <= 1.0 for _, v in r.curve)
+            # A run stops once it reaches the threshold, which the tiny recipe can do after one update.
+            assert 1 <= r.updates <= 2 and len(r.curve) == r.updates + 1 and all(0.0 <= v <= 1.0 for _, v in r.curve)
 
 
 def test_the_shared_prefix_pass_scores_as_full_rows_in_bf16(tmp_path: Path) -> None:
