@@ -182,3 +182,21 @@ def test_a_tiny_run_explores_weighs_and_trains(tmp_path) -> None:
     m = logs["learner"]
     assert 0.0 < m["explore/share"] < 1.0 and m["explore/weight_max"] == pytest.approx(1.0 / (1.0 - eps))
     assert math.isfinite(m["loss"]) and trainer.step == 1
+
+
+def test_canonical_answers_are_explored_too(tmp_path) -> None:
+    """Under ``canonical: true`` every answer is a label's canonical spelling: exploration still draws its share,
+    and every weight is pi / ((1 - e) pi + e / |A|), none the non-canonical 1 / (1 - e)."""
+    from llmmarl.train.grpo import MultiAgentGRPO
+
+    eps = 0.5
+    cfg = _config(tmp_path, canonical=True, exploration={"epsilon": eps}, games_per_update=32, group_size=4)
+    trainer = MultiAgentGRPO(cfg, progress=False)
+    episodes, _ = trainer.rollout()
+    forfeit = trainer.env.forfeit_reward
+    samples = episodes_to_samples(episodes, trainer.learners, cfg.rewards.as_dict(), forfeit, cfg.group_size)["learner"]
+    assert len(samples) == 32 and all(s.explorable for s in samples)
+    explored = [s for s in samples if s.explored]
+    assert abs(len(explored) / len(samples) - eps) <= 4 * math.sqrt(eps * (1 - eps) / len(samples))
+    assert all(s.weight != pytest.approx(1.0 / (1.0 - eps)) for s in samples)
+    assert all(0.0 < s.weight < 1.0 / (1.0 - eps) for s in samples)

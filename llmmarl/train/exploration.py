@@ -100,11 +100,12 @@ class LabelExplorer:
         self.fallback = random.Random(self.key)  # requests without a seed of their own
 
     def applies(self, decision: LLMDecision, request: GenerationRequest, gen: Generation) -> bool:
-        """A learner's ACTION-only decision under the grammar, with a finite list of legal labels, answered."""
+        """A learner's ACTION-only decision under the grammar (or as canonical answers), with a finite list of
+        legal labels, answered."""
         context = decision.context
         return (
             request.adapter in self.learners
-            and request.grammar is not None
+            and (request.grammar is not None or request.choices is not None)
             and not context.lines
             and not context.free_text
             and bool(context.legal)
