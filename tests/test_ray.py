@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -404,6 +405,28 @@ def test_vllm_engine_replicas_on_ray_serve_the_synced_versions(cluster: Any, tmp
         assert check_versions(pool.play(matches), second) > 0  # the replica serves the new version
     finally:
         pool.close()
+    # The actor is gone, and with it its vLLM server: no engine core or worker may be left orphaned (Ray kills an
+    # actor's child processes, the server's watchdog among them).
+    deadline = time.monotonic() + 60
+    while _vllm_processes_of_this_cluster() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _vllm_processes_of_this_cluster()
+
+
+def _vllm_processes_of_this_cluster() -> list[int]:
+    """vLLM's API server, engine core and worker processes started under this module's cluster (its RAY_TMPDIR)."""
+    import psutil
+
+    mine = os.environ.get("RAY_TMPDIR")
+    out = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            looks = "VLLM" in (proc.info["name"] or "") or "vllm.entrypoints" in " ".join(proc.info["cmdline"] or [])
+            if looks and proc.environ().get("RAY_TMPDIR") == mine:
+                out.append(proc.pid)
+        except psutil.Error:
+            continue
+    return out
 
 
 # ---- a cluster that cannot make progress ---------------------------------------------------------------------

@@ -17,7 +17,9 @@ when
 * it gets SIGTERM or SIGINT itself (a clean stop);
 * the command exits (then with the command's exit code).
 
-The command itself gets ``PR_SET_PDEATHSIG = SIGKILL`` too, so even a SIGKILL of the watchdog does not orphan it.
+The command itself gets ``PR_SET_PDEATHSIG = SIGTERM`` too, so even a SIGKILL of the watchdog (Ray kills an actor's
+child processes when the actor ends) does not orphan it: vLLM's API server shuts down on SIGTERM and stops the engine
+core and workers it started, which it cannot do when SIGKILLed.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ def main(argv: list[str]) -> int:
     set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before prctl took effect
         return 1
-    child = subprocess.Popen(argv[2:], preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL))
+    # SIGTERM, not SIGKILL, when the watchdog itself is killed (Ray kills an actor's children with it): vLLM's API
+    # server then stops its engine core and workers, which a SIGKILLed API server would leave orphaned.
+    child = subprocess.Popen(argv[2:], preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM))
     while not stop and os.getppid() == parent:
         code = child.poll()
         if code is not None:
