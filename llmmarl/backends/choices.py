@@ -32,6 +32,11 @@ class ChoiceTrie:
     longest: int  # tokens of the longest answer, its end token included
 
 
+def choice_path(tokenizer: Any, text: str, eos: int) -> list[int]:
+    """The one token path a choice is allowed: the tokenizer's own tokens of ``text``, then ``eos``."""
+    return [int(t) for t in tokenizer.encode(text, add_special_tokens=False)] + [int(eos)]
+
+
 def choice_trie(tokenizer: Any, choices: Sequence[str], eos: int) -> ChoiceTrie:
     """The trie of ``choices``; a ValueError when one is empty or listed twice. One choice may be a prefix of
     another: its path ends with the end token where the other's goes on."""
@@ -40,15 +45,15 @@ def choice_trie(tokenizer: Any, choices: Sequence[str], eos: int) -> ChoiceTrie:
     root: _Trie = {}
     longest = 0
     for text in choices:
-        ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
+        *ids, end = choice_path(tokenizer, text, eos)
         if not ids:
             raise ValueError(f"choice {text!r} has no tokens")
         node = root
         for t in ids:
             node = node.setdefault(t, {})
-        if eos in node:
+        if end in node:
             raise ValueError(f"choice {text!r} is listed twice")
-        node[eos] = {}
+        node[end] = {}
         longest = max(longest, len(ids) + 1)
     return ChoiceTrie(root, eos, longest)
 
@@ -93,4 +98,4 @@ class ChoiceMatcher:
         return ChoiceMatcher(self.trie, self.node, self.done)
 
 
-__all__ = ["ChoiceMatcher", "ChoiceTrie", "choice_trie"]
+__all__ = ["ChoiceMatcher", "ChoiceTrie", "choice_path", "choice_trie"]

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmmarl.agents.llm import LLMDecision
 from llmmarl.backends.base import Generation, GenerationRequest
+from llmmarl.backends.choices import choice_path
 from llmmarl.backends.path_score import score_path
 
 if TYPE_CHECKING:
@@ -66,9 +67,8 @@ def behaviour_weight(path_logprob: float, canonical: bool, epsilon: float, label
 
 def canonical_path(tokenizer: Any, label: str) -> list[int]:
     """The canonical spelling of ``label``'s ACTION-only answer: the tokens of ``ACTION: <label>``, then the stop
-    token (the turn grammar ends the answer there)."""
-    ids = tokenizer.encode(f"ACTION: {label}", add_special_tokens=False)
-    return [int(t) for t in ids] + [int(tokenizer.eos_token_id)]
+    token (the turn grammar ends the answer there); the same path a ``canonical`` agent's choice is allowed."""
+    return choice_path(tokenizer, f"ACTION: {label}", tokenizer.eos_token_id)
 
 
 @dataclass
