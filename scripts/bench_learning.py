@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmmarl.eval.probes import ALGORITHMS, PROBES, applicable, run_probe, table
 
@@ -39,8 +40,13 @@ results = []
 for probe, algorithm in pairs:
     for seed in args.seeds:
 
-        def show(step: int, value: float, probe: str = probe, algorithm: str = algorithm, seed: int = seed) -> None:
-            print(f"  {probe} {algorithm} seed {seed}: update {step}: measure {value:.3f}", flush=True)
+        def show(reading: dict[str, Any], probe: str = probe, algorithm: str = algorithm, seed: int = seed) -> None:
+            parts = "".join(f" {k} {v:.3f}" for k, v in reading.items() if k not in ("updates", "cpu_minutes", "value"))
+            print(
+                f"  {probe} {algorithm} seed {seed}: update {reading['updates']} "
+                f"({reading['cpu_minutes']:.1f} CPU-min): measure {reading['value']:.3f}{parts}",
+                flush=True,
+            )
 
         r = run_probe(
             PROBES[probe], algorithm, args.model, seed, args.updates, args.read_every, args.overrides, on_read=show

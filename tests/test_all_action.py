@@ -95,6 +95,49 @@ def test_a_wrong_estimator_fails_the_exact_check(wrong: Loss) -> None:
         assert (got - exact).abs().max() > 1e-3, (wrong.__name__, seed)
 
 
+def _natural(logp: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return all_action_loss(logp, q, mask, weighting="natural")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_natural_weighting_moves_each_logit_by_its_advantage(seed: int) -> None:
+    """Tabular natural policy gradient: d(-L)/d z(a) = (Q(a) - mean_b Q(b)) / decisions on legal labels, however
+    unlikely the label (theta scaled so some labels have ~1e-6 of the mass)."""
+    theta, q, mask = _bandits(seed)
+    theta = theta * 8
+    got = _estimator_gradient(_natural, theta, q, mask)
+    qs = q.masked_fill(~mask, 0.0)
+    want = (qs - qs.sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True)).masked_fill(~mask, 0.0) / len(q)
+    assert torch.allclose(got, want, atol=1e-12), (got, want)
+    assert _logprobs(theta, mask).exp()[mask].min() < 1e-4  # some label is all but ruled out, and still moves
+    # Not the exact policy gradient: it is a different update, which is why it is an option.
+    assert not torch.allclose(got, _exact_gradient(theta, q, mask), atol=1e-3)
+
+
+def test_the_natural_weighting_escapes_a_collapse_the_exact_gradient_stalls_in() -> None:
+    """One decision, the paying label at 1e-4: 200 plain gradient steps of the same size. The natural step brings
+    it above 0.9; the exact policy gradient leaves it below 0.01 (the softmax plateau)."""
+    q = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.ones_like(q, dtype=torch.bool)
+    finals = {}
+    for weighting in ("policy", "natural"):
+        theta = torch.tensor([[0.0, 9.2, 0.0]], dtype=torch.float64, requires_grad=True)  # pi(paying) ~ 1e-4
+        for _ in range(200):
+            theta.grad = None
+            all_action_loss(_logprobs(theta, mask), q, mask, weighting=weighting).backward()  # type: ignore[arg-type]
+            with torch.no_grad():
+                theta -= 0.1 * theta.grad
+        finals[weighting] = float(_logprobs(theta.detach(), mask).exp()[0, 0])
+    assert finals["natural"] > 0.9, finals
+    assert finals["policy"] < 0.01, finals
+
+
+def test_an_unknown_weighting_is_refused() -> None:
+    theta, q, mask = _bandits(0)
+    with pytest.raises(ValueError, match="weighting"):
+        all_action_loss(_logprobs(theta, mask), q, mask, weighting="uniform")  # type: ignore[arg-type]
+
+
 def test_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="decisions, labels"):
         all_action_loss(torch.zeros(4), torch.zeros(4))

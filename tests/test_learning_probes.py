@@ -59,7 +59,7 @@ def test_the_suite_covers_every_algorithm_where_it_applies() -> None:
     pairs = applicable(list(PROBES), ["grpo", "rloo", "ppo", "ppo_central"])
     assert ("bandit", "ppo_central") not in pairs  # one seat: nothing for a centralised critic to see
     assert ("coordination", "ppo_central") in pairs and ("speaker_listener", "grpo") in pairs
-    assert len(pairs) == 6 * 3 + 3
+    assert len(pairs) == 7 * 3 + 3
     cfg = probe_config(PROBES["speaker_listener"], "ppo_central", "tiny", 3, 5, "out", ["learning_rate=0.0002"])
     assert cfg["env_kwargs"]["seed"] == 3 and cfg["ppo"]["critic"] == "centralised" and cfg["learning_rate"] == 2e-4
     assert cfg["lines"] == ["MESSAGE"] and cfg["constrained"] and cfg["canonical"] and cfg["temperature"] == 0.3

@@ -4,6 +4,7 @@ is drawn by the game's seed keyword (so a base model's liking for one word canno
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,29 @@ def test_a_bot_refuses_another_game() -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match="plays Bandit only"):
         make_policy("probe_bandit_optimal")(env, env.observe("player_0"), __import__("random").Random(0))
+
+
+def test_contextual_offers_extra_words_and_takes_a_named_mapping() -> None:
+    from llmmarl.eval.probes import HARD_MAPPING
+    from llmmarl.eval.probes import PROBES as SUITE
+
+    wide: Any = make("probe_contextual", words=8)
+    assert len(wide.labels) == 8 and set(wide.mapping.values()) < set(wide.labels)
+    probe = SUITE["contextual_hard"]
+    hard: Any = make(probe.game, **probe.env_kwargs)
+    assert hard.mapping == HARD_MAPPING and len(hard.labels) == 8
+    best = _play(probe.game, {"player_0": "probe_contextual_optimal"}, 12, 0, **probe.env_kwargs)
+    assert all(r["player_0"] == 1.0 for r in best)
+    for cue, word in HARD_MAPPING.items():
+        hard.reset(seed=0)
+        hard.cue = cue
+        hard.choices = [word]
+        assert hard.payoff() == 1.0
+        hard.choices = [wide.mapping[cue]] if wide.mapping[cue] != word else ["amber"]
+        assert hard.payoff() == 0.0
+    with pytest.raises(ValueError, match="words must be"):
+        make("probe_contextual", cues=3, words=2)
+    with pytest.raises(ValueError, match="a paying word for each cue"):
+        make("probe_contextual", mapping={"north": "olive"})
+    with pytest.raises(ValueError, match="its own word"):
+        make("probe_contextual", mapping={"north": "olive", "south": "olive", "east": "slate"})

@@ -9,6 +9,8 @@ probe                    measure (read exactly)                              thr
 =======================  ==================================================  ==========
 bandit                   P(paying word)                                      >= 0.95
 contextual               min over cues of P(the cue's word)                  >= 0.9
+contextual_hard          the same, 8 words, each cue's word one the default  >= 0.9
+                         model says under 1% of the time at that cue
 delayed                  P(paying word at step 1)                            >= 0.9
 coordination             P(the two words are partners)                       >= 0.9
 speaker_listener         P(listener picks the goal), goals equally likely    >= 0.9
@@ -43,9 +45,14 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
     "rloo": {"algorithm": "rloo", "group_size": 4},
     "ppo": {"algorithm": "ppo", "group_size": 1, "ppo": {"critic": "decentralised"}},
     "ppo_central": {"algorithm": "ppo", "group_size": 1, "ppo": {"critic": "centralised"}},
+    # Every game its own state: the estimator credits every label at each, so groups of one seed add nothing.
+    "all_action": {"algorithm": "all_action", "group_size": 1},
 }
 
 Reader = Callable[[Backend, "ProbeRun"], float]
+
+#: contextual_hard's answer: each cue's paying word (see PROBES).
+HARD_MAPPING = {"north": "olive", "south": "coral", "east": "slate"}
 
 #: The tiny model's recipe. It is a random network whose final norm fixes the hidden state's size and whose tied
 #: embeddings are small, so no adapter can make two words' logits differ by more than about 2: at T = 1 that caps
@@ -60,6 +67,9 @@ class ProbeRun:
 
     env: TextEnv
     specs: dict[str, LLMAgentSpec]  # seat -> the learner playing it
+    # What the measure is made of, filled by the measure (contextual: each cue's P(its word)), so that a run can
+    # show which part holds the minimum back.
+    details: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,16 @@ class Probe:
     multi_seat: bool = False  # the centralised critic applies only here
     lines: tuple[str, ...] = ()  # the turn lines asked for besides ACTION
     max_new_tokens: int = 16  # the answer budget; the turn grammar drops a MESSAGE line that does not fit
+    env: str | None = None  # the game, when not probe_<name> (a variant of another probe's game)
+    one_decision: bool = False  # one seat, one ACTION-only decision: what algorithm: all_action can branch
 
     @property
     def game(self) -> str:
-        return f"probe_{self.name}"
+        return self.env or f"probe_{self.name}"
 
     def applies(self, algorithm: str) -> bool:
+        if algorithm == "all_action":
+            return self.one_decision
         return algorithm != "ppo_central" or self.multi_seat
 
     def reached(self, value: float) -> bool:
@@ -110,7 +124,9 @@ def _contextual(backend: Backend, run: ProbeRun) -> float:
         env.cue = cue  # every cue, not the reset seed's
         decisions.append(_decision(backend, env, "player_0", run.specs["player_0"], []))
         wanted.append(env.mapping[cue])
-    return min(p[w] for p, w in zip(_probs(backend, decisions), wanted, strict=True))
+    per_cue = [p[w] for p, w in zip(_probs(backend, decisions), wanted, strict=True)]
+    run.details.update(zip(env.cues, per_cue, strict=True))
+    return min(per_cue)
 
 
 def _delayed(backend: Backend, run: ProbeRun) -> float:
@@ -171,8 +187,21 @@ def _one(name: str = "learner") -> list[dict[str, Any]]:
 PROBES: dict[str, Probe] = {
     p.name: p
     for p in (
-        Probe("bandit", {"arms": 3}, _one(), "self_play", _bandit, 0.95),
-        Probe("contextual", {"cues": 3}, _one(), "self_play", _contextual, 0.9),
+        Probe("bandit", {"arms": 3}, _one(), "self_play", _bandit, 0.95, one_decision=True),
+        Probe("contextual", {"cues": 3}, _one(), "self_play", _contextual, 0.9, one_decision=True),
+        # Hard for the default model (SmolLM2-135M-Instruct): 8 words, and each cue pays the word that model says
+        # least at it, at T = 1 under canonical answers (olive 0.54% at north, coral 0.46% at south, slate 0.86% at
+        # east; amber, which never pays, 72-77% at every cue). The probe seed then seeds the run only.
+        Probe(
+            "contextual_hard",
+            {"cues": 3, "words": 8, "mapping": HARD_MAPPING},
+            _one(),
+            "self_play",
+            _contextual,
+            0.9,
+            env="probe_contextual",
+            one_decision=True,
+        ),
         Probe("delayed", {"arms": 3}, _one(), "self_play", _delayed, 0.9),
         Probe(
             "coordination",
@@ -213,6 +242,9 @@ class ProbeResult:
     games: int
     minutes: float
     curve: list[tuple[int, float]] = field(default_factory=list)  # (updates, measure) at each reading
+    cpu_minutes: float = 0.0  # the process's CPU time (all its threads): what a comparison per compute counts
+    # One entry per reading: updates, CPU-minutes so far, the measure and its parts (ProbeRun.details).
+    readings: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -256,14 +288,15 @@ def run_probe(
     read_every: int = 2,
     overrides: Sequence[str] = (),
     progress: bool = False,
-    on_read: Callable[[int, float], None] | None = None,
+    on_read: Callable[[dict[str, Any]], None] | None = None,
 ) -> ProbeResult:
     """Train ``algorithm`` on ``probe`` for at most ``updates`` updates; read the policy every ``read_every``."""
     from llmmarl.train import TrainConfig, trainer_class
 
     if not probe.applies(algorithm):
         raise ValueError(f"{algorithm} does not apply to the {probe.name} probe (one seat: no centralised critic)")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    readings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="llmmarl-probe-") as out:
         cfg = TrainConfig.model_validate(probe_config(probe, algorithm, model, seed, updates, out, overrides))
         trainer = trainer_class(cfg.algorithm)(cfg, progress=progress)
@@ -274,10 +307,13 @@ def run_probe(
 
             def read() -> float:
                 trainer.model.eval()
-                value = probe.measure(trainer.backend, ProbeRun(env, seats))
+                run = ProbeRun(env, seats)
+                value = probe.measure(trainer.backend, run)
                 curve.append((trainer.step, value))
+                cpu = (time.process_time() - cpu_start) / 60
+                readings.append({"updates": trainer.step, "cpu_minutes": cpu, "value": value, **run.details})
                 if on_read is not None:
-                    on_read(trainer.step, value)
+                    on_read(readings[-1])
                 return value
 
             value = read()
@@ -302,6 +338,8 @@ def run_probe(
         games=trainer.step * cfg.games_per_update,
         minutes=(time.perf_counter() - start) / 60,
         curve=curve,
+        cpu_minutes=(time.process_time() - cpu_start) / 60,
+        readings=readings,
     )
 
 

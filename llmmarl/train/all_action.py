@@ -19,10 +19,28 @@ either adds a term that is not in grad J (``tests/test_all_action.py`` shows bot
 The labels' log-probabilities must be those of a distribution over the labels (they sum to 1 in probability):
 pass log-softmax-normalised values when the model's label probabilities leave mass elsewhere (invalid answers).
 
-This module is the estimator and its loss only; no trainer calls it yet.
+**The natural weighting** (``weighting="natural"``). The weight sg[pi(a)] is what makes the loss above the exact
+gradient, and also what stalls it: a label the policy gives 0.1% moves 1000 times slower than one it gives
+certainty, so once a policy has settled on one label whatever it sees (the collapse of a contextual bandit: one
+cue's word wins the shared part of the network and every other cue's word sinks to ~0), the gradient that would
+undo it is ~0 too. The natural policy gradient of a softmax policy over the labels (Kakade 2001; Agarwal et al.
+2021, "On the theory of policy gradient methods") moves each label's logit by its own advantage, with no pi in
+front: z(a) += eta * A(s, a). The loss
+
+    L_nat = - sum_a sg[Q(s, a) - mean_b Q(s, b)] * log pi(a|s)
+
+has exactly that gradient with respect to the labels' logits (the uniform baseline makes the weights sum to 0, so
+the log-softmax's normaliser drops out; a baseline per state does not change pi). Across cues that share a
+network it also balances: a word's push up under its own cue is cancelled, in the cue-independent part of the
+network, by its push down under every other cue, so no one word can win everywhere. In a language model the labels'
+logits are not free parameters, so this is the tabular natural direction pushed through the network, not the
+gradient of the expected return: it is a different, biased update, and its gain is measured, not proven
+(``docs/learning.md``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
@@ -59,15 +77,37 @@ def all_action_advantages(
     return a, v
 
 
-def all_action_loss(logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+Weighting = Literal["policy", "natural"]
+
+
+def natural_advantages(q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``Q(s, a) - mean_b Q(s, b)`` over each decision's legal labels (0 on padding), with no gradient."""
+    legal = _check(q, q, mask)
+    with torch.no_grad():
+        qs = torch.where(legal, q, torch.zeros_like(q))
+        mean = qs.sum(dim=1) / legal.sum(dim=1)
+        return torch.where(legal, qs - mean[:, None], torch.zeros_like(qs))
+
+
+def all_action_loss(
+    logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None, weighting: Weighting = "policy"
+) -> torch.Tensor:
     """``-sum_a sg[pi(a|s)] sg[A(s, a)] log pi(a|s)``, averaged over decisions (see the module docs).
 
     Its gradient is minus the mean over decisions of ``grad sum_a pi(a|s) Q(s, a)``: a descent step on it is an
     ascent step on every decision's expected value, each label credited with its own advantage.
+
+    ``weighting="natural"``: ``-sum_a sg[Q(s, a) - mean_b Q(s, b)] log pi(a|s)`` instead, whose gradient on the
+    labels' logits is the softmax's natural policy gradient (see the module docs): biased as a policy gradient,
+    but it does not stall on labels the policy has all but ruled out.
     """
     legal = _check(logprobs, q, mask)
-    advantages, _ = all_action_advantages(logprobs, q, legal)
     # Padding's log-probability may be -inf; 0 there keeps its 0 * -inf out of the graph.
     logp = torch.where(legal, logprobs, torch.zeros_like(logprobs))
+    if weighting == "natural":
+        return -(natural_advantages(q, legal) * logp).sum(dim=1).mean()
+    if weighting != "policy":
+        raise ValueError(f"weighting must be policy or natural, got {weighting!r}")
+    advantages, _ = all_action_advantages(logprobs, q, legal)
     weights = torch.where(legal, logprobs.detach().exp(), torch.zeros_like(logprobs))
     return -(weights * advantages * logp).sum(dim=1).mean()

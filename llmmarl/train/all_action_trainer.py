@@ -31,7 +31,7 @@ from llmmarl.envs import make
 from llmmarl.eval.q_values import q_values
 from llmmarl.records import EpisodeRecord
 from llmmarl.train.adapters import adapter_parameters
-from llmmarl.train.all_action import all_action_advantages, all_action_loss
+from llmmarl.train.all_action import Weighting, all_action_advantages, all_action_loss
 from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.exploration import canonical_path
@@ -46,6 +46,7 @@ class MultiAgentAllAction(MultiAgentTrainer):
     """The all-action estimator for every learner of a :class:`TrainConfig` (``algorithm: all_action``)."""
 
     algorithm: ClassVar[str] = "all_action"
+    weighting: Weighting = "policy"  # see llmmarl.train.all_action
 
     def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
         if not cfg.constrained or cfg.lines:
@@ -102,7 +103,7 @@ class MultiAgentAllAction(MultiAgentTrainer):
             loss, values = 0.0, 0.0
             for micro in _chunks(batch, cfg.micro_batch_size):
                 logp, q, mask = self._label_logprobs(micro)
-                part = all_action_loss(logp, q, mask) * len(micro) / len(batch)
+                part = all_action_loss(logp, q, mask, self.weighting) * len(micro) / len(batch)
                 part.backward()  # gradients of the micro-batches add up to the batch mean's
                 loss += float(part.detach())
                 values += float(all_action_advantages(logp, q, mask)[1].sum())

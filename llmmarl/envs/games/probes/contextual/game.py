@@ -1,5 +1,9 @@
 """The contextual probe: each game shows one of ``cues`` cue words (drawn by the reset seed); each cue has its own
-paying word, a one-to-one mapping drawn by ``seed``."""
+paying word, a one-to-one mapping drawn by ``seed``.
+
+``words`` offers more words than cues (the extra ones never pay), and ``mapping`` names each cue's paying word
+instead of drawing it: together they make the probe hard for a given model, every paying word one the model
+rarely says at its cue (``llmmarl.eval.probes``' ``contextual_hard``)."""
 
 from __future__ import annotations
 
@@ -10,18 +14,34 @@ from llmmarl.envs.games.probes.common import CUES, WORDS, OneSeatProbe, as_probe
 
 
 class Contextual(OneSeatProbe):
-    def __init__(self, cues: int = 3, seed: int = 0) -> None:
+    def __init__(
+        self, cues: int = 3, seed: int = 0, words: int | None = None, mapping: dict[str, str] | None = None
+    ) -> None:
         if not 2 <= cues <= len(CUES):
             raise ValueError(f"cues must be 2 to {len(CUES)}, got {cues}")
-        words = draw(seed, "contextual", WORDS, cues)
+        n = cues if words is None else words
+        if not cues <= n <= len(WORDS):
+            raise ValueError(f"words must be {cues} (the cues) to {len(WORDS)}, got {n}")
         self.cues = list(CUES[:cues])
-        self.mapping = dict(zip(self.cues, words, strict=True))  # cue -> its paying word
+        if mapping is None:
+            labels = draw(seed, "contextual", WORDS, n)
+            self.mapping = dict(zip(self.cues, labels, strict=False))  # cue -> its paying word
+        else:
+            if sorted(mapping) != sorted(self.cues) or not set(mapping.values()) <= set(WORDS):
+                raise ValueError(
+                    f"mapping must name a paying word for each cue {self.cues}, from {list(WORDS)}; got {mapping}"
+                )
+            if len(set(mapping.values())) != cues:
+                raise ValueError(f"mapping must give each cue its own word, got {mapping}")
+            others = [w for w in draw(seed, "contextual", WORDS, len(WORDS)) if w not in mapping.values()]
+            labels = [*mapping.values(), *others[: n - cues]]
+            self.mapping = dict(mapping)
         super().__init__(
             "probe_contextual",
-            f"A one-step game. You are shown a sign, one of {', '.join(self.cues)}, and choose one of {cues} "
+            f"A one-step game. You are shown a sign, one of {', '.join(self.cues)}, and choose one of {n} "
             "words. Each sign has its own scoring word (1 point); the other words score 0. The mapping is not "
             "shown: find it out by playing.",
-            words,
+            labels,
         )
         self.cue = self.cues[0]
 
