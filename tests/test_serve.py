@@ -294,8 +294,7 @@ def test_an_adapter_served_plays_textarena_games_from_the_command_line(server: V
 @pytest.mark.vllm
 def test_a_tournament_of_every_adapter_on_one_engine(server: VLLMServer, tmp_path: Path, monkeypatch) -> None:
     """The base model and the three adapters of one server play a round robin: one backend, games streamed."""
-    from llmmarl.tournament import TournamentConfig, run_tournament
-    from llmmarl.tournament import backends as tournament_backends
+    from llmmarl.tournament import TournamentConfig, routing, run_tournament
 
     monkeypatch.setenv("LLMMARL_TEST_KEY", KEY)
     served = {"base": server.config.base_name, "alice": "alice", "bob": "bob", "carol": "carol"}
@@ -308,7 +307,7 @@ def test_a_tournament_of_every_adapter_on_one_engine(server: VLLMServer, tmp_pat
         {"name": "one-engine", "games": ["tictactoe_v3"], "participants": participants, "seed": 0,
          "schedule": {"format": "round_robin", "games_per_pairing": 1}, "db": str(tmp_path / "t.sqlite")}
     )  # fmt: skip
-    routing = tournament_backends.build_backend(cfg, set(served))
+    routing = routing.build_routing_backend(cfg, set(served))
     assert routing is not None and routing.concurrent_calls  # the runner streams games through it
     assert len({id(b) for b, _ in routing.routes.values()}) == 1  # every participant on one engine
     summary = run_tournament(cfg, progress=False)
@@ -317,7 +316,7 @@ def test_a_tournament_of_every_adapter_on_one_engine(server: VLLMServer, tmp_pat
 
 @pytest.mark.vllm
 def test_hot_reload_serves_the_new_version(server: VLLMServer, backend: OpenAIBackend, adapters) -> None:
-    from llmmarl.serve import hot_reload
+    from llmmarl.backends.reload import hot_reload
 
     before = _greedy(backend, "alice")
     names = hot_reload(server.url, "alice", adapters["alice-v2"], api_key=KEY)
