@@ -109,7 +109,7 @@ def backend_builder(kind: str) -> Builder:
     except (ImportError, AttributeError, ValueError) as e:
         raise UnknownBackendError(f"cannot load backend kind {kind!r}: {e}") from None
     if not callable(builder):
-        raise UnknownBackendError(f"backend kind {kind!r} is a {type(builder).__name__}, not a builder function")
+        raise UnknownBackendError(f"backend kind {kind!r} names a {type(builder).__name__} object, not a builder")
     return builder  # type: ignore[no-any-return]
 
 
