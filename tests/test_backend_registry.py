@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import toy_backend
+import recording_backend
 from pydantic import ValidationError
-from toy_backend import ToyBackend
+from recording_backend import ToyBackend
 from typer.testing import CliRunner
 
 from llmmarl.backends import factory
@@ -24,7 +24,7 @@ from llmmarl.train.config import TrainConfig
 def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[ToyBackend]]:
     """``toy`` registered for this test only (the registry is restored after it)."""
     monkeypatch.setattr(factory, "_BUILDERS", dict(factory._BUILDERS))
-    register_backend("toy", toy_backend.build)
+    register_backend("toy", recording_backend.build)
     ToyBackend.built.clear()
     yield ToyBackend
     ToyBackend.built.clear()
@@ -77,7 +77,8 @@ def test_a_train_config_refuses_a_kind_nobody_registered(toy: type[ToyBackend], 
         _train_config(tmp_path, rollout_backend="no_such_module:build")
     with pytest.raises(ValidationError, match="rollout_workers play with transformers or vllm, not rollout_backend"):
         _train_config(tmp_path, rollout_backend="toy", rollout_workers=2)
-    assert _train_config(tmp_path, rollout_backend="toy_backend:build").rollout_backend == "toy_backend:build"
+    outside = "recording_backend:build"  # a module:builder is a kind without registering it
+    assert _train_config(tmp_path, rollout_backend=outside).rollout_backend == outside
 
 
 def test_play_chooses_a_registered_kind_by_name(toy: type[ToyBackend], tmp_path: Path) -> None:
@@ -138,7 +139,7 @@ def test_a_tournament_refuses_a_kind_nobody_registered(toy: type[ToyBackend], tm
 
 
 def test_a_kind_can_be_a_module_builder_outside_the_package() -> None:
-    backend = build_backend(BackendSpec(kind="toy_backend:build", model="tiny"))
+    backend = build_backend(BackendSpec(kind="recording_backend:build", model="tiny"))
     assert isinstance(backend, ToyBackend)
     with pytest.raises(UnknownBackendError, match="names a str object, not a builder"):
-        build_backend(BackendSpec(kind="toy_backend:__doc__"))
+        build_backend(BackendSpec(kind="recording_backend:__doc__"))

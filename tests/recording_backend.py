@@ -1,7 +1,7 @@
 """A backend kind from outside the package, for the registry's tests: the tiny model in-process (a separate engine
 when a trainer asks for one), keeping every request it answered, so a test can tell that it was the one that played.
 
-Named by a test either after ``register_backend("toy", build)`` or as ``toy_backend:build`` (``module:builder``).
+Named by a test either after ``register_backend("toy", build)`` or as ``recording_backend:build`` (``module:builder``).
 """
 
 from __future__ import annotations
