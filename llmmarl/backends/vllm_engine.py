@@ -1,4 +1,4 @@
-r"""The ``vllm`` backend kind: a vLLM server of its own, every adapter hot-loaded by version; training's engine.
+"""The ``vllm`` backend kind: a vLLM server of its own, every adapter hot-loaded by version; training's engine.
 
 Built by :func:`~llmmarl.backends.factory.build_backend` (``BackendSpec(kind="vllm")``) for any caller: a run's
 ``rollout_backend: vllm``, ``llmmarl play --backend vllm`` or a tournament participant's ``backend: vllm``. The
