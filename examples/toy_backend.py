@@ -2,6 +2,13 @@
 
 This one plays the first legal action it finds in the prompt, in the turn format the parser reads. A real backend
 would send the chat to a model; the runner, re-asks, parsing and records stay the same.
+
+:func:`build` makes it a backend kind every caller can name, ``toy_backend:build`` (with this folder importable)::
+
+    PYTHONPATH=examples llmmarl play tictactoe_v3 --backend toy_backend:build
+
+or ``register_backend("first_legal", build)`` in your own code, then ``--backend first_legal``, a tournament
+participant's ``backend: first_legal``.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import re
 from collections.abc import Sequence
 
 from llmmarl.backends.base import Generation, GenerationRequest, word_truncate
+from llmmarl.backends.factory import BackendSpec
 
 
 class FirstLegalBackend:
@@ -37,3 +45,8 @@ class FirstLegalBackend:
         text = f"PLAN: take the first legal move.\nACTION: {action}"
         # No token ids or logprobs: this backend cannot be trained through, only played with.
         return Generation(text=text, prompt_ids=[], completion_ids=[], logprobs=[], finish_reason="stop")
+
+
+def build(spec: BackendSpec) -> FirstLegalBackend:
+    """The builder of the kind: it reads nothing of ``spec`` (no model, no adapters)."""
+    return FirstLegalBackend()

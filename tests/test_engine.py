@@ -9,22 +9,22 @@ import pytest
 import torch
 
 from llmmarl.backends.base import BackendError, GenerationRequest, RolloutEngine
-from llmmarl.backends.factory import BackendSpec, build_backend, build_engine, register_backend
+from llmmarl.backends.factory import BackendSpec, build_backend, build_rollout_engine, register_backend
 from llmmarl.train.config import TrainConfig
 
 CHAT = [{"role": "user", "content": "Pick a number from 1 to 9."}]
 
 
 def test_the_factory_builds_engines_and_names_what_it_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = build_engine(BackendSpec(model="tiny", dtype="float32"))
+    engine = build_rollout_engine(BackendSpec(model="tiny", dtype="float32"))
     assert isinstance(engine, RolloutEngine) and engine.learner_model() is not None
     with pytest.raises(BackendError, match="unknown backend kind 'nope'"):
         build_backend(BackendSpec(kind="nope"))
     from conftest import CannedBackend
 
     register_backend("canned", lambda spec: CannedBackend(lambda r: "ACTION: 1"))
-    with pytest.raises(BackendError, match="cannot be a trainer's rollout engine"):
-        build_engine(BackendSpec(kind="canned"))
+    with pytest.raises(BackendError, match="cannot play a trainer's games"):
+        build_rollout_engine(BackendSpec(kind="canned"))
 
 
 def _logprobs(model: Any, adapter: str, prompt: list[int], answer: list[int]) -> torch.Tensor:
@@ -43,7 +43,7 @@ def test_a_separate_engine_serves_each_new_version(tmp_path: Path) -> None:
     as a vLLM server would: after a refresh the engine's log-probs are the learner's, before it they were not."""
     from llmmarl.train.adapters import attach_adapters, load_base_model
 
-    engine = build_engine(BackendSpec(model="tiny", dtype="float32", colocate=False, seed=0))
+    engine = build_rollout_engine(BackendSpec(model="tiny", dtype="float32", colocate=False, seed=0))
     assert engine.learner_model() is None
     cfg = TrainConfig.model_validate(
         {"env": "tictactoe_v3", "model": "tiny", "learners": [{"name": "ann"}], "eval_games": 0}
@@ -91,7 +91,7 @@ def test_grpo_trains_with_a_separate_engine(tmp_path: Path) -> None:
             "output_dir": str(tmp_path / "run"),
         }
     )
-    engine = build_engine(BackendSpec(model="tiny", colocate=False, seed=0))
+    engine = build_rollout_engine(BackendSpec(model="tiny", colocate=False, seed=0))
     trainer = MultiAgentGRPO(cfg, backend=engine, progress=False)
     assert trainer.model is not engine.learner_model() and engine.adapters == ["ann"]
     trainer.update()

@@ -64,6 +64,19 @@ def test_a_backend_answers_llm_agents_in_batches():
     assert turn.action == "1" and "stones left" in turn.attempts[0].messages[-1]["content"]
 
 
+def test_the_example_backend_is_a_kind_by_its_module_name(tmp_path):
+    from typer.testing import CliRunner
+
+    from llmmarl.cli import app
+
+    out = tmp_path / "games.jsonl"
+    args = ["play", "tictactoe_v3", "--agents", "llm,random", "--games", "2", "--show", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--backend", "toy_backend:build"])
+    assert result.exit_code == 0, result.output
+    games = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(games) == 2 and not any(g.get("error") for g in games)
+
+
 def test_an_algorithm_registered_by_name_trains_through_the_shared_loop(tmp_path):
     import toy_algorithm  # noqa: F401 - registers toy_reinforce
 

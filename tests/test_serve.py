@@ -294,8 +294,7 @@ def test_an_adapter_served_plays_textarena_games_from_the_command_line(server: V
 @pytest.mark.vllm
 def test_a_tournament_of_every_adapter_on_one_engine(server: VLLMServer, tmp_path: Path, monkeypatch) -> None:
     """The base model and the three adapters of one server play a round robin: one backend, games streamed."""
-    from llmmarl.tournament import TournamentConfig, run_tournament
-    from llmmarl.tournament import backends as tournament_backends
+    from llmmarl.tournament import TournamentConfig, routing, run_tournament
 
     monkeypatch.setenv("LLMMARL_TEST_KEY", KEY)
     served = {"base": server.config.base_name, "alice": "alice", "bob": "bob", "carol": "carol"}
@@ -308,16 +307,46 @@ def test_a_tournament_of_every_adapter_on_one_engine(server: VLLMServer, tmp_pat
         {"name": "one-engine", "games": ["tictactoe_v3"], "participants": participants, "seed": 0,
          "schedule": {"format": "round_robin", "games_per_pairing": 1}, "db": str(tmp_path / "t.sqlite")}
     )  # fmt: skip
-    routing = tournament_backends.build_backend(cfg, set(served))
-    assert routing is not None and routing.concurrent_calls  # the runner streams games through it
-    assert len({id(b) for b, _ in routing.routes.values()}) == 1  # every participant on one engine
+    router = routing.build_routing_backend(cfg, set(served))
+    assert router is not None and router.concurrent_calls  # the runner streams games through it
+    assert len({id(b) for b, _ in router.routes.values()}) == 1  # every participant on one engine
     summary = run_tournament(cfg, progress=False)
     assert summary.finished == summary.scheduled == 12 and summary.errors == 0  # 6 pairs, both seat orders
 
 
 @pytest.mark.vllm
+def test_play_starts_a_vllm_backend_of_its_own_and_stops_it(
+    vllm_python: str, adapters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--backend vllm``: the registry's vllm kind starts a server for the games, loads the agent's adapter folder
+    and stops the server when the games are over."""
+    from llmmarl.backends.vllm_engine import VLLMEngine
+    from llmmarl.cli import app
+
+    stopped: list[bool] = []
+    close = VLLMEngine.close
+
+    def spy(engine: VLLMEngine) -> None:
+        close(engine)
+        stopped.append(engine.server is None and not engine.folder.exists())
+
+    monkeypatch.setattr(VLLMEngine, "close", spy)
+    out = tmp_path / "games.jsonl"
+    sets = [f"python={vllm_python}", "kv_cache_gib=0.5", "max_model_len=2048", "startup_timeout=300"]
+    args = ["play", "tictactoe_v3", "--agents", f"llm@{adapters['alice']},random", "--games", "2", "--show", "0"]
+    args += ["--constrained", "--backend", "vllm", "--out", str(out), *(a for s in sets for a in ("--backend-set", s))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    games = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(games) == 2 and not any(g.get("error") for g in games)
+    answered = [a for g in games for t in g["turns"] for a in t.get("attempts", [])]
+    assert answered and all(a["completion_ids"] and a["logprobs"] for a in answered)  # token ids from the server
+    assert stopped == [True]  # one server, stopped and its temporary folder removed
+
+
+@pytest.mark.vllm
 def test_hot_reload_serves_the_new_version(server: VLLMServer, backend: OpenAIBackend, adapters) -> None:
-    from llmmarl.serve import hot_reload
+    from llmmarl.backends.reload import hot_reload
 
     before = _greedy(backend, "alice")
     names = hot_reload(server.url, "alice", adapters["alice-v2"], api_key=KEY)

@@ -14,7 +14,7 @@ from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.backends.base import GenerationRequest, special_tokens
 from llmmarl.models import resolve_model
 from llmmarl.runner import Match, Runner
-from llmmarl.tournament.backends import RoutingBackend
+from llmmarl.tournament.routing import RoutingBackend
 from llmmarl.train.distributed import _StampingBackend
 
 # Gemma's turn marker: no chat template we strip by pattern has it, only the tokenizer knows it is special.

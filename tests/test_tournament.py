@@ -28,11 +28,11 @@ from llmmarl.backends.base import BackendError, GenerationRequest
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.tournament import TournamentConfig, run_tournament
-from llmmarl.tournament.backends import RoutingBackend, build_backend, route
 from llmmarl.tournament.config import adapter_digest
 from llmmarl.tournament.ratings import bradley_terry, openskill_ratings
 from llmmarl.tournament.report import build_report, render_html, render_markdown
 from llmmarl.tournament.results import GameResult, duplicate_boards, head_to_head
+from llmmarl.tournament.routing import RoutingBackend, build_routing_backend, route
 from llmmarl.tournament.schedule import round_robin, seat_counts, standings, swiss_round
 from llmmarl.tournament.store import StoreError, TournamentStore
 
@@ -362,7 +362,7 @@ def test_openai_participant_without_backend_or_key_fails_clearly(tmp_path: Path)
         ],
     )
     with pytest.raises(BackendError, match=r"LLMMARL_TEST_UNSET_KEY|llmmarl\.backends\.openai"):
-        build_backend(cfg, {"o"})
+        build_routing_backend(cfg, {"o"})
 
 
 def test_llm_participants_play_through_the_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -370,7 +370,8 @@ def test_llm_participants_play_through_the_router(tmp_path: Path, monkeypatch: p
     # specs, routes, runner, store - is real.
     canned = CannedBackend(lambda r: f"ACTION: {lowest_legal(r)}")
     monkeypatch.setattr(
-        "llmmarl.tournament.run.build_backend", lambda cfg, names: RoutingBackend({route("llm"): (canned, None)})
+        "llmmarl.tournament.run.build_routing_backend",
+        lambda cfg, names: RoutingBackend({route("llm"): (canned, None)}),
     )
     cfg = ttt_config(tmp_path, per_pairing=2, participants=["llm", "random"])
     summary = run_tournament(cfg, progress=False)

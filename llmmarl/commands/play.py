@@ -5,21 +5,24 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
 from llmmarl.agents.scripted import scripted_policies
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
 from llmmarl.backends.base import Backend, BackendError
-from llmmarl.backends.factory import BackendSpec, build_backend
+from llmmarl.backends.factory import BackendSpec, UnknownBackendError, build_backend, check_kind
 from llmmarl.commands.common import console, fail, interrupt
+from llmmarl.config_overrides import OverrideError, apply_overrides
 from llmmarl.envs import UnknownEnvError, list_envs, make
 from llmmarl.models import DEFAULT_MODEL, ModelNotAvailableError
 from llmmarl.records import EpisodeRecord, summarise
 from llmmarl.runner import Match, Runner, seatings
+from llmmarl.serve import ServeError
 from llmmarl.terminal import print_transcript, summary_table
 
 
@@ -88,12 +91,35 @@ def play(
     timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds one --endpoint request may take in all, retries included.")
     ] = 300.0,
+    backend_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Backend kind that plays the LLM agents: transformers (the default, in-process), openai (the "
+            "default with --endpoint), vllm (a vLLM server of its own), a registered kind or your.module:builder.",
+        ),
+    ] = None,
+    backend_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-set",
+            help="KEY=VALUE: one more setting of the backend, by BackendSpec field (kv_cache_gib=0.5, "
+            "options.depth=2); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Play games between agents; print one transcript and the summary."""
     try:
         probe = make(env)
     except UnknownEnvError as e:
         raise typer.BadParameter(str(e), param_hint="ENV") from None
+    kind = backend_kind or ("openai" if endpoint else "transformers")
+    try:
+        check_kind(kind)
+    except UnknownBackendError as e:
+        raise typer.BadParameter(str(e), param_hint="--backend") from None
+    if endpoint and kind != "openai":
+        raise typer.BadParameter(f"--endpoint plays through an openai backend, not {kind}", param_hint="--backend")
     taken: set[str] = set()
     try:
         specs = [parse_agent(a, taken) for a in agents.split(",") if a.strip()]
@@ -118,23 +144,18 @@ def play(
         Match(game_id=i, env=env, seats=seats, seed=seed + i) for i, seats in enumerate(seatings(probe, specs, games))
     ]
     probe.close()
-    backend: Backend | None = None
-    if endpoint and any(isinstance(s, LLMAgentSpec) for s in specs):
+    if kind == "openai":
         # --model names the served base model; the default lets the server's own base be found
         served = None if model == DEFAULT_MODEL else model
-        spec = BackendSpec(
+        fields: dict[str, Any] = dict(
             kind="openai", base_url=endpoint, api_key=api_key, served_model=served, seed=seed, timeout=timeout
         )
-        try:
-            backend = build_backend(spec)
-        except BackendError as e:
-            fail(f"[red]{escape(str(e))}[/]")
-    elif any(isinstance(s, LLMAgentSpec) for s in specs):
-        with console.status(f"loading model {escape(repr(model))}"):
-            try:
-                backend = build_backend(BackendSpec(model=model, max_batch_size=max_batch_size, seed=seed))
-            except (ModelNotAvailableError, OSError, BackendError) as e:
-                fail(f"[red]cannot load model {escape(repr(model))}:[/] {escape(str(e))}")
+    else:
+        fields = dict(kind=kind, model=model, max_batch_size=max_batch_size, seed=seed)
+    spec = _backend_spec(fields, backend_set or [])
+    backend: Backend | None = None
+    if any(isinstance(s, LLMAgentSpec) for s in specs):
+        backend = _build(spec)
     out = out or Path("runs") / f"{env.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     runner = Runner(backend, concurrency=concurrency, out=out)
     start = time.perf_counter()
@@ -145,6 +166,10 @@ def play(
         fail(f"[red]backend error:[/] {escape(str(e))} (finished games are in {escape(str(out))})")
     except KeyboardInterrupt:
         fail(f"[yellow]interrupted.[/] Finished games are in {escape(str(out))}.", 130)
+    finally:
+        close = getattr(backend, "close", None)  # a kind that started a server stops it
+        if close is not None:
+            close()
     elapsed = time.perf_counter() - start
     for ep in episodes[:show]:
         print_transcript(ep, console)
@@ -156,6 +181,35 @@ def play(
         f"in {stats['backend_calls']} batched calls ({stats['failed_requests']} failed by the server), "
         f"{stats['reasks']} re-asks. Transcript: {escape(str(out))}"
     )
+
+
+def _backend_spec(fields: dict[str, Any], sets: list[str]) -> BackendSpec:
+    """The backend ``play`` builds: ``fields`` from its options, then each ``--backend-set``."""
+    try:
+        return BackendSpec.model_validate(apply_overrides(fields, sets))
+    except OverrideError as e:
+        raise typer.BadParameter(str(e).replace("--set", "--backend-set"), param_hint="--backend-set") from None
+    except ValidationError as e:
+        errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise typer.BadParameter(errors, param_hint="--backend-set") from None
+
+
+def _build(spec: BackendSpec) -> Backend:
+    """``spec``'s backend, or one line saying why not."""
+    if spec.kind == "openai":
+        try:
+            return build_backend(spec)
+        except BackendError as e:
+            fail(f"[red]{escape(str(e))}[/]")
+    with console.status(f"loading model {escape(repr(spec.model))}"):
+        try:
+            backend = build_backend(spec)
+            start = getattr(backend, "start", None)  # a server (vllm) starts now rather than in the first game
+            if start is not None:
+                start()
+            return backend
+        except (ModelNotAvailableError, OSError, BackendError, ServeError) as e:
+            fail(f"[red]cannot load model {escape(repr(spec.model))}:[/] {escape(str(e))}")
 
 
 def _print_broken(episodes: list[EpisodeRecord]) -> None:

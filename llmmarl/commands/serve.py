@@ -141,7 +141,7 @@ def serve_reload(
     api_key: Annotated[str | None, typer.Option(envvar="LLMMARL_API_KEY", help="The server's key.")] = None,
 ) -> None:
     """Hot-load a new adapter version into a running `llmmarl serve --allow-reload`, under the agent's name."""
-    from llmmarl.serve import hot_reload
+    from llmmarl.backends.reload import hot_reload
 
     try:
         names = hot_reload(endpoint, name, path, api_key=api_key)

@@ -7,7 +7,7 @@ One room per job, data flowing one way::
     store.py    SQLite (WAL): scheduled games and results, each game recorded once; resume = play what is missing
     results.py  GameResult (what ratings and reports read) and pairwise/cross-play aggregations
     ratings.py  OpenSkill (online, teams, draws) and Bradley-Terry with bootstrap CIs, on an Elo-like scale
-    backends.py one backend for the runner: local base models (adapters by name) and OpenAI endpoints, routed
+    routing.py  one backend for the runner: registered backend kinds (adapters by name) and OpenAI endpoints, routed
     run.py      plays each round's missing games through Runner.play, recording each game as it ends
     report.py   offline HTML (inline PNG plots) and a Markdown summary
 

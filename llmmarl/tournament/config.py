@@ -8,10 +8,11 @@ Example (``configs/tournament_tictactoe.yaml``)::
     schedule: {format: round_robin, games_per_pairing: 4}
     db: reports/tournament_tictactoe.sqlite
 
-Participants are agent specs: a local LLM (``kind: llm``: the base model + an optional LoRA adapter + a prompt
-template + decoding settings), a scripted bot (``kind: scripted``), or a model behind an OpenAI-compatible
-endpoint (``kind: openai``). Cross-checks that need no game live here; the ones that need the game (seat
-count, cooperative or not) are made in :mod:`llmmarl.tournament.run` when the game is built.
+Participants are agent specs: an LLM (``kind: llm``: the base model + an optional LoRA adapter + a prompt
+template + decoding settings, served by a backend kind of the registry, ``backend:``, in-process transformers by
+default), a scripted bot (``kind: scripted``), or a model behind an OpenAI-compatible endpoint (``kind: openai``).
+Cross-checks that need no game live here; the ones that need the game (seat count, cooperative or not) are made in
+:mod:`llmmarl.tournament.run` when the game is built.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pydantic import (
 )
 
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec, parse_agent
+from llmmarl.backends.factory import BackendSpec, check_kind
 from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.models import DEFAULT_MODEL
@@ -67,14 +69,44 @@ class GameSpec(BaseModel):
         return self.label or self.env
 
 
+# What the tournament sets itself on a participant's backend; `backend_settings` may set the other BackendSpec fields.
+_TOURNAMENT_SET = {"kind", "model", "adapters", "seed"}
+
+
 class LocalLLMParticipant(LLMAgentSpec):
-    """A local LLM agent: the tournament's base model (or its own), an optional adapter folder, decoding settings."""
+    """An LLM agent: the tournament's base model (or its own), an optional adapter folder, decoding settings, played
+    by a backend kind of the registry (:mod:`llmmarl.backends.factory`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     base_model: str | None = Field(
         None, description="Base model of this participant; None = the tournament's `base_model`."
     )
+    backend: str = Field(
+        "transformers",
+        description="Backend kind that plays it: transformers (in-process), vllm (a vLLM server the tournament "
+        "starts), a kind registered with register_backend, or your.module:builder. Participants of one kind, base "
+        "model and backend_settings share one backend.",
+    )
+    backend_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More settings of that backend, by BackendSpec field: e.g. {kv_cache_gib: 0.5} for vllm, "
+        "{options: {...}} for a kind of your own.",
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        return check_kind(kind)  # a ValueError that lists the known kinds
+
+    @field_validator("backend_settings")
+    @classmethod
+    def _settings_fields(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(settings) - (set(BackendSpec.model_fields) - _TOURNAMENT_SET))
+        if unknown:
+            settable = sorted(set(BackendSpec.model_fields) - _TOURNAMENT_SET)
+            raise ValueError(f"backend_settings {unknown} are not backend settings; settable: {', '.join(settable)}")
+        return settings
 
 
 class OpenAIParticipant(LLMAgentSpec):
@@ -307,6 +339,9 @@ class TournamentConfig(BaseModel):
                 "base_model": True,
             },
         )
+        for p in relevant["participants"]:  # the default backend leaves the hash as it was before there was a choice
+            if p.get("backend") == "transformers" and not p.get("backend_settings"):
+                del p["backend"], p["backend_settings"]
         digests = self.adapter_digests() if adapter_digests is None else adapter_digests
         if digests:  # absent without adapters: those tournaments keep the fingerprint they always had
             relevant["adapter_weights"] = digests

@@ -4,7 +4,7 @@ What runs where::
 
     driver (llmmarl tournament)                       Ray actors (one per GPU / model replica / CPU slot)
     ---------------------------                       --------------------------------------------------
-    schedule -> store.missing() -> chunks of Match  ->  TournamentWorker: build_backend(config) once
+    schedule -> store.missing() -> chunks of Match  ->  TournamentWorker: build_routing_backend(config) once
     ray.wait(streams) <- one EpisodeRecord per game  <-   Runner(backend).play(chunk), yielding each game as it ends
     store.record(episode)  (single SQLite writer)
 
@@ -44,8 +44,8 @@ from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.cluster import ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
-from llmmarl.tournament.backends import build_backend, runner_specs
 from llmmarl.tournament.config import RayConfig, TournamentConfig
+from llmmarl.tournament.routing import build_routing_backend, runner_specs
 
 QUEUED_CHUNKS = 2  # chunks queued per actor: one playing, one ready to start at once
 
@@ -84,7 +84,7 @@ class TournamentWorker:
         has_llm = any(isinstance(spec, LLMAgentSpec) for m in matches for spec in m.seats.values())
         if self.runner is None or (has_llm and self.runner.backend is None):
             # Every LLM participant at once, as in one process: later chunks never reload.
-            backend = build_backend(self.config, set(self.specs)) if has_llm else None
+            backend = build_routing_backend(self.config, set(self.specs)) if has_llm else None
             self.runner = Runner(
                 backend, concurrency=self.config.concurrency, max_steps=self.config.max_steps, progress=False
             )

@@ -27,9 +27,9 @@ from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.envs import make
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
-from llmmarl.tournament.backends import build_backend, runner_specs
 from llmmarl.tournament.config import GameSpec, RoundRobin, Swiss, TournamentConfig
 from llmmarl.tournament.results import GameResult, tally
+from llmmarl.tournament.routing import RoutingBackend, build_routing_backend, runner_specs
 from llmmarl.tournament.schedule import ScheduledGame, round_robin, swiss_round
 from llmmarl.tournament.store import StoredGame, StoreError, TournamentStore
 
@@ -251,6 +251,8 @@ class _Player:
             self.retried += self.pool.retried
             self.pool.close()
             self.pool = None
+        if self.runner is not None and isinstance(self.runner.backend, RoutingBackend):
+            self.runner.backend.close()  # a backend kind that started a server stops it
 
     def _play(self, matches: list[Match], on_episode: Callable[[EpisodeRecord], None]) -> None:
         if self.config.ray is None:
@@ -271,7 +273,7 @@ class _Player:
             if has_llm:
                 with self.console.status("loading models"):
                     # Every LLM participant at once: later rounds never reload.
-                    backend = build_backend(self.config, set(self.specs))
+                    backend = build_routing_backend(self.config, set(self.specs))
             self.runner = Runner(
                 backend, concurrency=self.config.concurrency, max_steps=self.config.max_steps, progress=False
             )

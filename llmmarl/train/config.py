@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from llmmarl.agents.specs import DEFAULT_LINES, TURN_LINES, LLMAgentSpec, ScriptedAgentSpec, TurnLine, parse_agent
+from llmmarl.backends.factory import check_kind
 from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
@@ -235,10 +236,12 @@ class TrainConfig(_Strict):
         f"{STALL_FLOOR_S:g}s.",
     )
 
-    rollout_backend: Literal["transformers", "vllm"] = Field(
+    rollout_backend: str = Field(
         "transformers",
-        description="What plays the training games: transformers (in-process, the trainer's own model; fastest "
-        "on CPU) or vllm (a vLLM server that hot-loads each learner's adapter after every update; see vllm).",
+        description="What plays the training games, a backend kind (llmmarl.backends.factory): transformers "
+        "(in-process, the trainer's own model; fastest on CPU), vllm (a vLLM server that hot-loads each learner's "
+        "adapter after every update; see vllm), or another registered kind or your.module:builder, whose engine "
+        "gets each learner's adapter after every update (a RolloutEngine).",
     )
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="Used by rollout_backend: vllm.")
 
@@ -289,6 +292,14 @@ class TrainConfig(_Strict):
         if name not in algorithms():
             raise ValueError(f"unknown algorithm {name!r}; registered: {', '.join(algorithms())}")
         return name
+
+    @field_validator("rollout_backend")
+    @classmethod
+    def _backend_kind(cls, kind: str, info: ValidationInfo) -> str:
+        check_kind(kind)  # a ValueError that lists the known kinds
+        if kind not in ("transformers", "vllm") and info.data.get("rollout_workers"):
+            raise ValueError(f"rollout_workers play with transformers or vllm, not rollout_backend: {kind}")
+        return kind
 
     @field_validator("opponents", "eval_opponents")
     @classmethod

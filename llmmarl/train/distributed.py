@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llmmarl.backends.base import Generation, GenerationRequest, special_tokens
-from llmmarl.backends.factory import BackendSpec
+from llmmarl.backends.factory import BackendSpec, build_backend
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.cluster import PLACEMENT_TIMEOUT_S, ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
 from llmmarl.records import EpisodeRecord
@@ -135,16 +135,15 @@ class VLLMRolloutWorker:
     """
 
     def __init__(self, config: Mapping[str, Any], concurrency: int) -> None:
-        from transformers import AutoTokenizer
-
-        from llmmarl.models import resolve_model
+        from llmmarl.backends.vllm_engine import VLLMEngine
         from llmmarl.train.config import TrainConfig
-        from llmmarl.train.engine import build_engine
+        from llmmarl.train.engine import rollout_spec
 
         self.dir = Path(tempfile.mkdtemp(prefix="llmmarl-replica-"))
         cfg = TrainConfig.model_validate({**config, "output_dir": str(self.dir)})
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
-        self.engine = build_engine(cfg, tokenizer).start()
+        engine = build_backend(rollout_spec(cfg))
+        assert isinstance(engine, VLLMEngine)
+        self.engine = engine.start()
         self.concurrency = concurrency
         self.versions: dict[str, str] = {}
         self.loads = 0

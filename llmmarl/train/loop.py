@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import Backend, RolloutEngine
 from llmmarl.backends.device import model_device
-from llmmarl.backends.factory import build_engine
-from llmmarl.backends.vllm_engine import VLLMEngine
+from llmmarl.backends.factory import build_rollout_engine
 from llmmarl.envs import make
 from llmmarl.records import EpisodeRecord, summarise
 from llmmarl.runner import Match
@@ -59,7 +58,8 @@ class MultiAgentTrainer(ABC):
 
     Args:
         cfg: the run.
-        backend: the rollout engine; default: :func:`~llmmarl.backends.factory.build_engine` for ``cfg.model``.
+        backend: the in-process engine; default: :func:`~llmmarl.backends.factory.build_rollout_engine` for
+            ``cfg.model``.
         progress: show a progress bar with per-agent monitors.
     """
 
@@ -74,7 +74,7 @@ class MultiAgentTrainer(ABC):
         cfg.check_env(self.env)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.backend: RolloutEngine = backend or build_engine(engine_spec(cfg))
+        self.backend: RolloutEngine = backend or build_rollout_engine(engine_spec(cfg))
         shared = self.backend.learner_model()
         base = shared if shared is not None else load_base_model(cfg.model, cfg.device)
         self.model = attach_adapters(base, cfg, self.extra_adapters())
@@ -97,7 +97,7 @@ class MultiAgentTrainer(ABC):
         self.outage_replays = 0  # training games played again because the server failed them
         self.eval_results: dict[str, dict[str, dict[str, float]]] = {}
         self.progress = progress
-        self.engine: VLLMEngine | None = None  # rollout_backend: vllm; started by the first rollout
+        self.engine: RolloutEngine | None = None  # rollout_backend other than transformers; built by the first rollout
         self.engine_calls = 0  # the engine's generate calls so far (its sampling seeds), across resumes
         self.rollout_pool: Any = None  # train.distributed.RolloutPool once rollout_workers play (imports ray)
 
@@ -187,8 +187,8 @@ class MultiAgentTrainer(ABC):
         return playing.rollout(self)
 
     def rollout_backend(self) -> Backend:
-        """What plays the training games: the trainer's own engine, or the vLLM engine (started on first use, with
-        every learner's current adapter published)."""
+        """What plays the training games: the trainer's own engine, or the ``rollout_backend`` engine (built on first
+        use, with every learner's current adapter)."""
         return playing.rollout_backend(self)
 
     def _play_replaying_outages(self, matches: Sequence[Match]) -> list[EpisodeRecord]:

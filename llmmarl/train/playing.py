@@ -1,6 +1,6 @@
 """How a trainer plays an update's games: the lineups of the update, on which engine (the trainer's own, the
-vLLM engine, or Ray rollout actors), games an outage broke played again, the engines' adapter sync after each
-update, and the league's bookkeeping of those games and of its snapshots.
+``rollout_backend`` engine, or Ray rollout actors), games an outage broke played again, the engines' adapter sync
+after each update, and the league's bookkeeping of those games and of its snapshots.
 
 :class:`~llmmarl.train.loop.MultiAgentTrainer` calls these with itself; its methods ``rollout``,
 ``rollout_backend``, ``sync`` and ``close`` are the entry points (and the ones a test or subclass replaces).
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmmarl.backends.base import Backend, BackendError
+from llmmarl.backends.factory import build_rollout_engine
 from llmmarl.backends.transformers import TransformersBackend
 from llmmarl.records import OUTCOME_POINTS, EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import save_adapter
-from llmmarl.train.engine import build_engine as build_vllm_engine
-from llmmarl.train.engine import engine_spec, publish_learners
+from llmmarl.train.engine import engine_spec, rollout_spec
 from llmmarl.train.exploration import LabelExplorer
 from llmmarl.train.league import Snapshot
 from llmmarl.train.lineup import Group, group_matches, training_groups
@@ -50,15 +50,15 @@ def rollout(trainer: MultiAgentTrainer) -> tuple[list[EpisodeRecord], float]:
 
 
 def rollout_backend(trainer: MultiAgentTrainer) -> Backend:
-    """What plays the training games: the trainer's own engine, or the vLLM engine (started on first use, with
-    every learner's current adapter published)."""
+    """What plays the training games: the trainer's own engine, or the ``rollout_backend`` engine (built on first
+    use, its sampling seeds continued, every learner's current adapter handed to it; a vLLM server starts then)."""
     if trainer.cfg.rollout_backend == "transformers":
         return trainer.backend
     if trainer.engine is None:
-        engine = build_vllm_engine(trainer.cfg, trainer.tokenizer)
-        engine.calls = trainer.engine_calls
-        trainer.engine = engine.start()
-        publish_learners(trainer.engine, trainer.model, trainer.learners, trainer.step)
+        engine = build_rollout_engine(rollout_spec(trainer.cfg))
+        engine.load_state_dict({"calls": trainer.engine_calls})
+        trainer.engine = engine
+        engine.refresh_adapters(trainer.model, trainer.learners, trainer.step)
     return trainer.engine
 
 
@@ -135,15 +135,17 @@ def sync(trainer: MultiAgentTrainer) -> float:
     t0 = time.perf_counter()
     trainer.backend.refresh_adapters(trainer.model, trainer.learners, version=trainer.step)
     if trainer.engine is not None:
-        publish_learners(trainer.engine, trainer.model, trainer.learners, trainer.step)
+        trainer.engine.refresh_adapters(trainer.model, trainer.learners, trainer.step)
     return time.perf_counter() - t0
 
 
 def close(trainer: MultiAgentTrainer) -> None:
     """Stop the rollout engine and the rollout actors, if any run (the next rollout starts them again)."""
     if trainer.engine is not None:
-        trainer.engine.close()
-        trainer.engine_calls = trainer.engine.calls
+        trainer.engine_calls = int(trainer.engine.state_dict().get("calls", 0))
+        close = getattr(trainer.engine, "close", None)  # an engine that runs a server stops it
+        if close is not None:
+            close()
         trainer.engine = None
     if trainer.rollout_pool is not None:
         trainer.rollout_pool.close()

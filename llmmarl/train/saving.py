@@ -67,7 +67,7 @@ def run_state(trainer: MultiAgentTrainer) -> dict[str, Any]:
         "config": trainer.cfg.model_dump(mode="json"),
         "league": trainer.league.model_dump() if trainer.league else None,
         "engine": trainer.backend.state_dict(),  # e.g. the counter each generate call's seed derives from
-        "engine_calls": engine.client._calls if engine and engine.client else trainer.engine_calls,
+        "engine_calls": int(engine.state_dict().get("calls", 0)) if engine else trainer.engine_calls,
         "eval": trainer.eval_results,
         "train_seconds": trainer.train_seconds,
         "longest_update_s": trainer.longest_update_s,

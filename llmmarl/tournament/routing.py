@@ -1,16 +1,17 @@
-"""One backend for a tournament's runner, whatever mix of models the participants use.
+"""The router of a tournament: one backend for its runner, whatever mix of models the participants use.
 
 The runner holds a single :class:`~llmmarl.backends.base.Backend`. A tournament may pit a local base model with
 several LoRA adapters against a model behind an OpenAI-compatible endpoint, so :class:`RoutingBackend` gives
 every LLM participant a *route* (its request ``adapter`` name, :func:`route`) and forwards each request to the
-backend that serves it, rewriting the adapter to the name that backend knows. All local participants of one base
-model share one :class:`~llmmarl.backends.transformers.TransformersBackend` (adapters loaded under participant
-names), so their turns still share one batched ``generate`` call per runner round. Backends are built by
-:func:`~llmmarl.backends.factory.build_backend`, as everywhere else.
+backend that serves it, rewriting the adapter to the name that backend knows. All ``llm`` participants of one
+backend kind (``backend:``, default transformers), base model and settings share one backend (adapters loaded
+under participant names), so their turns still share one batched ``generate`` call per runner round. Backends are
+built by :func:`~llmmarl.backends.factory.build_backend`, from the one registry of kinds, as everywhere else.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from llmmarl.backends.base import Backend, BackendError, Generation, GenerationR
 from llmmarl.tournament.config import LocalLLMParticipant, OpenAIParticipant, TournamentConfig
 
 _SPEC_FIELDS = set(LLMAgentSpec.model_fields) - {"kind", "adapter"}
+# The tournament's settings a local backend takes under the same names.
+_SHARED = {"max_batch_size", "dtype", "device", "seed"}
 
 
 def route(participant: str) -> str:
@@ -88,23 +91,31 @@ class RoutingBackend:
                 out[i] = gen
         return [g for g in out if g is not None]
 
+    def close(self) -> None:
+        """Close every backend that holds something (a server it started, a connection)."""
+        for backend in {id(b): b for b, _ in self.routes.values()}.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
 
-def build_backend(config: TournamentConfig, names: set[str]) -> RoutingBackend | None:
+
+def build_routing_backend(config: TournamentConfig, names: set[str]) -> RoutingBackend | None:
     """Backends for the LLM participants in ``names``; None when all of them are scripted."""
     llms = [p for p in config.participants if p.name in names and not isinstance(p, ScriptedAgentSpec)]
     if not llms:
         return None
     routes: dict[str, tuple[Backend, str | None]] = {}
-    by_model: dict[str, list[LocalLLMParticipant]] = {}
+    by_backend: dict[tuple[str, str, str], list[LocalLLMParticipant]] = {}
     by_endpoint: dict[tuple[str, str | None], list[OpenAIParticipant]] = {}
     for p in llms:
         if isinstance(p, LocalLLMParticipant):
-            by_model.setdefault(p.base_model or config.base_model, []).append(p)
+            settings = json.dumps(p.backend_settings, sort_keys=True, default=str)
+            by_backend.setdefault((p.backend, p.base_model or config.base_model, settings), []).append(p)
         else:
             assert isinstance(p, OpenAIParticipant)
             by_endpoint.setdefault((p.base_url, p.api_key_env), []).append(p)
-    for model, local_ps in by_model.items():
-        local = _local_backend(config, model, local_ps)
+    for (kind, model, _), local_ps in by_backend.items():
+        local = _local_backend(config, kind, model, local_ps)
         for lp in local_ps:
             routes[route(lp.name)] = (local, lp.name if lp.adapter else None)
     for (base_url, key_env), remote_ps in by_endpoint.items():
@@ -115,7 +126,7 @@ def build_backend(config: TournamentConfig, names: set[str]) -> RoutingBackend |
     return RoutingBackend(routes)
 
 
-def _local_backend(config: TournamentConfig, model: str, participants: list[LocalLLMParticipant]) -> Backend:
+def _local_backend(config: TournamentConfig, kind: str, model: str, participants: list[LocalLLMParticipant]) -> Backend:
     adapters: dict[str, str | Path] = {}
     for p in participants:
         if p.adapter is None:
@@ -126,10 +137,11 @@ def _local_backend(config: TournamentConfig, model: str, participants: list[Loca
                 f"adapter folders; for an adapter served by vLLM use `kind: openai` with `model: {p.adapter}`."
             )
         adapters[p.name] = p.adapter
-    # The tournament's decoding and seeding settings carry the backend's names.
-    shared = config.model_dump(include={"max_batch_size", "dtype", "device", "seed"})
-    spec = factory.BackendSpec(model=model, adapters=adapters, **shared)
-    return factory.build_backend(spec)
+    # The tournament's decoding and seeding settings carry the backend's names; a participant's own settings win.
+    fields = {**config.model_dump(include=_SHARED), **participants[0].backend_settings}
+    if kind != "transformers":
+        fields["kind"] = kind
+    return factory.build_backend(factory.BackendSpec(model=model, adapters=adapters, **fields))
 
 
 def _openai_backend(base_url: str, key_env: str | None, names: list[str], seed: int) -> Backend:
