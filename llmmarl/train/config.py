@@ -183,7 +183,7 @@ class TrainConfig(_Strict):
     eval_measures: list[str] = Field(
         default_factory=list,
         description="The game's own measures of every learner's policy, logged at each evaluation (eval/<metric>): "
-        "names the game declares (llmmarl.envs.measures), e.g. nash_conv for kuhn_poker. The policy is read as "
+        "names the game declares (llmmarl.envs.measures), e.g. nash_conv. The policy is read as "
         "played, decoded as evaluation decodes. The earlier key eval_nash_conv: N still reads as "
         "eval_measures: [nash_conv] with eval_measure_samples: N (0: off).",
     )

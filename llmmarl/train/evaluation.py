@@ -1,6 +1,6 @@
 """Evaluation during and after training: the learners against the evaluation lineups, the same games under other
 game settings, other agents in a learner's seat (:func:`compare`), and the game's own measures of each learner's
-policy (``eval_measures``, e.g. Kuhn poker's NashConv).
+policy (``eval_measures``, e.g. ``nash_conv``).
 
 Every evaluation plays the same games (deals, starts, seats) for the same seed, so two evaluations of a run, or
 of two runs, differ only by the agents' own moves. :class:`~llmmarl.train.loop.MultiAgentTrainer` calls these
