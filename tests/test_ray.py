@@ -508,7 +508,7 @@ def test_a_rollout_actor_that_hangs_ends_the_update_after_the_stall_timeout(clus
         ray.get([a.sync.remote({}) for a in pool.actors])
         pool.sync(model, ["alice"])  # both actors placed and synced: the cluster is fine
         t0 = time.monotonic()
-        with pytest.raises(ClusterLostError, match=r"no rollout share came back for \d+s \(stall_timeout 8s\)"):
+        with pytest.raises(ClusterLostError, match=r"no rollout game came back for \d+s \(stall_timeout 8s\)"):
             pool.play(matches)
         assert 8 <= time.monotonic() - t0 < 40
     finally:
