@@ -106,6 +106,11 @@ class ActorPool(Generic[G, R]):
             self._start_actor()
 
     @property
+    def every_actor(self) -> list[Any]:
+        """Every actor of the pool: placed, or still starting."""
+        return [*self.actors, *self._starting.values()]
+
+    @property
     def resume(self) -> str:
         return self._watch.resume
 
@@ -237,6 +242,6 @@ class ActorPool(Generic[G, R]):
 
     # ---- teardown ----------------------------------------------------------------------------------------------
     def close(self) -> None:
-        for actor in [*self.actors, *self._starting.values()]:
+        for actor in self.every_actor:
             self._ray.kill(actor)
         self.actors, self._starting = [], {}

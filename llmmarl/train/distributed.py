@@ -237,8 +237,8 @@ class RolloutPool:
 
     @property
     def actors(self) -> list[Any]:
-        """The actors placed and synced."""
-        return self.pool.actors
+        """Every actor, placed or still starting (all of them synced after :meth:`sync`)."""
+        return self.pool.every_actor
 
     @property
     def retried(self) -> int:
