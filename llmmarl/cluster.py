@@ -155,7 +155,7 @@ class ProgressWatch:
     """Bounded waits for one actor pool, and the decision that its cluster is lost.
 
     ``need``: one actor's resources (``{"CPU": 1, "GPU": 0}``); ``unit``: what counts as progress, for the message
-    ("game", "rollout share"); ``resume``: how to resume, for the message. The pool calls :meth:`wait` instead of
+    ("game", "rollout game"); ``resume``: how to resume, for the message. The pool calls :meth:`wait` instead of
     ``ray.wait`` and :meth:`get` instead of ``ray.get``; every ref that comes back counts as progress.
 
     The run ends (:class:`ClusterLostError`) when

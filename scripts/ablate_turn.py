@@ -28,14 +28,14 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
 from llmmarl.config_overrides import OverrideError
-from llmmarl.eval.ablation import (
+from llmmarl.runner import Match, Runner
+from llmmarl.studies.ablation import (
     AblationConfig,
     minimum_detectable_effect,
     pooled_sd,
     t_interval,
     welch_p,
 )
-from llmmarl.runner import Match, Runner
 from llmmarl.train import train
 from llmmarl.train.loop import MultiAgentTrainer
 

@@ -1,6 +1,6 @@
 """The probe suite: train each algorithm on each probe game it applies to, read the policy exactly, print the table.
 
-A probe has a known answer (``llmmarl/eval/probes.py`` lists each one's measure and threshold), so every row says
+A probe has a known answer (``llmmarl/studies/probes.py`` lists each one's measure and threshold), so every row says
 whether the algorithm reached it, with the budget it took. See ``docs/learning.md`` for the results.
 
     python scripts/bench_learning.py --model tiny --updates 6                      # every probe x algorithm
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmmarl.eval.probes import ALGORITHMS, PROBES, applicable, run_probe, table
+from llmmarl.studies.probes import ALGORITHMS, PROBES, applicable, run_probe, table
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--model", default="tiny", help="default (SmolLM2-135M-Instruct), tiny, a folder or hub id")

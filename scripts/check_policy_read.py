@@ -23,7 +23,7 @@ from llmmarl.agents.llm import LLMAgents
 from llmmarl.agents.policy_read import read_decisions
 from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.backends.transformers import TransformersBackend
-from llmmarl.eval.exploitability import KuhnDecisionEnv, info_states
+from llmmarl.envs.games.kuhn_poker.exploitability import KuhnDecisionEnv, info_states
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--model", default="default")

@@ -12,7 +12,7 @@ decoding (``--temperature 0``, the default) reads the policy exactly with one an
     python scripts/kuhn_nashconv.py --agent llm --endpoint http://localhost:8000/v1   # a served model (vLLM)
 
 Scripted agents that know their move probabilities (``random``, ``kuhn_nash``) are read exactly at the 12 states
-(``read_kuhn_exact``); add ``--played`` to read them through the runner instead, as an LLM agent is. An
+(``read_exact``); add ``--played`` to read them through the runner instead, as an LLM agent is. An
 ACTION-only LLM agent under the grammar (``--constrained --action-only``) that samples is read exactly too, from
 the model's answer distribution: no sampling error, no bootstrap.
 """
@@ -28,7 +28,8 @@ from pathlib import Path
 
 from llmmarl.agents.specs import LLMAgentSpec, parse_agent
 from llmmarl.backends.base import Backend
-from llmmarl.eval.exploitability import evaluate_reading, format_result, read_kuhn_exact, read_kuhn_policy
+from llmmarl.envs.games.kuhn_poker.exploitability import BET, decision_points, evaluate_reading, format_result
+from llmmarl.eval.policy import read_exact, read_policy
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--agent", default="llm", help="llm, llm@ADAPTER, or a scripted policy (random, kuhn_nash, ...)")
@@ -74,20 +75,21 @@ if isinstance(agent, LLMAgentSpec):
         from llmmarl.backends.transformers import TransformersBackend
 
         backend = TransformersBackend(args.model, device=args.device, seed=args.seed)
-    reading = read_kuhn_policy(agent, backend, samples=args.samples, seed=args.seed, progress=True)
+    reading = read_policy(agent, backend, decision_points(), samples=args.samples, seed=args.seed, progress=True)
 elif args.played:
-    reading = read_kuhn_policy(agent, None, samples=args.samples, seed=args.seed)
+    reading = read_policy(agent, None, decision_points(), samples=args.samples, seed=args.seed)
 else:
     try:
-        reading = read_kuhn_exact(agent)
+        reading = read_exact(agent, None, decision_points())
     except ValueError as e:
         sys.exit(f"{e} (add --played)")
 
 result = evaluate_reading(reading, bootstrap=args.bootstrap, seed=args.seed)
 print("state   P(check/fold) P(bet/call)  95% CI of P(bet/call)   fallbacks/answers")
 for key, s in reading.states.items():
-    lo, hi = s.ci95()
-    print(f"{key:<6}  {s.probs[0]:>12.3f}  {s.probs[1]:>10.3f}  {lo:.3f}..{hi:.3f}  {s.fallbacks:>10}/{len(s.draws)}")
+    lo, hi = s.ci95(BET)
+    p = s.mean(BET)
+    print(f"{key:<6}  {1 - p:>12.3f}  {p:>10.3f}  {lo:.3f}..{hi:.3f}  {s.fallbacks:>10}/{len(s.draws)}")
 print(format_result(result))
 print(f"({time.perf_counter() - start:.0f}s)")
 if args.json:

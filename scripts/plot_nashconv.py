@@ -1,4 +1,4 @@
-"""Plot Kuhn poker NashConv over training from runs' metrics.jsonl (``eval_nash_conv``), one curve per run.
+"""Plot Kuhn poker NashConv over training from runs' metrics.jsonl (``eval_measures: [nash_conv]``), one curve per run.
 
     python scripts/plot_nashconv.py runs/train/kuhn-nc-random/metrics.jsonl runs/train/kuhn-nc-self/metrics.jsonl \\
         --labels "vs random" "self-play" --start 2.3333 --out reports/kuhn_nashconv_curves.png
@@ -32,9 +32,9 @@ if len(labels) != len(args.metrics):
 
 fig, ax = plt.subplots(figsize=(7, 4))
 for path, label in zip(args.metrics, labels, strict=True):
-    points = [(row.step, nc) for row in read_metrics(path) for nc in (row.nash_conv or {}).values()]
+    points = [(row.step, nc) for row in read_metrics(path) for nc in (row.measures or {}).get("nash_conv", {}).values()]
     if not points:
-        p.error(f"{path} has no NashConv rows (train with eval_nash_conv and eval_every)")
+        p.error(f"{path} has no NashConv rows (train with eval_measures: [nash_conv] and eval_every)")
     if args.start is not None:  # the base model's reading, an exact point at update 0
         points.insert(0, (0, {"nash_conv": args.start}))
     steps = [s for s, _ in points]

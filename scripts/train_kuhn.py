@@ -40,7 +40,8 @@ RECIPE = {
     "save_every": 5,
     "eval_every": 20,
     "eval_games": 128,  # against the training opponent, greedy
-    "eval_nash_conv": 1,  # the learner's exploitability, read at the 12 information states
+    "eval_measures": ["nash_conv"],  # the learner's exploitability, read at the 12 information states (--nash-conv)
+    "eval_measure_samples": 1,
     "threads": None,
     "seed": 0,
 }
@@ -49,13 +50,27 @@ p = ScriptParser(
     __doc__,
     RECIPE,
     aliases="--model --steps --games-per-update --group-size --credit --lr --steps-per-update --minutes "
-    "--prediction-weight --warmup --no-reask --max-new-tokens --max-samples --eval-games --nash-conv --threads --seed",
+    "--prediction-weight --warmup --no-reask --max-new-tokens --max-samples --eval-games --threads --seed",
     smoke={"max_samples_per_learner": 8, "eval_games": 4},
 )
 p.add_argument("--opponent", help="scripted policy name or llm@ADAPTER_FOLDER (default: the recipe's opponents)")
+p.add_argument(
+    "--nash-conv",
+    type=int,
+    metavar="N",
+    help="NashConv at each evaluation from N answers per state when sampled (greedy reads one); 0 = off",
+)
 p.add_argument("--skip-base", action="store_true", help="do not evaluate the base model at the end")
 args = p.parse_args()
-cfg = p.validate(p.config(args, {"opponents": [args.opponent]} if args.opponent else {}))
+changes: dict[str, object] = {"opponents": [args.opponent]} if args.opponent else {}
+if args.nash_conv is not None:
+    if args.nash_conv < 0:
+        p.error("--nash-conv must be >= 0")
+    changes |= {
+        "eval_measures": ["nash_conv"] if args.nash_conv else [],
+        "eval_measure_samples": max(1, args.nash_conv),
+    }
+cfg = p.validate(p.config(args, changes))
 
 # ---- training and the final evaluation ------------------------------------------------------------------------
 trainer = MultiAgentGRPO(cfg)

@@ -12,7 +12,7 @@ from conftest import ABLATION_SMOKE, run_ablation
 from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.agents.turn import turn_grammar
 from llmmarl.envs.base import MessageRules
-from llmmarl.eval.ablation import AblationConfig, minimum_detectable_effect, pooled_sd, t_interval
+from llmmarl.studies.ablation import AblationConfig, minimum_detectable_effect, pooled_sd, t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,7 +169,7 @@ def test_harness_and_nashconv_reader_run_unchanged_on_the_vllm_engine(tmp_path: 
         trainer = MultiAgentGRPO(study.run_config(arm, 0), progress=False)
         try:
             assert trainer.resume() and trainer.step == 1
-            in_process = trainer.nash_conv()["kuhn"]["nash_conv"]
+            in_process = trainer.measure()["nash_conv"]["kuhn"]["nash_conv"]
             assert in_process == pytest.approx(on_engine, abs=1e-9), (arm, in_process, on_engine)
             results = trainer.evaluate()
         finally:

@@ -147,7 +147,7 @@ def test_bad_shapes_are_refused() -> None:
 
 # ---- wired: algorithm all_action on the bandit probe, tiny model -----------------------------------------------------
 def test_a_tiny_all_action_run_trains_on_the_bandit(tmp_path) -> None:
-    from llmmarl.eval.probes import PROBES, probe_config
+    from llmmarl.studies.probes import PROBES, probe_config
     from llmmarl.train import TrainConfig, trainer_class
 
     raw = probe_config(PROBES["bandit"], "rloo", "tiny", 0, 2, str(tmp_path), ["env_kwargs.arms=3"])
@@ -176,7 +176,7 @@ def test_a_tiny_all_action_run_trains_on_the_bandit(tmp_path) -> None:
 
 
 def test_all_action_refuses_what_it_cannot_credit(tmp_path) -> None:
-    from llmmarl.eval.probes import PROBES, probe_config
+    from llmmarl.studies.probes import PROBES, probe_config
     from llmmarl.train import TrainConfig, trainer_class
 
     raw = probe_config(PROBES["bandit"], "rloo", "tiny", 0, 1, str(tmp_path), [])

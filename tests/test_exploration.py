@@ -15,7 +15,7 @@ from llmmarl.agents.llm import LLMAgents
 from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.backends.path_score import score_path
 from llmmarl.envs import make
-from llmmarl.eval.probes import PROBES, probe_config
+from llmmarl.studies.probes import PROBES, probe_config
 from llmmarl.train.exploration import behaviour_weight, canonical_path
 from llmmarl.train.rollout import episodes_to_samples
 

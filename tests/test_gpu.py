@@ -224,10 +224,11 @@ def test_the_nashconv_reader_and_the_ablation_harness_on_cuda(gpu: TransformersB
     from conftest import run_ablation
 
     from llmmarl.agents.specs import LLMAgentSpec
-    from llmmarl.eval.exploitability import evaluate_reading, info_states, read_kuhn_policy
+    from llmmarl.envs.games.kuhn_poker.exploitability import decision_points, evaluate_reading, info_states
+    from llmmarl.eval.policy import read_policy
 
     spec = LLMAgentSpec(name="a", adapter="a", constrained=True, reask=False, max_new_tokens=64)
-    reading = read_kuhn_policy(spec, gpu)
+    reading = read_policy(spec, gpu, decision_points())
     assert set(reading.table()) == {key for key, *_ in info_states()}
     assert all(abs(sum(p) - 1.0) < 1e-9 for p in reading.table().values())
     assert 0.0 <= evaluate_reading(reading).nash_conv <= 3.0
@@ -248,15 +249,16 @@ def test_the_exact_reader_and_the_probe_suite_on_cuda(gpu: TransformersBackend) 
     from collections import Counter
 
     from llmmarl.agents.specs import LLMAgentSpec
-    from llmmarl.eval.exploitability import read_kuhn_policy
-    from llmmarl.eval.probes import PROBES, run_probe
+    from llmmarl.envs.games.kuhn_poker.exploitability import BET, decision_points
+    from llmmarl.eval.policy import read_policy
+    from llmmarl.studies.probes import PROBES, run_probe
 
     spec = LLMAgentSpec(name="r", temperature=1.0, constrained=True, lines=frozenset(), max_new_tokens=16)
-    reading = read_kuhn_policy(spec, gpu)
-    assert reading.exact and all(0.0 <= s.p_bet <= 1.0 for s in reading.states.values())
+    reading = read_policy(spec, gpu, decision_points())
+    assert reading.exact and all(0.0 <= s.mean(BET) <= 1.0 for s in reading.states.values())
     from llmmarl.agents.llm import LLMAgents
     from llmmarl.agents.policy_read import read_decisions
-    from llmmarl.eval.exploitability import KuhnDecisionEnv
+    from llmmarl.envs.games.kuhn_poker.exploitability import KuhnDecisionEnv
 
     env = KuhnDecisionEnv(0, 1, "")
     env.reset(seed=0)

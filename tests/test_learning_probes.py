@@ -1,7 +1,7 @@
 """Learning you can check: every algorithm trained on the probe games the tiny model can hold, read exactly, to the
 probe's threshold; and the runs that must fail.
 
-The tiny model is a random two-layer network. With the suite's tiny recipe (``llmmarl.eval.probes.TINY``: T = 0.3,
+The tiny model is a random two-layer network. With the suite's tiny recipe (``llmmarl.studies.probes.TINY``: T = 0.3,
 learning rate 1e-2, canonical answers) GRPO, RLOO, PPO and PPO with the centralised critic solve the bandit,
 delayed-credit and coordination probes in a few updates. The contextual and speaker-listener probes need the
 policy to condition on one word of its prompt, which the random network did not learn in 20 updates; in matching
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmmarl.eval.probes import ALGORITHMS, PROBES, applicable, probe_config, run_probe, table
+from llmmarl.studies.probes import ALGORITHMS, PROBES, applicable, probe_config, run_probe, table
 
 # Probes the tiny model solves, with the most updates a run may take (it stops once the threshold is reached; the
 # slowest here, PPO on the bandit, took 12 while its critic learned the baseline).

@@ -29,7 +29,9 @@ def test_the_three_kinds_of_row_round_trip(tmp_path: Path) -> None:
         engine="transformers",
         rollout_games_retried=2,
     )
-    evaluation = MetricsRow(step=1, eval={"vs random": {"a": {"return": 0.25}}}, nash_conv={"a": {"nash_conv": 0.1}})
+    evaluation = MetricsRow(
+        step=1, eval={"vs random": {"a": {"return": 0.25}}}, measures={"nash_conv": {"a": {"nash_conv": 0.1}}}
+    )
     other = MetricsRow(step=1, eval_with=EvalWith(env_overrides={"talk": False}, eval={"self": {"a": {"win": 1.0}}}))
     for row in (update, evaluation, other):
         append_metrics(out, row)
@@ -44,6 +46,9 @@ def test_the_three_kinds_of_row_round_trip(tmp_path: Path) -> None:
     assert back[0].learners["a"]["epoch"] == 0 and isinstance(back[0].learners["a"]["epoch"], int)
     assert lines[0].endswith('"engine": "transformers", "rollout_games_retried": 2}')
     assert [r.is_update for r in back] == [True, False, False] and back[1].eval == evaluation.eval
+    # A game measure is written under its own name, as runs wrote NashConv before games declared measures.
+    assert lines[1].endswith('"nash_conv": {"a": {"nash_conv": 0.1}}}') and '"measures"' not in lines[1]
+    assert back[1].measures == {"nash_conv": {"a": {"nash_conv": 0.1}}}
 
 
 def test_a_line_that_is_not_a_row_is_named(tmp_path: Path) -> None:

@@ -13,13 +13,14 @@ from llmmarl.agents.policy_read import cut_at_action, read_decisions
 from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.backends.base import AnswerQuery, AnswerReader
 from llmmarl.envs.games.kuhn_poker.bots import nash_bet_probability
-from llmmarl.eval.exploitability import (
+from llmmarl.envs.games.kuhn_poker.exploitability import (
+    BET,
     KuhnDecisionEnv,
+    decision_points,
     evaluate_reading,
     info_states,
-    read_kuhn_exact,
-    read_kuhn_policy,
 )
+from llmmarl.eval.policy import read_exact, read_policy
 
 Z = 3.29  # two-sided 99.9% normal quantile: a few labels per test, each must fall inside its interval
 
@@ -32,19 +33,19 @@ def _decision(backend, spec: LLMAgentSpec, player: int = 0, card: int = 1, histo
 
 
 def test_scripted_policies_are_read_back_exactly_through_the_env():
-    nash = read_kuhn_exact(ScriptedAgentSpec(name="n", policy="kuhn_nash"))
+    nash = read_exact(ScriptedAgentSpec(name="n", policy="kuhn_nash"), None, decision_points())
     assert nash.exact
     for key, _, card, history in info_states():
-        assert nash.states[key].p_bet == pytest.approx(nash_bet_probability(card, history), abs=1e-15)
+        assert nash.states[key].mean(BET) == pytest.approx(nash_bet_probability(card, history), abs=1e-15)
     assert evaluate_reading(nash).nash_conv == pytest.approx(0.0, abs=1e-12)
-    uniform = evaluate_reading(read_kuhn_exact(ScriptedAgentSpec(name="r", policy="random")))
+    uniform = evaluate_reading(read_exact(ScriptedAgentSpec(name="r", policy="random"), None, decision_points()))
     assert uniform.nash_conv == pytest.approx(11 / 12, abs=1e-12)  # 0.9167
     assert uniform.ci95 == (uniform.nash_conv, uniform.nash_conv)  # exact: no bootstrap
 
 
 def test_a_scripted_policy_without_probabilities_is_refused():
     with pytest.raises(ValueError, match="does not tell its move probabilities"):
-        read_kuhn_exact(ScriptedAgentSpec(name="m", policy="mcts"))
+        read_exact(ScriptedAgentSpec(name="m", policy="mcts"), None, decision_points())
 
 
 def test_the_tiny_model_reads_as_it_samples_within_binomial_intervals(tiny_backend):
@@ -117,8 +118,8 @@ def test_the_cut_keeps_the_answer_up_to_its_action_tag(tiny_backend):
 def test_kuhn_reads_an_action_only_agent_exactly(tiny_backend):
     # T = 0.5: the random tiny model spreads T = 1 over every spelling of a label; colder, the walk stays small.
     spec = LLMAgentSpec(name="x", temperature=0.5, constrained=True, lines=frozenset(), max_new_tokens=16)
-    reading = read_kuhn_policy(spec, tiny_backend)
+    reading = read_policy(spec, tiny_backend, decision_points())
     assert reading.exact and len(reading.states) == 12
     result = evaluate_reading(reading)
     assert result.ci95 == (result.nash_conv, result.nash_conv)
-    assert all(0.0 < s.p_bet < 1.0 for s in reading.states.values())  # a sampling agent mixes
+    assert all(0.0 < s.mean(BET) < 1.0 for s in reading.states.values())  # a sampling agent mixes

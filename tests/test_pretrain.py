@@ -295,7 +295,7 @@ def test_a_bad_pretrain_config_is_a_clear_error(tmp_path: Path, changes: dict[st
 
 
 def test_an_ablation_arm_can_pretrain_on_its_own() -> None:
-    from llmmarl.eval.ablation import AblationConfig
+    from llmmarl.studies.ablation import AblationConfig
 
     kuhn = ROOT / "configs" / "ablate_kuhn.yaml"
     arm = "arms.forecast_pretrained={lines: [FORECAST], rewards: {forecast: 0.1}, pretrain: {games: 32}}"

@@ -135,8 +135,8 @@ def test_a_bot_refuses_another_game() -> None:
 
 
 def test_contextual_offers_extra_words_and_takes_a_named_mapping() -> None:
-    from llmmarl.eval.probes import HARD_MAPPING
-    from llmmarl.eval.probes import PROBES as SUITE
+    from llmmarl.studies.probes import HARD_MAPPING
+    from llmmarl.studies.probes import PROBES as SUITE
 
     wide: Any = make("probe_contextual", words=8)
     assert len(wide.labels) == 8 and set(wide.mapping.values()) < set(wide.labels)

@@ -331,11 +331,12 @@ def test_a_rollout_actor_that_dies_loses_no_game(cluster: Any, tmp_path: Path) -
     marker = str(tmp_path / "died")
 
     class DyingWorker(RolloutWorker):  # pickled by value: defined here, it reaches the actors with `marker`
-        def play(self, matches: Any) -> Any:
+        def play(self, matches: Any) -> Any:  # a streaming call: a generator, as the worker's own
             try:
                 os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # exactly one actor wins this
             except FileExistsError:
-                return super().play(matches)
+                yield from super().play(matches)
+                return
             os._exit(1)
 
     backend = TransformersBackend("tiny")
@@ -497,8 +498,9 @@ def test_a_rollout_actor_that_hangs_ends_the_update_after_the_stall_timeout(clus
     from llmmarl.train.distributed import RolloutPool, RolloutWorker
 
     class HangingWorker(RolloutWorker):  # pickled by value: defined here, it reaches the actors as it is
-        def play(self, matches: Any) -> Any:
+        def play(self, matches: Any) -> Any:  # a streaming call: a generator, as the worker's own
             time.sleep(3600)
+            yield from ()
 
     model, matches = _alice()
     pool = RolloutPool(2, "tiny", address=cluster.address, worker_cls=HangingWorker, stall_timeout=8)
@@ -508,7 +510,7 @@ def test_a_rollout_actor_that_hangs_ends_the_update_after_the_stall_timeout(clus
         ray.get([a.sync.remote({}) for a in pool.actors])
         pool.sync(model, ["alice"])  # both actors placed and synced: the cluster is fine
         t0 = time.monotonic()
-        with pytest.raises(ClusterLostError, match=r"no rollout share came back for \d+s \(stall_timeout 8s\)"):
+        with pytest.raises(ClusterLostError, match=r"no rollout game came back for \d+s \(stall_timeout 8s\)"):
             pool.play(matches)
         assert 8 <= time.monotonic() - t0 < 40
     finally:

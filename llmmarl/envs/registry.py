@@ -23,6 +23,7 @@ from pettingzoo import AECEnv, ParallelEnv
 
 from llmmarl.envs.base import TextEnv
 from llmmarl.envs.bots import BotSpec
+from llmmarl.envs.measures import GameMeasure, UnknownMeasureError
 from llmmarl.envs.pettingzoo import AECTextEnv, ParallelTextEnv
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "Kind",
     "UnknownEnvError",
     "game_bots",
+    "game_measure",
+    "game_measures",
     "list_envs",
     "make",
     "register",
@@ -57,6 +60,8 @@ class EnvSpec:
     #: The game's own prompt templates (``NAME.j2``, ``ROLE/NAME.j2``), usually its package's ``prompts/`` folder;
     #: they replace the defaults, and ``prompts/GAME/`` of the prompt root replaces them (``prompts/README.md``).
     prompts: Path | None = None
+    #: What the game can measure of a policy beyond its games' outcomes (:mod:`llmmarl.envs.measures`).
+    measures: tuple[GameMeasure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,10 @@ def register(
     source: str = "llmmarl",
     bots: tuple[BotSpec, ...] = (),
     prompts: Path | None = None,
+    measures: tuple[GameMeasure, ...] = (),
 ) -> None:
     """Register a game from its fields (:func:`register_game` of an :class:`EnvSpec`)."""
-    register_game(EnvSpec(name, factory, summary, kind, source=source, bots=bots, prompts=prompts))
+    register_game(EnvSpec(name, factory, summary, kind, source=source, bots=bots, prompts=prompts, measures=measures))
 
 
 def register_family(spec: FamilySpec) -> None:
@@ -131,6 +137,23 @@ def game_bots() -> list[BotSpec]:
     _load_builtin_games()
     games = [bot for spec in _REGISTRY.values() for bot in spec.bots]
     return games + [bot for family in _FAMILIES.values() for bot in family.bots]
+
+
+def game_measures(name: str) -> dict[str, GameMeasure]:
+    """The measures the game registered as ``name`` declares, by name; none for a game built from a path or a
+    family, or not registered."""
+    _load_builtin_games()
+    spec = _REGISTRY.get(name)
+    return {m.name: m for m in spec.measures} if spec is not None else {}
+
+
+def game_measure(name: str, measure: str) -> GameMeasure:
+    """The measure ``measure`` of the game registered as ``name``, or an error listing what it declares."""
+    declared = game_measures(name)
+    if measure in declared:
+        return declared[measure]
+    offer = f"it declares {', '.join(sorted(declared))}" if declared else "it declares no measures"
+    raise UnknownMeasureError(f"game {name!r} has no measure {measure!r}: {offer}")
 
 
 def make(name: str, **kwargs: Any) -> TextEnv:

@@ -24,6 +24,8 @@ from llmmarl.backends.factory import check_kind
 from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
+from llmmarl.envs.measures import UnknownMeasureError
+from llmmarl.envs.registry import game_measure
 from llmmarl.train.algorithm_settings import (
     ALGORITHM_SETTINGS,
     CRITIC_SUFFIX,
@@ -179,16 +181,22 @@ class TrainConfig(_Strict):
         "training lineup (opponents, or the team itself).",
     )
     eval_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature in evaluation games; 0 = greedy.")
-    eval_nash_conv: int = Field(
-        0,
-        ge=0,
-        description="kuhn_poker only: at each evaluation also read every learner's policy as played at the 12 "
-        "information states and log its NashConv (llmmarl.eval.exploitability). The value is the answers per state "
-        "when eval_temperature > 0 (greedy reads one); 0 = off.",
+    eval_measures: list[str] = Field(
+        default_factory=list,
+        description="The game's own measures of every learner's policy, logged at each evaluation (eval/<metric>): "
+        "names the game declares (llmmarl.envs.measures), e.g. nash_conv. The policy is read as "
+        "played, decoded as evaluation decodes. The earlier key eval_nash_conv: N still reads as "
+        "eval_measures: [nash_conv] with eval_measure_samples: N (0: off).",
+    )
+    eval_measure_samples: int = Field(
+        1,
+        ge=1,
+        description="Answers per decision when a measure reads a sampled policy (eval_temperature > 0); a greedy "
+        "or exactly readable policy is read once.",
     )
     eval_backend: Literal["rollout", "trainer"] = Field(
         "rollout",
-        description="What plays evaluation games and reads NashConv: rollout (the rollout engine: under "
+        description="What plays evaluation games and reads the game measures: rollout (the rollout engine: under "
         "rollout_backend: vllm the vLLM server, which evaluates as fast as it samples) or trainer (the trainer's "
         "in-process model). The two are the same under rollout_backend: transformers.",
     )
@@ -282,7 +290,7 @@ class TrainConfig(_Strict):
         into every state.json and manifest.json is dropped."""
         if not isinstance(data, dict):
             return data
-        return migrate_layout(data)
+        return migrate_layout(_legacy_measures(data))
 
     @field_validator("algorithm")
     @classmethod
@@ -432,10 +440,29 @@ class TrainConfig(_Strict):
                 raise ValueError(f"setting: team, but the learners' pinned seats are on different teams: {teams}")
             if not any(len(env.teammates(s)) >= 1 for s in seats):
                 raise ValueError(f"setting: team needs a game with teams; {env.name} has none (use independent)")
-        if self.eval_nash_conv and env.name != "kuhn_poker":
-            raise ValueError(f"eval_nash_conv reads Kuhn poker policies; {env.name} is not kuhn_poker: set it to 0")
+        for measure in self.eval_measures:
+            try:
+                game_measure(self.env, measure)
+            except UnknownMeasureError as e:
+                raise ValueError(f"eval_measures: {e}") from None
         if self.rewards.message and env.message_rules.mode == "off":
             raise ValueError(f"rewards.message is set but {env.name} does not allow messages: set it to 0")
+
+
+def _legacy_measures(data: dict[str, Any]) -> dict[str, Any]:
+    """``eval_nash_conv: N``, the key before games declared their measures, as ``eval_measures``."""
+    if "eval_nash_conv" not in data:
+        return data
+    data = dict(data)
+    n = data.pop("eval_nash_conv")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"eval_nash_conv must be a whole number >= 0 (answers per state; 0: off), got {n!r}")
+    measures = [m for m in data.get("eval_measures") or [] if m != "nash_conv"]
+    if n:
+        measures.append("nash_conv")
+        data["eval_measure_samples"] = n
+    data["eval_measures"] = measures
+    return data
 
 
 def _parse_agents(texts: list[str], taken: set[str]) -> list[LLMAgentSpec | ScriptedAgentSpec]:

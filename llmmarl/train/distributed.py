@@ -12,9 +12,11 @@ The stamp is computed by the worker from the weights it actually holds, after lo
 driver sent: a worker that skipped or botched a refresh stamps the old hash, and :func:`check_versions` refuses
 the rollout (:class:`StaleRolloutError`). Loading on one replica only - the common bug - is caught the same way.
 
-An actor that dies mid-rollout is replaced and its share played again whole. Every wait is bounded by a
+The actors are a :class:`~llmmarl.pool.ActorPool`, the pool tournaments use too, with its one failure path: an
+actor that dies mid-rollout is replaced (the replacement loads the last synced adapters before it plays) and the
+games it had not returned are played again by the others. Every wait is bounded by a
 :class:`~llmmarl.cluster.ProgressWatch`: when no alive node can hold an actor (the node is lost, so a replacement
-can never be placed) or no share comes back within the stall timeout, the update fails with
+can never be placed) or no game comes back within the stall timeout, the update fails with
 :class:`~llmmarl.cluster.ClusterLostError`, one line; ``--resume`` continues from the last checkpoint.
 """
 
@@ -22,14 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmmarl.backends.base import Generation, GenerationRequest, special_tokens
 from llmmarl.backends.factory import BackendSpec, build_backend
 from llmmarl.backends.transformers import TransformersBackend
-from llmmarl.cluster import PLACEMENT_TIMEOUT_S, ClusterLostError, ProgressWatch, actor_lost, connect, require_ray
+from llmmarl.cluster import PLACEMENT_TIMEOUT_S, ProgressWatch, connect, require_ray
+from llmmarl.pool import ActorPool, stream
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
 from llmmarl.train.checkpoint import save_adapter
@@ -122,9 +125,14 @@ class RolloutWorker:
             self.versions[name] = adapter_version(self.backend.model, name)
         return dict(self.versions)
 
-    def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
-        backend = _StampingBackend(self.backend, self.versions)
-        return Runner(backend, concurrency=self.concurrency, progress=False).play(matches)
+    def play(self, matches: Sequence[Match]) -> Iterator[EpisodeRecord]:
+        """Play ``matches``, yielding each game the moment it ends (a streaming Ray call)."""
+        runner = Runner(_StampingBackend(self.backend, self.versions), concurrency=self.concurrency, progress=False)
+
+        def play(put: Callable[[EpisodeRecord], None]) -> None:
+            runner.play(matches, on_episode=put, keep=False)
+
+        yield from stream(play)
 
 
 class VLLMRolloutWorker:
@@ -159,9 +167,13 @@ class VLLMRolloutWorker:
             self.versions[name] = folder_version(folder)
         return dict(self.versions)
 
-    def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
-        backend = _StampingBackend(self.engine, self.versions)
-        return Runner(backend, concurrency=self.concurrency, progress=False).play(matches)
+    def play(self, matches: Sequence[Match]) -> Iterator[EpisodeRecord]:
+        runner = Runner(_StampingBackend(self.engine, self.versions), concurrency=self.concurrency, progress=False)
+
+        def play(put: Callable[[EpisodeRecord], None]) -> None:
+            runner.play(matches, on_episode=put, keep=False)
+
+        yield from stream(play)
 
 
 class RolloutPool:
@@ -170,8 +182,9 @@ class RolloutPool:
     Each :class:`RolloutWorker` runs the transformers engine ``engine`` describes (a model name: its defaults);
     ``worker_cls`` and ``worker_args`` put other actors in the pool (:class:`VLLMRolloutWorker`).
 
-    An actor that dies during :meth:`play` is replaced, synced with the same adapters and given its share of games
-    again (counted in :attr:`retried`); more than ``max_failures`` deaths in one rollout end it with one error.
+    An actor that dies is replaced and synced with the same adapters; the games it had not returned are played
+    again (counted in :attr:`retried`). More than ``max_failures`` deaths in one sync or rollout end it with one
+    error.
     """
 
     def __init__(
@@ -189,92 +202,65 @@ class RolloutPool:
         placement_timeout: float = PLACEMENT_TIMEOUT_S,
         stall_timeout: float | None = None,
     ) -> None:
-        self._ray = require_ray()
+        ray = require_ray()
         resume = "the update was not applied: continue from the last checkpoint with --resume"
         self._ray_conn = connect(address, resume)
-        self._watch = ProgressWatch(
-            self._ray,
+        watch = ProgressWatch(
+            ray,
             {"CPU": num_cpus, "GPU": num_gpus},
-            unit="rollout share",
+            unit="rollout game",
             resume=resume,
             stall_timeout=stall_timeout,
             placement_timeout=placement_timeout,
         )
-        cls = self._ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        cls = ray.remote(worker_cls).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)
         spec = engine if isinstance(engine, BackendSpec) else BackendSpec(model=engine)
         args = (
             worker_args
             if worker_args is not None
             else (spec.model, spec.max_batch_size, spec.device, spec.seed, concurrency)
         )
-        self._new_actor = lambda: cls.remote(*args)
-        self.actors = [self._new_actor() for _ in range(workers)]
-        self.max_failures = max_failures
-        self.retried = 0  # games played again because their actor died
-        self._files: Any = None  # the adapters of the last sync (an object ref), for replacement actors
+        self._ray = ray
+        self._files: Any = {}  # the adapters of the last sync (an object ref once synced): what a new actor loads
+        self.pool: ActorPool[Match, EpisodeRecord] = ActorPool(
+            ray,
+            lambda: cls.remote(*args),
+            workers,
+            watch,
+            ready=lambda actor: actor.sync.remote(self._files),
+            play=lambda actor, games: actor.play.options(num_returns="streaming").remote(games),
+            max_failures=max_failures,
+            queued=1,  # one share per actor, as the rollout is split
+            get_timeout=max(5.0, placement_timeout),
+        )
+
+    @property
+    def actors(self) -> list[Any]:
+        """Every actor, placed or still starting (all of them synced after :meth:`sync`)."""
+        return self.pool.every_actor
+
+    @property
+    def retried(self) -> int:
+        """Games played again because their actor died."""
+        return self.pool.retried
 
     def sync(self, model: Any, names: Iterable[str]) -> dict[str, str]:
         """Ship every named adapter to every actor; returns the driver's version of each (what stamps must match)."""
         names = list(names)
         self._files = self._ray.put({n: adapter_files(model, n) for n in names})
-        self._watch.start()
-        refs = [a.sync.remote(self._files) for a in self.actors]
-        failures = 0
-        for slot, ref in enumerate(refs):
-            try:
-                self._watch.get([ref])
-            except actor_lost(self._ray) as e:  # died since the last rollout (its node lost?)
-                self.actors[slot], failures = self._replacement(failures, e)
+        self.pool.broadcast(lambda actor: actor.sync.remote(self._files))
         return {n: adapter_version(model, n) for n in names}
-
-    def _replacement(self, failures: int, error: BaseException) -> tuple[Any, int]:
-        """A fresh actor, synced with the last adapters, for one that died; returns it and the deaths counted so
-        far (each failed replacement counts too). Too many deaths end the run with one line."""
-        while True:
-            failures += 1
-            if failures > self.max_failures:
-                why = f"last: {(str(error).strip() or type(error).__name__).splitlines()[0]}"
-                if not self._watch.placeable():
-                    why = f"the cluster lost its nodes: no alive node can hold an actor ({self._watch.need_text})"
-                raise ClusterLostError(
-                    f"rollout actors died {failures} times in one rollout (max_failures={self.max_failures}; "
-                    f"{why}); {self._watch.resume}"
-                ) from None
-            actor = self._new_actor()
-            if self._files is None:
-                return actor, failures
-            try:
-                self._watch.get([actor.sync.remote(self._files)])
-                return actor, failures
-            except actor_lost(self._ray) as e:
-                error = e
 
     def play(self, matches: Sequence[Match]) -> list[EpisodeRecord]:
         """Every match once, split over the actors (game ids kept); episodes in the matches' order."""
-        shares = [list(matches[i :: len(self.actors)]) for i in range(len(self.actors))]
-        pending = {a.play.remote(s): (i, s) for i, (a, s) in enumerate(zip(self.actors, shares, strict=True)) if s}
-        order = {m.game_id: i for i, m in enumerate(matches)}
+        n = max(1, len(self.pool.actors))
         episodes: list[EpisodeRecord] = []
-        failures = 0
-        self._watch.start()
-        while pending:
-            ref = self._watch.wait(list(pending))  # bounded: ends the run if the cluster cannot make progress
-            slot, share = pending.pop(ref)
-            try:
-                episodes.extend(self._watch.get([ref])[0])  # ready; a bounded fetch all the same
-            except actor_lost(self._ray) as e:
-                # The actor's process or node died: its share is played again, whole, by a fresh actor that gets
-                # the same adapters first. Episodes come back only with a finished share, so none is duplicated.
-                actor, failures = self._replacement(failures, e)
-                self.retried += len(share)
-                self.actors[slot] = actor
-                pending[actor.play.remote(share)] = (slot, share)
+        self.pool.run([list(matches[i::n]) for i in range(n)], episodes.append)
+        order = {m.game_id: i for i, m in enumerate(matches)}
         return sorted(episodes, key=lambda ep: order[ep.game_id])
 
     def close(self) -> None:
-        for actor in self.actors:
-            self._ray.kill(actor)
-        self.actors = []
+        self.pool.close()
         self._ray_conn.close()
 
 

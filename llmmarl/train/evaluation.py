@@ -1,5 +1,6 @@
 """Evaluation during and after training: the learners against the evaluation lineups, the same games under other
-game settings, other agents in a learner's seat (:func:`compare`), and Kuhn poker's NashConv.
+game settings, other agents in a learner's seat (:func:`compare`), and the game's own measures of each learner's
+policy (``eval_measures``, e.g. ``nash_conv``).
 
 Every evaluation plays the same games (deals, starts, seats) for the same seed, so two evaluations of a run, or
 of two runs, differ only by the agents' own moves. :class:`~llmmarl.train.loop.MultiAgentTrainer` calls these
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmmarl.agents.specs import AgentSpec
 from llmmarl.backends.base import Backend
+from llmmarl.eval.policy import measure_agent
 from llmmarl.records import AgentSummary, summarise
 from llmmarl.runner import Match, Runner
 from llmmarl.train.lineup import eval_lineups
@@ -93,25 +95,30 @@ def evaluate(
         )
         return results
     trainer.eval_results = results
-    nash = trainer.nash_conv() if cfg.eval_nash_conv else {}
+    measured = trainer.measure() if cfg.eval_measures else {}
     for name in trainer.learners:
         logged = {f"eval/{lineup}/{k}": v for lineup, r in results.items() for k, v in r.get(name, {}).items()}
-        trainer.log(name, logged | {f"eval/{k}": v for k, v in nash.get(name, {}).items()})
+        for by_learner in measured.values():
+            logged |= {f"eval/{k}": v for k, v in by_learner.get(name, {}).items()}
+        trainer.log(name, logged)
     engine = cfg.rollout_backend if cfg.eval_backend == "rollout" else "transformers"
-    trainer._append_metrics(MetricsRow(step=trainer.step, eval=results, nash_conv=nash or None, engine=engine))
+    trainer._append_metrics(MetricsRow(step=trainer.step, eval=results, measures=measured or None, engine=engine))
     return results
 
 
-def nash_conv(trainer: MultiAgentTrainer) -> dict[str, dict[str, float]]:
-    """Each learner's Kuhn poker NashConv, its policy read as evaluation decodes it (see ``eval_nash_conv``)."""
-    from llmmarl.eval.exploitability import agent_nash_conv
-
+def measure(trainer: MultiAgentTrainer) -> dict[str, dict[str, dict[str, float]]]:
+    """The game's measures (``eval_measures``) of each learner's policy, read as evaluation decodes it:
+    ``{measure: {learner: metrics}}``."""
     cfg = trainer.cfg
     trainer.model.eval()
-    out = {}
+    out: dict[str, dict[str, dict[str, float]]] = {m: {} for m in cfg.eval_measures}
     for name in trainer.learners:
-        r = agent_nash_conv(trainer.eval_spec(name, name), eval_backend(trainer), cfg.eval_nash_conv, cfg.seed)
-        out[name] = {"nash_conv": r.nash_conv, "nash_conv_lo": r.ci95[0], "nash_conv_hi": r.ci95[1]}
+        spec = trainer.eval_spec(name, name)
+        by_measure = measure_agent(
+            cfg.env, cfg.eval_measures, spec, eval_backend(trainer), cfg.eval_measure_samples, cfg.seed
+        )
+        for m, metrics in by_measure.items():
+            out[m][name] = metrics
     return out
 
 

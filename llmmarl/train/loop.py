@@ -278,9 +278,10 @@ class MultiAgentTrainer(ABC):
         """
         return evaluation.evaluate(self, games, env_overrides)
 
-    def nash_conv(self) -> dict[str, dict[str, float]]:
-        """Each learner's Kuhn poker NashConv, its policy read as evaluation decodes it (see ``eval_nash_conv``)."""
-        return evaluation.nash_conv(self)
+    def measure(self) -> dict[str, dict[str, dict[str, float]]]:
+        """The game's measures (``eval_measures``) of each learner's policy as evaluation decodes it:
+        ``{measure: {learner: metrics}}``."""
+        return evaluation.measure(self)
 
     def compare(
         self, learner: str, stand_ins: Sequence[AgentSpec], games: int | None = None

@@ -8,8 +8,9 @@ A row is one of four kinds, told apart by which fields are set:
   each update, every learner's monitors (``game/...``, ``samples/...``, ``terms/...``, with ``group_size >= 2``
   ``groups/count`` and ``groups/dead_share`` - the share of groups whose rewards all tie - and the algorithm's own,
   e.g. ``loss``), the seconds it took, and the games replayed after a rollout actor died;
-* an **evaluation** (``eval``, ``engine``, and ``nash_conv`` when the run measures it): ``{lineup: {learner:
-  metrics}}``, the run's own evaluation at that step, and the engine that played it;
+* an **evaluation** (``eval``, ``engine``, and one key per game measure when the run measures some, e.g.
+  ``nash_conv``: ``{learner: metrics}``): ``{lineup: {learner: metrics}}``, the run's own evaluation at that step,
+  and the engine that played it;
 * an **evaluation under other game settings** (``eval_with``): the same games with ``env_overrides`` applied, e.g.
   ``{"talk": false}``; kept apart so that readers never take it for the run's evaluation.
 
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from llmmarl.jsonl import append_jsonl, iter_jsonl
 
@@ -59,19 +60,40 @@ class MetricsRow(BaseModel):
         None, description="Update with rollout workers: games played again after an actor died, so far."
     )
     eval: Evaluation | None = Field(None, description="Evaluation: lineup -> learner -> metrics.")
-    nash_conv: dict[str, Metrics] | None = Field(None, description="Evaluation: learner -> NashConv metrics.")
+    measures: dict[str, dict[str, Metrics]] | None = Field(
+        None,
+        description="Evaluation: the game's measures (eval_measures), measure -> learner -> metrics. Each is written "
+        "as a key of the row named after the measure (e.g. nash_conv), and read back from there.",
+    )
     eval_with: EvalWith | None = Field(None, description="Evaluation under other game settings.")
     pretrain: dict[str, Metrics] | None = Field(
         None, description="Pre-training: learner -> its FORECAST pre-training monitors (llmmarl.train.pretrain)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_measures(cls, data: Any) -> Any:
+        """The keys that are no field are the game measures the row was written with (see :meth:`to_json`)."""
+        if not isinstance(data, dict):
+            return data
+        named = {k: v for k, v in data.items() if k not in cls.model_fields}
+        if not named:
+            return data
+        kept = {k: v for k, v in data.items() if k in cls.model_fields}
+        return kept | {"measures": {**(kept.get("measures") or {}), **named}}
 
     @property
     def is_update(self) -> bool:
         return self.learners is not None
 
     def to_json(self) -> str:
+        row = self.model_dump(exclude_none=True)
+        clash = set(row.get("measures", {})) & set(type(self).model_fields)
+        if clash:
+            raise ValueError(f"game measures named like metrics row fields: {sorted(clash)}")
+        row |= row.pop("measures", {})
         # Python-mode dump then json: NaN stays NaN (as json.dumps writes it) rather than becoming null.
-        return json.dumps(self.model_dump(exclude_none=True), default=float)
+        return json.dumps(row, default=float)
 
 
 def append_metrics(path: str | Path, row: MetricsRow) -> None:

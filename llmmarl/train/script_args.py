@@ -75,11 +75,6 @@ ALIASES: dict[str, Alias] = {
         Alias("--prediction-weight", "rewards.prediction"),
         Alias("--message-cost", "rewards.message"),
         Alias("--eval-games", "eval_games"),
-        Alias(
-            "--nash-conv",
-            "eval_nash_conv",
-            help="Log NashConv at each evaluation (answers per state if sampled; 0 = off).",
-        ),
         Alias("--threads", "threads"),
         Alias("--seed", "seed"),
     )

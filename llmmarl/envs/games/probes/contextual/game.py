@@ -3,7 +3,7 @@ paying word, a one-to-one mapping drawn by ``seed``.
 
 ``words`` offers more words than cues (the extra ones never pay), and ``mapping`` names each cue's paying word
 instead of drawing it: together they make the probe hard for a given model, every paying word one the model
-rarely says at its cue (``llmmarl.eval.probes``' ``contextual_hard``)."""
+rarely says at its cue (``llmmarl.studies.probes``' ``contextual_hard``)."""
 
 from __future__ import annotations
 
