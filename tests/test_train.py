@@ -295,8 +295,8 @@ def test_grpo_settings_at_the_top_level_still_load_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match="put them under grpo:"):
         old = TrainConfig.model_validate({**base, "credit": "group", "warmup_updates": 3, "beta": 0.1})
     new = TrainConfig.model_validate({**base, "grpo": {"credit": "group", "warmup_updates": 3, "beta": 0.1}})
-    assert old == new and old.grpo is not None and old.grpo.warmup_updates == 3 and old.grpo.credit == "group"
-    assert TrainConfig.model_validate(base).grpo == GRPOSettings()  # the chosen algorithm's block is filled in
+    assert old == new and old.settings_of(GRPOSettings).warmup_updates == 3 and old.grpo.credit == "group"
+    assert TrainConfig.model_validate(base).algorithm_settings() == GRPOSettings()  # the chosen block is filled in
     with pytest.raises(ValueError, match="keep one"):
         TrainConfig.model_validate({**base, "beta": 0.1, "grpo": {"beta": 0.2}})
 
@@ -318,8 +318,8 @@ def test_configs_dumped_by_earlier_versions_still_load() -> None:
     with pytest.warns(DeprecationWarning):
         grpo = TrainConfig.model_validate(old)
         ppo = TrainConfig.model_validate({**old, "algorithm": "ppo", "steps_per_update": 1})
-    assert grpo.grpo is not None and grpo.grpo.steps_per_update == 2 and grpo.ppo is None
-    assert ppo.grpo is None and ppo.ppo == PPOSettings()
+    assert grpo.settings_of(GRPOSettings).steps_per_update == 2 and "ppo" not in grpo.model_dump()
+    assert "grpo" not in ppo.model_dump() and ppo.algorithm_settings() == PPOSettings()
 
 
 def test_shipped_manifest_still_reads() -> None:

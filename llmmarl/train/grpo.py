@@ -374,7 +374,7 @@ class MultiAgentGRPO(MultiAgentTrainer):
     @property
     def settings(self) -> GRPOSettings:
         """The config's ``grpo:`` block (validation fills it in for ``algorithm: grpo``)."""
-        return self.cfg.grpo or GRPOSettings()
+        return self.cfg.settings_of(GRPOSettings)
 
     def optimizers(self) -> Mapping[str, OptimizerHolder]:
         return self.trainers

@@ -142,7 +142,7 @@ class MultiAgentPPO(MultiAgentTrainer):
     @property
     def settings(self) -> PPOSettings:
         """The config's ``ppo:`` block (validation fills it in for ``algorithm: ppo``)."""
-        return self.cfg.ppo or PPOSettings()
+        return self.cfg.settings_of(PPOSettings)
 
     # ---- hooks of the loop -------------------------------------------------------------------------------------
     def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
