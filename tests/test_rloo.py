@@ -17,7 +17,7 @@ def _sample(group: int, seat: str, reward: float, learner: str = "a") -> TurnSam
 
 
 def test_advantages_are_reward_minus_the_mean_of_the_others() -> None:
-    from llmmarl.train.rloo import leave_one_out
+    from llmmarl.train.advantages import leave_one_out
 
     group = [_sample(0, "x", r) for r in (1.0, 0.0, -1.0, 2.0)]
     other_seat = [_sample(0, "o", r) for r in (3.0, 5.0)]

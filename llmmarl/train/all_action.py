@@ -19,44 +19,16 @@ either adds a term that is not in grad J (``tests/test_all_action.py`` shows bot
 The labels' log-probabilities must be those of a distribution over the labels (they sum to 1 in probability):
 pass log-softmax-normalised values when the model's label probabilities leave mass elsewhere (invalid answers).
 
-This module is the estimator and its loss only; no trainer calls it yet.
+This module is the loss; the estimator, ``A`` and ``V``, is :func:`llmmarl.train.advantages.all_action_advantages`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from llmmarl.train.advantages import all_action_advantages, label_mask
 
-def _check(logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if logprobs.shape != q.shape or logprobs.dim() != 2:
-        raise ValueError(
-            f"logprobs and q must both be (decisions, labels), got {tuple(logprobs.shape)} and {tuple(q.shape)}"
-        )
-    if mask is None:
-        return torch.ones_like(q, dtype=torch.bool)
-    if mask.shape != q.shape:
-        raise ValueError(f"mask must be shaped as q {tuple(q.shape)}, got {tuple(mask.shape)}")
-    if not bool(mask.bool().any(dim=1).all()):
-        raise ValueError("every decision needs at least one legal label in mask")
-    return mask.bool()
-
-
-def all_action_advantages(
-    logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``A(s, a) = Q(s, a) - sum_b pi(b|s) Q(s, b)`` and V(s), with no gradient.
-
-    ``logprobs``, ``q``: (decisions, labels); ``mask``: (decisions, labels), True where the label is legal (a
-    decision with fewer labels pads its row). Returns A (0 on padding) and V, shaped (decisions, labels) and
-    (decisions,).
-    """
-    legal = _check(logprobs, q, mask)
-    with torch.no_grad():
-        pi = torch.where(legal, logprobs.exp(), torch.zeros_like(logprobs))
-        qs = torch.where(legal, q, torch.zeros_like(q))
-        v = (pi * qs).sum(dim=1)
-        a = torch.where(legal, qs - v[:, None], torch.zeros_like(qs))
-    return a, v
+__all__ = ["all_action_loss"]
 
 
 def all_action_loss(logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,7 +37,7 @@ def all_action_loss(logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor 
     Its gradient is minus the mean over decisions of ``grad sum_a pi(a|s) Q(s, a)``: a descent step on it is an
     ascent step on every decision's expected value, each label credited with its own advantage.
     """
-    legal = _check(logprobs, q, mask)
+    legal = label_mask(logprobs, q, mask)
     advantages, _ = all_action_advantages(logprobs, q, legal)
     # Padding's log-probability may be -inf; 0 there keeps its 0 * -inf out of the graph.
     logp = torch.where(legal, logprobs, torch.zeros_like(logprobs))

@@ -6,7 +6,7 @@ An update is::
 
     episodes = Runner(backend).play(matches)          # ONE rollout: every game of the update, all learners at once
     samples  = episodes_to_samples(episodes, ...)     # each learner's own turns, with reward terms
-    assign_advantages(samples[name], credit=...)      # our baselines: group / role / agent
+    group_relative(samples[name], credit=...)         # our baselines: group / role / agent
     for name, trainer in trainers.items():            # steps_per_update optimizer steps per learner (default 1)
         trainer.update(samples[name])
 
@@ -31,7 +31,6 @@ learners on one rollout; :meth:`AgentGRPOTrainer.update` therefore runs one opti
 from __future__ import annotations
 
 import copy
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,13 +44,15 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.backends.device import triton_status
 from llmmarl.records import EpisodeRecord
+from llmmarl.train.advantages import group_relative, imitation_weights
 from llmmarl.train.algorithm_settings import GRPOSettings
+from llmmarl.train.batch import answer_length, micro_batches
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
 from llmmarl.train.logprobs import last_logits
 from llmmarl.train.loop import MultiAgentTrainer, run
-from llmmarl.train.rollout import TERMS, TurnSample, assign_advantages, imitation_weights, split, subsample
+from llmmarl.train.rollout import TERMS, TurnSample, split, subsample
 
 __all__ = [
     "AgentGRPOTrainer",
@@ -264,7 +265,7 @@ class AgentGRPOTrainer(GRPOTrainer):
         rows = list(samples)
         if steps > 1:  # mini-batches mix games and seats; the rollout lists them game by game
             random.Random(f"{self.state.global_step}/minibatches").shuffle(rows)
-        plans = [_micro_batches(mb, micro_batch_size) for mb in split(rows, steps)]
+        plans = [micro_batches(mb, micro_batch_size, answer_length) for mb in split(rows, steps)]
         old = [[self._rollout_logps(c) for c in plan] for plan in plans] if len(plans) > 1 else None
         loss, grad_norms = 0.0, []
         for i, plan in enumerate(plans):
@@ -300,13 +301,6 @@ def _logps_and_entropy(
     with torch.no_grad():
         entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logps, entropy
-
-
-def _micro_batches(samples: Sequence[TurnSample], size: int) -> list[list[TurnSample]]:
-    """``samples`` in about equal micro-batches of at most ``size``; similar lengths together (less padding;
-    order is irrelevant to a summed gradient)."""
-    ordered = sorted(samples, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
-    return split(ordered, math.ceil(len(ordered) / size))
 
 
 # ---- TRL settings ------------------------------------------------------------------------------------------------
@@ -405,7 +399,7 @@ class MultiAgentGRPO(MultiAgentTrainer):
     def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
         """Advantages from the baselines of ``grpo.credit``, then ``grpo.steps_per_update`` TRL steps."""
         cfg, settings, trainer = self.cfg, self.settings, self.trainers[learner]
-        assign_advantages(
+        group_relative(
             samples, settings.credit, cfg.normalize_advantages, self.role_baselines, settings.role_baseline_ema
         )
         warmup = self.in_warmup
