@@ -61,9 +61,10 @@ from llmmarl.train.adapters import lora_config
 from llmmarl.train.advantages import group_relative
 from llmmarl.train.algorithm_settings import GRPOSettings
 from llmmarl.train.config import TrainConfig
-from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.rollout import TurnSample, episodes_to_samples
 from llmmarl.train.settings import LoraSettings
+from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
 TARGET = 1.10  # ours may cost at most this many times TRL's step
 ROWS = {"ours": "ours (AgentGRPO)", "trl": "TRL as-is", "trl_our_logps": "TRL + our logprobs"}

@@ -406,7 +406,8 @@ def _nonzero_advantages(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapter: Path, monkeypatch) -> None:
-    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+    from llmmarl.train.grpo import MultiAgentGRPO
+    from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
     # Spy on what TRL's loss receives: the advantages must be ours, row for row.
     seen: list[tuple[list[float], list[float]]] = []
@@ -616,7 +617,8 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
 
 
 def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monkeypatch) -> None:
-    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+    from llmmarl.train.grpo import MultiAgentGRPO
+    from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
     _nonzero_advantages(monkeypatch)  # so that the first step moves the adapter
     # What TRL's loss gets as the ratio's reference, next to the log-probs of the adapter at that moment.

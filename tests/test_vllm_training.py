@@ -79,7 +79,8 @@ def test_grpo_loss_is_reweighted_by_the_engine_mismatch(tmp_path: Path, monkeypa
     doubles, and the monitors say so. The tiny model plays in-process; only the recorded log-probs are shifted."""
     import llmmarl.train.grpo as grpo_module
     import llmmarl.train.loop as loop_module
-    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+    from llmmarl.train.grpo import MultiAgentGRPO
+    from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
     # The loop turns episodes into samples; GRPO assigns the advantages.
     real_samples, real_assign = loop_module.episodes_to_samples, grpo_module.group_relative
