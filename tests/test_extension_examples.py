@@ -104,7 +104,9 @@ def test_llmmarl_train_loads_an_algorithm_from_outside_the_package_and_trains_wi
     assert row["step"] == 1 and logged["toy/advantage_abs"] > 0 and logged["grad_norm"] > 0
     assert logged["toy/answer_logp"] < 0 and logged["loss"] != 0.0
     manifest = json.loads((tmp_path / "run" / "adapters" / "manifest.json").read_text())
-    assert manifest["adapters"][0]["algorithm"] == "toy_algorithm:ToyReinforce"
+    entry = manifest["adapters"][0]
+    assert entry["algorithm"] == "toy_algorithm:ToyReinforce"
+    assert entry["config"]["toy_reinforce"] == {"baseline": "none"}  # its block, under its name
     # LoRA starts with B = 0: a B that moved is an adapter the step trained.
     weights = load_file(tmp_path / "run" / "adapters" / "toe" / "adapter_model.safetensors")
     trained = [k for k, w in weights.items() if "lora_B" in k and bool(w.abs().sum() > 0)]

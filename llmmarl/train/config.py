@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmmarl.agents.specs import DEFAULT_LINES, TURN_LINES, LLMAgentSpec, ScriptedAgentSpec, TurnLine, parse_agent
 from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
 from llmmarl.train.algorithm_settings import AlgorithmSettings, migrate_layout
-from llmmarl.train.registry import algorithms, lookup
+from llmmarl.train.registry import algorithms, lookup, read_settings_block
 from llmmarl.train.settings import (
     ExplorationSettings,
     LeagueSettings,
@@ -369,32 +369,8 @@ class TrainConfig(_Strict):
             )
 
     def _check_algorithm(self) -> None:
-        """The algorithm's settings block, validated by its model (its defaults if the config has none), and no
-        other key outside the declared fields."""
-        algo = lookup(self.algorithm)
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
-        for key in extra:
-            if key == algo.name and algo.settings is not None:
-                continue
-            if key == algo.name:
-                raise ValueError(f"{key}: algorithm: {self.algorithm} has no settings: remove the {key}: block")
-            if key in algorithms():
-                raise ValueError(
-                    f"{key}: settings are for algorithm: {key}, this config has algorithm: {self.algorithm}: "
-                    f"remove the {key}: block or set algorithm: {key}"
-                )
-            raise ValueError(f"{key}: Extra inputs are not permitted (not a config key, nor a settings block)")
-        if algo.settings is None:
-            return
-        block = extra.get(algo.name)
-        if not isinstance(block, algo.settings):
-            try:
-                block = algo.settings.model_validate(block if block is not None else {})
-            except ValidationError as e:
-                raise ValueError(
-                    "; ".join(f"{'.'.join(map(str, (algo.name, *err['loc'])))}: {err['msg']}" for err in e.errors())
-                ) from None
-            extra[algo.name] = block  # the dumped config records the settings that were used
+        block = read_settings_block(self.algorithm, extra)
         if isinstance(block, AlgorithmSettings):
             block.check_config(self)
 

@@ -18,14 +18,21 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from llmmarl.train.loop import MultiAgentTrainer
 
-__all__ = ["AlgorithmEntry", "UnknownAlgorithmError", "algorithms", "lookup", "register_algorithm"]
+__all__ = [
+    "AlgorithmEntry",
+    "UnknownAlgorithmError",
+    "algorithms",
+    "lookup",
+    "read_settings_block",
+    "register_algorithm",
+]
 
 
 class UnknownAlgorithmError(ValueError):
@@ -79,3 +86,34 @@ def lookup(ref: str) -> AlgorithmEntry:
     if not isinstance(name, str) or not name:
         raise UnknownAlgorithmError(f"algorithm {ref!r}: set its class attribute algorithm (the name of its runs)")
     return AlgorithmEntry(name, lambda: found, found.settings_model)
+
+
+def read_settings_block(ref: str, extra: dict[str, Any]) -> BaseModel | None:
+    """A config's keys besides its declared fields (``extra``, changed in place): only algorithm ``ref``'s settings
+    block may be there; it is read by the algorithm's settings model (its defaults when absent, so that a dumped
+    config records the settings used). Returns the block (None for an algorithm without settings); a
+    ``ValueError`` that says what to change for anything else."""
+    algo = lookup(ref)
+    for key in extra:
+        if key == algo.name and algo.settings is not None:
+            continue
+        if key == algo.name:
+            raise ValueError(f"{key}: algorithm: {ref} has no settings: remove the {key}: block")
+        if key in _REGISTRY:
+            raise ValueError(
+                f"{key}: settings are for algorithm: {key}, this config has algorithm: {ref}: remove the {key}: "
+                f"block or set algorithm: {key}"
+            )
+        raise ValueError(f"{key}: Extra inputs are not permitted (not a config key, nor a settings block)")
+    if algo.settings is None:
+        return None
+    block = extra.get(algo.name)
+    if not isinstance(block, algo.settings):
+        try:
+            block = algo.settings.model_validate(block if block is not None else {})
+        except ValidationError as e:
+            raise ValueError(
+                "; ".join(f"{'.'.join(map(str, (algo.name, *err['loc'])))}: {err['msg']}" for err in e.errors())
+            ) from None
+        extra[algo.name] = block
+    return block
