@@ -1,60 +1,73 @@
-"""A new algorithm in one file: plain REINFORCE, registered as ``algorithm: toy_reinforce``.
+"""A new algorithm in one file: REINFORCE with a baseline, its own estimator and its own settings block.
 
-The shared loop (:class:`~llmmarl.train.loop.MultiAgentTrainer`) owns the update (rollout, samples, metrics,
-engine sync), evaluation, checkpoints and export; an algorithm says how one learner steps on its samples of an
-update (``learn``), and which optimizers a checkpoint saves. Each answer's log-probability is pushed up in
-proportion to its game's return (no baseline, no clipping).
+Put this file where Python finds it and name its class in a training config; nothing else is registered or edited::
+
+    algorithm: toy_algorithm:ToyReinforce       # module:Class, as a game from outside is module:factory
+    toy_reinforce: {baseline: mean}             # its settings block, under its name (optional: defaults)
+
+An algorithm is an advantage estimator plus a loss (:class:`~llmmarl.train.policy_gradient.PolicyGradientTrainer`):
+
+* the estimator sets each sample's ``advantage`` - here its reward minus the mean reward of the learner's samples of
+  this seat in the update (``baseline: mean``), or the reward itself (``baseline: none``). It is registered by name
+  beside the built-in ones (:mod:`llmmarl.train.advantages`);
+* the loss scores the answers under the learner's adapter at the sampling temperature
+  (:func:`~llmmarl.train.logprobs.answer_logprobs`, as every hand-written loss does, with the shared prompt prefix
+  computed once) and pushes each answer's mean token log-probability by its advantage.
+
+The base class does the rest, as for RLOO: micro-batches, the AdamW step on the learner's own adapter weights
+(:func:`~llmmarl.train.adapters.adapter_parameters`), clipping, subsampling, the optimizer's step count; the shared
+loop (:class:`~llmmarl.train.loop.MultiAgentTrainer`) plays the rollout and owns evaluation, checkpoints and export.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 
-from llmmarl.train import register_algorithm
-from llmmarl.train.checkpoint import AdamWHolder
-from llmmarl.train.loop import MultiAgentTrainer
+from llmmarl.train.advantages import register_estimator
+from llmmarl.train.algorithm_settings import AlgorithmSettings
+from llmmarl.train.batch import Batch
+from llmmarl.train.logprobs import answer_logprobs, per_answer
+from llmmarl.train.policy_gradient import PolicyGradientTrainer
 from llmmarl.train.rollout import TurnSample
 
 
-class ToyReinforce(MultiAgentTrainer):
-    algorithm = "toy_reinforce"
+class ToySettings(AlgorithmSettings):
+    """The ``toy_reinforce:`` block of a config."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.optims = {
-            name: AdamWHolder([p for n, p in self.model.named_parameters() if f".{name}." in n], self.cfg.learning_rate)
-            for name in self.learners
+    baseline: Literal["mean", "none"] = Field("mean", description="Subtract the seat's mean reward, or nothing.")
+
+
+@register_estimator("seat_mean")
+def seat_mean(samples: Sequence[TurnSample], subtract: bool = True) -> None:
+    """Each sample's reward minus the mean reward of its learner's samples in the same seat, in place."""
+    seats: dict[tuple[str, str], list[TurnSample]] = defaultdict(list)
+    for s in samples:
+        seats[(s.learner, s.seat)].append(s)
+    for members in seats.values():
+        mean = sum(s.reward for s in members) / len(members) if subtract else 0.0
+        for s in members:
+            s.advantage = s.reward - mean
+
+
+class ToyReinforce(PolicyGradientTrainer):
+    algorithm: ClassVar[str] = "toy_reinforce"  # its runs' name, and the key of its settings block
+    settings_model = ToySettings
+
+    def estimate(self, samples: list[TurnSample]) -> dict[str, float]:
+        seat_mean(samples, subtract=self.cfg.settings_of(ToySettings).baseline == "mean")
+        return {"toy/advantage_abs": sum(abs(s.advantage) for s in samples) / max(len(samples), 1)}
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        scored = answer_logprobs(  # (B, K) tempered log-probs of the answer tokens, with gradient
+            self.model, batch.samples, self.tokenizer.pad_token_id, cfg.temperature, self.device, cfg.shared_prefix
+        )
+        logp = per_answer(scored.token, scored.mask)  # (B,): each answer's mean token log-probability
+        return -(batch.advantages(self.device) * logp).sum() / batch.total, {
+            "toy/answer_logp": float(logp.detach().sum())
         }
-
-    def optimizers(self) -> Mapping[str, AdamWHolder]:
-        return self.optims
-
-    def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
-        return dict(metrics)  # metrics.jsonl only
-
-    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
-        return {"loss": self._step(learner, samples), "samples": float(len(samples))}
-
-    def _step(self, name: str, samples: list[TurnSample]) -> float:
-        opt = self.optims[name]
-        self.model.set_adapter(name)  # PEFT: this adapter's weights are the trainable ones
-        self.model.train()
-        total = 0.0
-        for s in samples:
-            ids = torch.tensor([s.prompt_ids + s.completion_ids], device=self.model.device)
-            logits = self.model(input_ids=ids).logits[0, len(s.prompt_ids) - 1 : -1].float()
-            logp = logits.log_softmax(-1).gather(-1, ids[0, len(s.prompt_ids) :, None]).sum()
-            loss = -s.episode_return * logp / max(len(samples), 1)
-            loss.backward()
-            total += float(loss)
-        opt.optimizer.step()
-        opt.lr_scheduler.step()
-        opt.optimizer.zero_grad(set_to_none=True)
-        opt.state.global_step += 1
-        return total
-
-
-register_algorithm("toy_reinforce", lambda: ToyReinforce)

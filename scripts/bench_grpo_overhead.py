@@ -58,10 +58,13 @@ from trl import GRPOConfig, GRPOTrainer
 
 from llmmarl.benchmarking import machine_info
 from llmmarl.train.adapters import lora_config
+from llmmarl.train.advantages import group_relative
+from llmmarl.train.algorithm_settings import GRPOSettings
 from llmmarl.train.config import TrainConfig
-from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
-from llmmarl.train.rollout import TurnSample, assign_advantages, episodes_to_samples
+from llmmarl.train.grpo import MultiAgentGRPO
+from llmmarl.train.rollout import TurnSample, episodes_to_samples
 from llmmarl.train.settings import LoraSettings
+from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
 TARGET = 1.10  # ours may cost at most this many times TRL's step
 ROWS = {"ours": "ours (AgentGRPO)", "trl": "TRL as-is", "trl_our_logps": "TRL + our logprobs"}
@@ -145,7 +148,7 @@ def make_samples(grpo: MultiAgentGRPO, n: int) -> list[TurnSample]:
     )["ours"]
     if not found:
         raise RuntimeError("the games gave no trainable samples: play more games (--games)")
-    assign_advantages(found, cfg.grpo.credit if cfg.grpo else "role", cfg.normalize_advantages)
+    group_relative(found, cfg.settings_of(GRPOSettings).credit, cfg.normalize_advantages)
     return [found[i % len(found)] for i in range(n)]
 
 

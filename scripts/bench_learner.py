@@ -46,10 +46,11 @@ import torch
 
 from llmmarl.benchmarking import machine_info
 from llmmarl.records import EpisodeRecord
+from llmmarl.train.advantages import group_relative
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.ppo import MultiAgentPPO
-from llmmarl.train.rollout import TurnSample, assign_advantages, episodes_to_samples
+from llmmarl.train.rollout import TurnSample, episodes_to_samples
 
 LEARNER = "learner"
 TURNS = {"full": None, "action": []}  # the config's lines: default (full turn) or ACTION only
@@ -115,7 +116,7 @@ def play(grpo: MultiAgentGRPO, n: int) -> tuple[list[EpisodeRecord], list[TurnSa
     if len(samples) < n:
         raise RuntimeError(f"{len(episodes)} games gave {len(samples)} samples, fewer than {n}: raise --games")
     samples = samples[:n]
-    assign_advantages(samples, "role", True)
+    group_relative(samples, "role", True)
     return episodes, samples
 
 

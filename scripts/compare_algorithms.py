@@ -29,8 +29,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from llmmarl.config_overrides import set_key
-from llmmarl.train import TrainConfig, train
-from llmmarl.train.algorithm_settings import ALGORITHM_SETTINGS
+from llmmarl.train import TrainConfig, algorithms, train
 from llmmarl.train.metrics import read_metrics
 from llmmarl.train.script_args import ScriptParser
 
@@ -100,7 +99,7 @@ out = Path(run["output_dir"])
 def algorithm_config(name: str) -> TrainConfig:
     """The shared run with ``name``'s algorithm and its settings block (the other algorithms' blocks dropped)."""
     algorithm = ALGORITHMS[name]["algorithm"]
-    data = {k: v for k, v in run.items() if k not in ALGORITHM_SETTINGS or k == algorithm}
+    data = {k: v for k, v in run.items() if k not in algorithms() or k == algorithm}
     for key, value in {**ALGORITHMS[name], "output_dir": str(out / name)}.items():
         set_key(data, key, value)
     return p.validate(data)

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from llmmarl.train.all_action import all_action_advantages, all_action_loss
+from llmmarl.train.advantages import all_action_advantages
+from llmmarl.train.all_action import all_action_loss
 from llmmarl.train.rollout import episodes_to_samples
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]

@@ -11,8 +11,9 @@ import pytest
 from conftest import turn_sample
 
 from llmmarl.train import TrainConfig, trainer_class
+from llmmarl.train.advantages import group_relative
 from llmmarl.train.monitors import DEAD_GROUP_TOLERANCE, group_metrics, is_dead, monitor_line
-from llmmarl.train.rollout import TERMS, TurnSample, assign_advantages
+from llmmarl.train.rollout import TERMS, TurnSample
 
 
 def _sample(group: int, seat: str, reward: float) -> TurnSample:
@@ -34,7 +35,7 @@ def test_a_group_is_dead_when_its_rewards_tie() -> None:
 def test_a_tie_within_the_tolerance_gives_no_group_advantage() -> None:
     """The tolerance is where GRPO's advantages vanish too: a tie is a group that moves nothing."""
     tied = [_sample(0, "x", r) for r in (0.3, 0.1 + 0.2, 0.3, 0.2 + 0.1)]
-    assign_advantages(tied, credit="group")
+    group_relative(tied, credit="group")
     assert is_dead([s.reward for s in tied]) and max(abs(s.advantage) for s in tied) < 1e-9
 
 

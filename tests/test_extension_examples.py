@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -77,37 +80,71 @@ def test_the_example_backend_is_a_kind_by_its_module_name(tmp_path):
     assert len(games) == 2 and not any(g.get("error") for g in games)
 
 
-def test_an_algorithm_registered_by_name_trains_through_the_shared_loop(tmp_path):
-    import toy_algorithm  # noqa: F401 - registers toy_reinforce
+TOY_RUN = """
+env: tictactoe_v3
+model: tiny
+algorithm: toy_algorithm:ToyReinforce
+toy_reinforce: {baseline: none}
+learners: [{name: toe, lora: {r: 4}}]
+setting: fixed_opponents
+opponents: [random]
+games_per_update: 2
+group_size: 1
+steps: 1
+max_new_tokens: 16
+learning_rate: 0.01
+eval_games: 0
+threads: 1
+"""
 
-    from llmmarl.train import TrainConfig, algorithms, train
 
-    assert {"grpo", "ppo", "toy_reinforce"} <= set(algorithms())
-    cfg = TrainConfig.model_validate(
-        {
-            "env": "toy_nim",
-            "model": "tiny",
-            "algorithm": "toy_reinforce",
-            "learners": [{"name": "nimmer", "lora": {"r": 4}}],
-            "setting": "fixed_opponents",
-            "opponents": ["random"],
-            "games_per_update": 2,
-            "group_size": 1,
-            "steps": 1,
-            "max_new_tokens": 16,
-            "learning_rate": 1e-2,
-            "eval_games": 0,
-            "output_dir": str(tmp_path / "run"),
-            "threads": 1,
-        }
+def test_llmmarl_train_loads_an_algorithm_from_outside_the_package_and_trains_with_it(tmp_path):
+    """examples/toy_algorithm.py, named as module:Class in a config, trains through the command line in a process
+    of its own that finds it on PYTHONPATH only."""
+    from safetensors.torch import load_file
+
+    config = tmp_path / "toy.yaml"
+    config.write_text(TOY_RUN + f"output_dir: {tmp_path / 'run'}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(EXAMPLES.parent)]), "OMP_NUM_THREADS": "1"}
+    env["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmmarl.cli", "train", str(config)], env=env, capture_output=True, text=True
     )
-    trainer = train(cfg, progress=False)
-    assert type(trainer).__name__ == "ToyReinforce" and trainer.step == 1
+    assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    logged = json.loads(line)["learners"]["nimmer"]
-    assert logged["samples"] > 0 and logged["loss"] != 0.0
+    row = json.loads(line)
+    logged = row["learners"]["toe"]
+    assert row["step"] == 1 and logged["toy/advantage_abs"] > 0 and logged["grad_norm"] > 0
+    assert logged["toy/answer_logp"] < 0 and logged["loss"] != 0.0
     manifest = json.loads((tmp_path / "run" / "adapters" / "manifest.json").read_text())
-    assert manifest["adapters"][0]["algorithm"] == "toy_reinforce"
+    entry = manifest["adapters"][0]
+    assert entry["algorithm"] == "toy_algorithm:ToyReinforce"
+    assert entry["config"]["toy_reinforce"] == {"baseline": "none"}  # its block, under its name
+    # LoRA starts with B = 0: a B that moved is an adapter the step trained.
+    weights = load_file(tmp_path / "run" / "adapters" / "toe" / "adapter_model.safetensors")
+    trained = [k for k, w in weights.items() if "lora_B" in k and bool(w.abs().sum() > 0)]
+    assert trained, sorted(weights)
+
+
+def test_an_algorithm_from_outside_the_package_brings_its_settings_block():
+    import toy_algorithm
+
+    from llmmarl.train import TrainConfig
+
+    base = yaml.safe_load(TOY_RUN)
+    cfg = TrainConfig.model_validate({k: v for k, v in base.items() if k != "toy_reinforce"})
+    assert cfg.algorithm_settings() == toy_algorithm.ToySettings(baseline="mean")  # its defaults, recorded
+    assert yaml.safe_load(cfg.to_yaml())["toy_reinforce"] == {"baseline": "mean"}
+    for bad, message in (
+        ({"toy_reinforce": {"baseline": "median"}}, r"toy_reinforce\.baseline: Input should be 'mean' or 'none'"),
+        ({"toy_reinforce": {"gamma": 1}}, r"toy_reinforce\.gamma: Extra inputs are not permitted"),
+        ({"ppo": {}}, "ppo: settings are for algorithm: ppo"),
+        ({"algorithm": "toy_algorithm:Nope"}, "cannot load algorithm 'toy_algorithm:Nope': AttributeError"),
+        ({"algorithm": "toy_algorithm:seat_mean"}, "not a MultiAgentTrainer subclass"),
+        ({"algorithm": "no_such_module:X"}, "cannot load algorithm 'no_such_module:X': ModuleNotFoundError"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig.model_validate({**base, **bad})
 
 
 def test_an_unknown_algorithm_is_a_one_line_error():

@@ -178,14 +178,14 @@ def _force_advantages(monkeypatch: pytest.MonkeyPatch) -> None:
     """Random weights make every answer alike (zero advantages, zero gradient): alternate +-0.5 so a step moves."""
     import llmmarl.train.grpo as grpo_module
 
-    real = grpo_module.assign_advantages
+    real = grpo_module.group_relative
 
     def assign(samples: list[Any], *args: Any, **kwargs: Any) -> None:
         real(samples, *args, **kwargs)
         for i, s in enumerate(samples):
             s.advantage += 0.5 if i % 2 == 0 else -0.5
 
-    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
+    monkeypatch.setattr(grpo_module, "group_relative", assign)
 
 
 def test_one_grpo_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

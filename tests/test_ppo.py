@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.records import EpisodeRecord
 from llmmarl.runner import Match, Runner
+from llmmarl.train.advantages import gae, turn_rewards
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.critic import critic_input
-from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.rollout import TurnSample
 
 NO_NEW_TERMS = {"forecast": 0.0, "plan": 0.0}  # turn parts these tests do not use

@@ -22,17 +22,12 @@ from llmmarl.agents.specs import LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.agents.turn import Turn
 from llmmarl.envs import make
 from llmmarl.records import Attempt, EpisodeRecord, TurnRecord
+from llmmarl.train.advantages import group_relative, imitation_weights
 from llmmarl.train.algorithm_settings import GRPOSettings, PPOSettings
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import training_groups
-from llmmarl.train.rollout import (
-    TurnSample,
-    assign_advantages,
-    episodes_to_samples,
-    format_term,
-    imitation_weights,
-)
+from llmmarl.train.rollout import TurnSample, episodes_to_samples, format_term
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +135,7 @@ ROWS = [("a", 0, "x", 1.0), ("a", 0, "x", 3.0), ("a", 1, "x", 5.0), ("a", 0, "y"
 
 def _adv(credit: str, normalize: bool = True, rows: list[tuple[str, int, str, float]] = ROWS) -> list[float]:
     samples = _samples(rows)
-    assign_advantages(samples, credit, normalize)  # type: ignore[arg-type]
+    group_relative(samples, credit, normalize)  # type: ignore[arg-type]
     return [s.advantage for s in samples]
 
 
@@ -171,10 +166,10 @@ def test_learners_never_share_a_baseline() -> None:
 def test_role_baseline_moving_average() -> None:
     baselines: dict[str, float] = {}
     first = _samples([("a", 0, "x", 1.0), ("a", 0, "x", 5.0)])
-    assign_advantages(first, "role", normalize=False, role_baselines=baselines, ema=0.5)
+    group_relative(first, "role", normalize=False, role_baselines=baselines, ema=0.5)
     assert [s.advantage for s in first] == [-2.0, 2.0] and baselines == {"a/x": 3.0}
     second = _samples([("a", 0, "x", 7.0)])
-    assign_advantages(second, "role", normalize=True, role_baselines=baselines, ema=0.5)
+    group_relative(second, "role", normalize=True, role_baselines=baselines, ema=0.5)
     assert baselines == {"a/x": 5.0}  # 0.5 * 3 + 0.5 * 7
     assert second[0].advantage == pytest.approx(2.0)  # one sample: no spread to divide by
 
@@ -295,8 +290,8 @@ def test_grpo_settings_at_the_top_level_still_load_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match="put them under grpo:"):
         old = TrainConfig.model_validate({**base, "credit": "group", "warmup_updates": 3, "beta": 0.1})
     new = TrainConfig.model_validate({**base, "grpo": {"credit": "group", "warmup_updates": 3, "beta": 0.1}})
-    assert old == new and old.grpo is not None and old.grpo.warmup_updates == 3 and old.grpo.credit == "group"
-    assert TrainConfig.model_validate(base).grpo == GRPOSettings()  # the chosen algorithm's block is filled in
+    assert old == new and old.settings_of(GRPOSettings).warmup_updates == 3 and old.grpo.credit == "group"
+    assert TrainConfig.model_validate(base).algorithm_settings() == GRPOSettings()  # the chosen block is filled in
     with pytest.raises(ValueError, match="keep one"):
         TrainConfig.model_validate({**base, "beta": 0.1, "grpo": {"beta": 0.2}})
 
@@ -318,8 +313,8 @@ def test_configs_dumped_by_earlier_versions_still_load() -> None:
     with pytest.warns(DeprecationWarning):
         grpo = TrainConfig.model_validate(old)
         ppo = TrainConfig.model_validate({**old, "algorithm": "ppo", "steps_per_update": 1})
-    assert grpo.grpo is not None and grpo.grpo.steps_per_update == 2 and grpo.ppo is None
-    assert ppo.grpo is None and ppo.ppo == PPOSettings()
+    assert grpo.settings_of(GRPOSettings).steps_per_update == 2 and "ppo" not in grpo.model_dump()
+    assert "grpo" not in ppo.model_dump() and ppo.algorithm_settings() == PPOSettings()
 
 
 def test_shipped_manifest_still_reads() -> None:
@@ -400,18 +395,19 @@ def _nonzero_advantages(monkeypatch: pytest.MonkeyPatch) -> None:
     moves add alternating offsets to the real advantages, so that every learner's gradient is non-zero."""
     import llmmarl.train.grpo as grpo_module
 
-    real_assign = grpo_module.assign_advantages
+    real_assign = grpo_module.group_relative
 
     def assign(samples: list[TurnSample], *args: Any, **kwargs: Any) -> None:
         real_assign(samples, *args, **kwargs)
         for i, s in enumerate(samples):
             s.advantage += 0.5 if i % 2 == 0 else -0.5
 
-    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
+    monkeypatch.setattr(grpo_module, "group_relative", assign)
 
 
 def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapter: Path, monkeypatch) -> None:
-    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+    from llmmarl.train.grpo import MultiAgentGRPO
+    from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
     # Spy on what TRL's loss receives: the advantages must be ours, row for row.
     seen: list[tuple[list[float], list[float]]] = []
@@ -621,7 +617,8 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
 
 
 def test_multi_step_update_clips_against_the_rollout_policy(tmp_path: Path, monkeypatch) -> None:
-    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+    from llmmarl.train.grpo import MultiAgentGRPO
+    from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
     _nonzero_advantages(monkeypatch)  # so that the first step moves the adapter
     # What TRL's loss gets as the ratio's reference, next to the log-probs of the adapter at that moment.

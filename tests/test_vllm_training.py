@@ -79,10 +79,11 @@ def test_grpo_loss_is_reweighted_by_the_engine_mismatch(tmp_path: Path, monkeypa
     doubles, and the monitors say so. The tiny model plays in-process; only the recorded log-probs are shifted."""
     import llmmarl.train.grpo as grpo_module
     import llmmarl.train.loop as loop_module
-    from llmmarl.train.grpo import AgentGRPOTrainer, MultiAgentGRPO
+    from llmmarl.train.grpo import MultiAgentGRPO
+    from llmmarl.train.trl_adapter import AgentGRPOTrainer
 
     # The loop turns episodes into samples; GRPO assigns the advantages.
-    real_samples, real_assign = loop_module.episodes_to_samples, grpo_module.assign_advantages
+    real_samples, real_assign = loop_module.episodes_to_samples, grpo_module.group_relative
 
     def shifted(*args: Any, **kwargs: Any) -> Any:
         out = real_samples(*args, **kwargs)
@@ -97,7 +98,7 @@ def test_grpo_loss_is_reweighted_by_the_engine_mismatch(tmp_path: Path, monkeypa
             s.advantage += 0.5 if i % 2 == 0 else -0.5
 
     monkeypatch.setattr(loop_module, "episodes_to_samples", shifted)
-    monkeypatch.setattr(grpo_module, "assign_advantages", assign)
+    monkeypatch.setattr(grpo_module, "group_relative", assign)
     monkeypatch.setattr(MultiAgentGRPO, "corrects", property(lambda self: True))  # as if the engine had played
     losses: list[tuple[float, float]] = []
     original = AgentGRPOTrainer._compute_loss

@@ -5,9 +5,8 @@
 steps) or ``rloo`` -> ``loop`` (the update and the run) -> ``evaluation`` -> ``saving`` (checkpoints, resume,
 adapters/ + manifest.json). ``league`` keeps the pool; ``adapters`` builds the learner model.
 
-Algorithms are registered by name (:func:`register_algorithm`): a config's ``algorithm:`` picks the trainer class.
-A new algorithm is a :class:`~llmmarl.train.loop.MultiAgentTrainer` subclass plus one registration; see
-docs/architecture.md.
+Algorithms are registered by name (:mod:`llmmarl.train.registry`): a config's ``algorithm:`` picks the trainer
+class, or loads one from outside the package (``algorithm: your.module:YourTrainer``); see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -16,43 +15,29 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from llmmarl.train.algorithm_settings import AllActionSettings, GRPOSettings, PPOSettings
 from llmmarl.train.config import TrainConfig
+from llmmarl.train.registry import algorithms, lookup, register_algorithm
 
 if TYPE_CHECKING:
     from llmmarl.train.loop import MultiAgentTrainer
 
 __all__ = ["TrainConfig", "algorithms", "register_algorithm", "train", "trainer_class"]
 
-#: Algorithm name -> a function returning its trainer class. Loaded on first use: the trainers import torch and
-#: (GRPO) TRL, which takes seconds, and a config must validate without them.
-_ALGORITHMS: dict[str, Callable[[], type[MultiAgentTrainer]]] = {}
-
-
-def register_algorithm(name: str, trainer: Callable[[], type[MultiAgentTrainer]]) -> None:
-    """Make ``algorithm: name`` in a config train with the class ``trainer()`` returns (replaces a same name)."""
-    _ALGORITHMS[name] = trainer
-
-
-def algorithms() -> list[str]:
-    """The registered algorithm names."""
-    return sorted(_ALGORITHMS)
-
 
 def trainer_class(name: str) -> type[MultiAgentTrainer]:
-    """The trainer class of a registered algorithm; a clear error for an unknown name."""
-    if name not in _ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}; registered: {', '.join(algorithms())}")
-    return _ALGORITHMS[name]()
+    """The trainer class of an algorithm (a registered name or ``module:Class``); a clear error for an unknown one."""
+    return lookup(name).trainer()
 
 
 def _builtin(module: str, cls: str) -> Callable[[], type[MultiAgentTrainer]]:
     return lambda: getattr(import_module(module), cls)  # type: ignore[no-any-return]
 
 
-register_algorithm("grpo", _builtin("llmmarl.train.grpo", "MultiAgentGRPO"))
-register_algorithm("ppo", _builtin("llmmarl.train.ppo", "MultiAgentPPO"))
+register_algorithm("grpo", _builtin("llmmarl.train.grpo", "MultiAgentGRPO"), GRPOSettings)
+register_algorithm("ppo", _builtin("llmmarl.train.ppo", "MultiAgentPPO"), PPOSettings)
 register_algorithm("rloo", _builtin("llmmarl.train.rloo", "MultiAgentRLOO"))
-register_algorithm("all_action", _builtin("llmmarl.train.all_action_trainer", "MultiAgentAllAction"))
+register_algorithm("all_action", _builtin("llmmarl.train.all_action_trainer", "MultiAgentAllAction"), AllActionSettings)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> MultiAgentTrainer:

@@ -1,18 +1,22 @@
-"""Each algorithm's settings block (``grpo:``, ``ppo:``), the registry of blocks, and the migration of configs
+"""The built-in algorithms' settings blocks (``grpo:``, ``ppo:``), their base class, and the migration of configs
 written before GRPO's settings moved under ``grpo:``.
 
-A block is read only by its algorithm; :meth:`~llmmarl.train.config.TrainConfig._check_algorithm` refuses a
-block for another algorithm than the chosen one. An algorithm without settings (``rloo``) has no block.
+A block is read only by its algorithm, which declares its model (:mod:`llmmarl.train.registry`);
+:meth:`~llmmarl.train.config.TrainConfig._check_algorithm` refuses a block for another algorithm than the chosen
+one. An algorithm without settings (``rloo``) has no block.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from llmmarl.train.settings import _Strict
+
+if TYPE_CHECKING:
+    from llmmarl.train.config import TrainConfig
 
 Credit = Literal["group", "role", "agent"]
 # PPO gives each learner a second adapter, its critic, named after it.
@@ -21,7 +25,15 @@ CRITIC_SUFFIX = "__critic"
 _LEGACY_GRPO_KEYS = ("credit", "role_baseline_ema", "steps_per_update", "beta", "warmup_updates")
 
 
-class GRPOSettings(_Strict):
+class AlgorithmSettings(_Strict):
+    """A settings block: a misspelt key is an error, and :meth:`check_config` checks it against the rest of the
+    config. Any pydantic model serves as a block; this base adds the two."""
+
+    def check_config(self, cfg: TrainConfig) -> None:
+        """Raise ``ValueError`` (saying what to change) where these settings do not fit ``cfg``."""
+
+
+class GRPOSettings(AlgorithmSettings):
     """Multi-agent GRPO (``algorithm: grpo``): baselines over an update's samples instead of a critic."""
 
     credit: Credit = Field(
@@ -58,8 +70,26 @@ class GRPOSettings(_Strict):
         "gives GRPO no signal; this teaches the format from its own answers, then GRPO takes over unconstrained.",
     )
 
+    def check_config(self, cfg: TrainConfig) -> None:
+        if self.credit == "group" and cfg.group_size < 2:
+            raise ValueError(
+                "grpo.credit: group compares games from the same start, so it needs group_size >= 2 (or use "
+                "grpo.credit: role)"
+            )
 
-class PPOSettings(_Strict):
+
+class AllActionSettings(AlgorithmSettings):
+    """The all-action estimator (``algorithm: all_action``): every label of a decision credited at once."""
+
+    weighting: Literal["policy", "natural"] = Field(
+        "policy",
+        description="policy: -sum_a sg[pi(a)] sg[A(a)] log pi(a), the exact gradient of the expected value. "
+        "natural: -sum_a sg[Q(a) - mean Q] log pi(a), the softmax's natural policy gradient in the labels' "
+        "logits: it does not stall on labels the policy has ruled out, but is biased (llmmarl.train.all_action).",
+    )
+
+
+class PPOSettings(AlgorithmSettings):
     """Turn-level PPO (``algorithm: ppo``): one critic per learner, GAE over each agent's own turns."""
 
     gamma: float = Field(
@@ -107,9 +137,16 @@ class PPOSettings(_Strict):
         description="The critic's input is cut to its last this many tokens (the value head reads the last).",
     )
 
-
-#: Each algorithm's settings block: ``grpo:`` and ``ppo:`` in a config. A block is read only by its algorithm.
-ALGORITHM_SETTINGS: dict[str, type[BaseModel]] = {"grpo": GRPOSettings, "ppo": PPOSettings}
+    def check_config(self, cfg: TrainConfig) -> None:
+        others = [r for r in cfg.report_to if r != "tensorboard"]
+        if others:
+            raise ValueError(f"report_to {others}: algorithm: ppo reports to tensorboard only (and metrics.jsonl)")
+        critics = [lr.name for lr in cfg.learners if lr.name.endswith(CRITIC_SUFFIX)]
+        if critics:
+            raise ValueError(
+                f"learner names {critics}: with algorithm: ppo, names ending in {CRITIC_SUFFIX!r} are the critics' "
+                "adapters: choose other names"
+            )
 
 
 def migrate_layout(data: dict[str, Any]) -> dict[str, Any]:

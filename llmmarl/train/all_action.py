@@ -36,6 +36,8 @@ network, by its push down under every other cue, so no one word can win everywhe
 logits are not free parameters, so this is the tabular natural direction pushed through the network, not the
 gradient of the expected return: it is a different, biased update, and its gain is measured, not proven
 (``docs/learning.md``).
+
+This module is the loss; the estimator, ``A`` and ``V``, is :func:`llmmarl.train.advantages.all_action_advantages`.
 """
 
 from __future__ import annotations
@@ -44,45 +46,16 @@ from typing import Literal
 
 import torch
 
+from llmmarl.train.advantages import all_action_advantages, label_mask
 
-def _check(logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if logprobs.shape != q.shape or logprobs.dim() != 2:
-        raise ValueError(
-            f"logprobs and q must both be (decisions, labels), got {tuple(logprobs.shape)} and {tuple(q.shape)}"
-        )
-    if mask is None:
-        return torch.ones_like(q, dtype=torch.bool)
-    if mask.shape != q.shape:
-        raise ValueError(f"mask must be shaped as q {tuple(q.shape)}, got {tuple(mask.shape)}")
-    if not bool(mask.bool().any(dim=1).all()):
-        raise ValueError("every decision needs at least one legal label in mask")
-    return mask.bool()
-
-
-def all_action_advantages(
-    logprobs: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``A(s, a) = Q(s, a) - sum_b pi(b|s) Q(s, b)`` and V(s), with no gradient.
-
-    ``logprobs``, ``q``: (decisions, labels); ``mask``: (decisions, labels), True where the label is legal (a
-    decision with fewer labels pads its row). Returns A (0 on padding) and V, shaped (decisions, labels) and
-    (decisions,).
-    """
-    legal = _check(logprobs, q, mask)
-    with torch.no_grad():
-        pi = torch.where(legal, logprobs.exp(), torch.zeros_like(logprobs))
-        qs = torch.where(legal, q, torch.zeros_like(q))
-        v = (pi * qs).sum(dim=1)
-        a = torch.where(legal, qs - v[:, None], torch.zeros_like(qs))
-    return a, v
-
+__all__ = ["Weighting", "all_action_loss", "natural_advantages"]
 
 Weighting = Literal["policy", "natural"]
 
 
 def natural_advantages(q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``Q(s, a) - mean_b Q(s, b)`` over each decision's legal labels (0 on padding), with no gradient."""
-    legal = _check(q, q, mask)
+    legal = label_mask(q, q, mask)
     with torch.no_grad():
         qs = torch.where(legal, q, torch.zeros_like(q))
         mean = qs.sum(dim=1) / legal.sum(dim=1)
@@ -101,7 +74,7 @@ def all_action_loss(
     labels' logits is the softmax's natural policy gradient (see the module docs): biased as a policy gradient,
     but it does not stall on labels the policy has all but ruled out.
     """
-    legal = _check(logprobs, q, mask)
+    legal = label_mask(logprobs, q, mask)
     # Padding's log-probability may be -inf; 0 there keeps its 0 * -inf out of the graph.
     logp = torch.where(legal, logprobs, torch.zeros_like(logprobs))
     if weighting == "natural":

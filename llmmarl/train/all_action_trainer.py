@@ -12,16 +12,17 @@ of a learner's decisions:
   (:func:`~llmmarl.train.exploration.canonical_path`) under the adapter, at the sampling temperature, normalised
   over the labels (log-softmax), so that the labels' probabilities sum to 1 as the estimator assumes.
 
-The loss is :func:`~llmmarl.train.all_action.all_action_loss`; one AdamW step per update. Reward terms other than
+The estimator is :func:`~llmmarl.train.advantages.all_action_advantages` and the loss
+:func:`~llmmarl.train.all_action.all_action_loss`, on :class:`~llmmarl.train.policy_gradient.PolicyGradientTrainer`
+(one AdamW step per update). Reward terms other than
 the game's (format, predictions...) do not enter: Q is the game's return. Not yet measured against GRPO.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -30,23 +31,23 @@ from llmmarl.backends.base import RolloutEngine
 from llmmarl.envs import make
 from llmmarl.eval.q_values import q_values
 from llmmarl.records import EpisodeRecord
-from llmmarl.train.adapters import adapter_parameters
-from llmmarl.train.all_action import Weighting, all_action_advantages, all_action_loss
-from llmmarl.train.checkpoint import AdamWHolder
+from llmmarl.train.advantages import all_action_advantages
+from llmmarl.train.algorithm_settings import AllActionSettings
+from llmmarl.train.all_action import all_action_loss
+from llmmarl.train.batch import Batch, micro_batches
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.exploration import canonical_path
 from llmmarl.train.logprobs import answer_logprobs
-from llmmarl.train.loop import MultiAgentTrainer
-from llmmarl.train.rollout import TurnSample, subsample
+from llmmarl.train.policy_gradient import PolicyGradientTrainer
+from llmmarl.train.rollout import TurnSample
 
 __all__ = ["MultiAgentAllAction"]
 
 
-class MultiAgentAllAction(MultiAgentTrainer):
+class MultiAgentAllAction(PolicyGradientTrainer):
     """The all-action estimator for every learner of a :class:`TrainConfig` (``algorithm: all_action``)."""
 
     algorithm: ClassVar[str] = "all_action"
-    weighting: Weighting = "policy"  # see llmmarl.train.all_action
 
     def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
         if not cfg.constrained or cfg.lines:
@@ -59,20 +60,10 @@ class MultiAgentAllAction(MultiAgentTrainer):
         super().__init__(cfg, backend, progress)
         if not self.env.cloneable:
             raise ValueError(f"algorithm: all_action branches the game on every label: {cfg.env} cannot be cloned")
-        self.optims = {
-            name: AdamWHolder(adapter_parameters(self.model, name), cfg.learning_rate) for name in self.learners
-        }
-        self.rng = random.Random(cfg.seed)
         self.q: dict[tuple[int, str], dict[str, float]] = {}  # (game id, seat) -> label -> Q, this update's
 
-    def optimizers(self) -> Mapping[str, AdamWHolder]:
-        return self.optims
-
-    def log(self, learner: str, metrics: dict[str, float]) -> dict[str, Any]:
-        return dict(metrics)  # metrics.jsonl only
-
     def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
-        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/all_action")
+        super().begin_update(episodes)
         self.q = {}
         policy = make_policy("random")  # never moves: the game ends with the branched decision (checked below)
         for ep in episodes:
@@ -92,31 +83,20 @@ class MultiAgentAllAction(MultiAgentTrainer):
                     )
                 self.q[(int(ep.game_id), turn.seat)] = values
 
-    def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
-        cfg, opt = self.cfg, self.optims[learner]
-        decisions = [s for s in samples if s.attempt == 0 and (s.game_id, s.seat) in self.q]
-        batch = subsample(decisions, cfg.max_samples_per_learner, self.rng)
-        metrics: dict[str, float] = {}
-        if batch:
-            self.model.set_adapter(learner)  # PEFT: this adapter's weights are the trainable ones
-            self.model.train()
-            loss, values = 0.0, 0.0
-            for micro in _chunks(batch, cfg.micro_batch_size):
-                logp, q, mask = self._label_logprobs(micro)
-                part = all_action_loss(logp, q, mask, self.weighting) * len(micro) / len(batch)
-                part.backward()  # gradients of the micro-batches add up to the batch mean's
-                loss += float(part.detach())
-                values += float(all_action_advantages(logp, q, mask)[1].sum())
-            norm = opt.step(cfg.max_grad_norm)
-            self.model.eval()
-            metrics |= {
-                "loss": loss,
-                "grad_norm": norm,
-                "learning_rate": cfg.learning_rate,
-                "all_action/value": values / len(batch),
-            }
-        opt.state.global_step += 1  # the optimizer's count equals the update count
-        return metrics
+    def estimate(self, samples: list[TurnSample]) -> dict[str, float]:
+        return {}  # A(s, a) needs pi(a|s) under the adapter: the loss computes it, from Q of begin_update
+
+    def trainable(self, samples: list[TurnSample]) -> list[TurnSample]:
+        return [s for s in samples if s.attempt == 0 and (s.game_id, s.seat) in self.q]  # one per decision
+
+    def micro_batches(self, batch: Sequence[TurnSample]) -> list[list[TurnSample]]:
+        return micro_batches(batch, self.cfg.micro_batch_size, even=False)  # a decision's rows are its labels'
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logp, q, mask = self._label_logprobs(batch.samples)
+        value = float(all_action_advantages(logp, q, mask)[1].sum())
+        weighting = self.cfg.settings_of(AllActionSettings).weighting
+        return all_action_loss(logp, q, mask, weighting) * len(batch.samples) / batch.total, {"all_action/value": value}
 
     def _label_logprobs(self, micro: Sequence[TurnSample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(decisions, labels) log pi(a|s) with gradient, Q and the legal mask of ``micro``'s decisions."""
@@ -142,7 +122,3 @@ class MultiAgentAllAction(MultiAgentTrainer):
             mask[i, :n] = True
             at += n
         return logp, q, mask
-
-
-def _chunks(items: Sequence[TurnSample], size: int) -> list[list[TurnSample]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -14,10 +14,10 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from llmmarl.agents.specs import DEFAULT_LINES, TURN_LINES, LLMAgentSpec, ScriptedAgentSpec, TurnLine, parse_agent
 from llmmarl.backends.factory import check_kind
@@ -26,13 +26,8 @@ from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
 from llmmarl.envs.measures import UnknownMeasureError
 from llmmarl.envs.registry import game_measure
-from llmmarl.train.algorithm_settings import (
-    ALGORITHM_SETTINGS,
-    CRITIC_SUFFIX,
-    GRPOSettings,
-    PPOSettings,
-    migrate_layout,
-)
+from llmmarl.train.algorithm_settings import AlgorithmSettings, migrate_layout
+from llmmarl.train.registry import algorithms, lookup, read_settings_block
 from llmmarl.train.settings import (
     ExplorationSettings,
     LeagueSettings,
@@ -44,11 +39,19 @@ from llmmarl.train.settings import (
 )
 
 Setting = Literal["self_play", "fixed_opponents", "independent", "team", "league"]
-Algorithm = str  # a name registered with llmmarl.train.register_algorithm: grpo and ppo are built in
+Algorithm = str  # a registered name (llmmarl.train.registry) or module:Class
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 class TrainConfig(_Strict):
-    """Multi-agent training (GRPO or PPO): one LoRA adapter per learner, all updated from the same games each step."""
+    """Multi-agent training (GRPO or PPO): one LoRA adapter per learner, all updated from the same games each step.
+
+    Besides the fields below, a config holds its algorithm's settings block under the algorithm's name (``grpo:``,
+    ``ppo:``, or that of an algorithm from outside the package), read by the settings model the algorithm declares
+    (:mod:`llmmarl.train.registry`); any other key is an error.
+    """
+
+    model_config = ConfigDict(extra="allow")  # the algorithm's own block only: checked in _check_algorithm
 
     # ---- the game and the players ------------------------------------------------------------------------
     env: str = Field(description="Registered game name (see `llmmarl envs`), e.g. tictactoe_v3.")
@@ -73,14 +76,9 @@ class TrainConfig(_Strict):
         description="grpo: advantages from baselines over an update's samples (see grpo), no critic. ppo: "
         "turn-level PPO with a learned critic per learner and GAE over each agent's turns (see ppo). rloo: "
         "REINFORCE with a leave-one-out baseline over each group of games. all_action: every legal label credited "
-        "by its value from branching the game (single-decision games, ACTION-only under the grammar). Others: see "
-        "register_algorithm.",
-    )
-    grpo: GRPOSettings | None = Field(
-        None, description="algorithm: grpo's settings (filled with the defaults when that algorithm has none)."
-    )
-    ppo: PPOSettings | None = Field(
-        None, description="algorithm: ppo's settings (filled with the defaults when that algorithm has none)."
+        "by its value from branching the game (single-decision games, ACTION-only under the grammar). Or an "
+        "algorithm from outside the package: your.module:YourTrainer. Its settings block, if it has one, is the key "
+        "of its name (grpo:, ppo:), filled with the defaults when the config has none.",
     )
 
     # ---- what one update sees ------------------------------------------------------------------------------
@@ -290,15 +288,16 @@ class TrainConfig(_Strict):
         into every state.json and manifest.json is dropped."""
         if not isinstance(data, dict):
             return data
-        return migrate_layout(_legacy_measures(data))
+        data = migrate_layout(_legacy_measures(data))
+        # Earlier versions dumped every algorithm's block, None for the others.
+        return {k: v for k, v in data.items() if not (v is None and k in algorithms())}
 
     @field_validator("algorithm")
     @classmethod
-    def _registered(cls, name: str) -> str:
-        from llmmarl.train import algorithms  # the registry lives with the trainers, not with the config
+    def _known(cls, name: str) -> str:
+        import llmmarl.train  # noqa: F401 - registers the built-in algorithms
 
-        if name not in algorithms():
-            raise ValueError(f"unknown algorithm {name!r}; registered: {', '.join(algorithms())}")
+        lookup(name)  # UnknownAlgorithmError (a ValueError) says what is wrong
         return name
 
     @field_validator("rollout_backend")
@@ -333,7 +332,7 @@ class TrainConfig(_Strict):
                 f"games_per_update ({self.games_per_update}) must be a multiple of group_size ({self.group_size}), "
                 f"e.g. {lower} or {lower + self.group_size}"
             )
-        self._check_algorithm(names)
+        self._check_algorithm()
         self._check_lines()
         self._check_exploration()
         n_learners, n_opponents = len(self.learners), len(self.opponents)
@@ -388,36 +387,23 @@ class TrainConfig(_Strict):
                 "transformers and rollout_workers: 0"
             )
 
-    def _check_algorithm(self, names: list[str]) -> None:
-        for block in ALGORITHM_SETTINGS:
-            if block != self.algorithm and getattr(self, block) is not None:
-                raise ValueError(
-                    f"{block}: settings are for algorithm: {block}, this config has algorithm: {self.algorithm}: "
-                    f"remove the {block}: block or set algorithm: {block}"
-                )
-        settings = ALGORITHM_SETTINGS.get(self.algorithm)
-        if settings is not None and getattr(self, self.algorithm) is None:
-            setattr(self, self.algorithm, settings())  # the dumped config records the settings that were used
-        if self.grpo is not None and self.grpo.credit == "group" and self.group_size < 2:
-            raise ValueError(
-                "grpo.credit: group compares games from the same start, so it needs group_size >= 2 (or use "
-                "grpo.credit: role)"
-            )
-        if self.algorithm != "ppo":
-            return
-        others = [r for r in self.report_to if r != "tensorboard"]
-        if others:
-            raise ValueError(f"report_to {others}: algorithm: ppo reports to tensorboard only (and metrics.jsonl)")
-        critics = [n for n in names if n.endswith(CRITIC_SUFFIX)]
-        if critics:
-            raise ValueError(
-                f"learner names {critics}: with algorithm: ppo, names ending in {CRITIC_SUFFIX!r} are the critics' "
-                "adapters: choose other names"
-            )
+    def _check_algorithm(self) -> None:
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        block = read_settings_block(self.algorithm, extra)
+        if isinstance(block, AlgorithmSettings):
+            block.check_config(self)
 
     def algorithm_settings(self) -> BaseModel | None:
-        """The chosen algorithm's settings block (``grpo:``, ``ppo:``), or None for an algorithm without one."""
-        return getattr(self, self.algorithm) if self.algorithm in ALGORITHM_SETTINGS else None
+        """The chosen algorithm's settings block (``grpo:``, ``ppo:``...), or None for an algorithm without one."""
+        algo = lookup(self.algorithm)
+        return None if algo.settings is None else (self.__pydantic_extra__ or {}).get(algo.name)
+
+    def settings_of(self, model: type[SettingsT]) -> SettingsT:
+        """The chosen algorithm's settings block, typed as ``model`` (what its trainer reads)."""
+        block = self.algorithm_settings()
+        if not isinstance(block, model):
+            raise TypeError(f"algorithm: {self.algorithm} has no {model.__name__} settings block")
+        return block
 
     def check_env(self, env: TextEnv) -> None:
         """Cross-checks against the game itself: seat names and whether the lineup fills every seat."""

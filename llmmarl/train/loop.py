@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
@@ -42,6 +43,7 @@ from llmmarl.train.metrics import MetricsRow, UpdateTimes, append_metrics
 from llmmarl.train.monitors import eval_line, group_metrics, monitor_line, sample_metrics, summary_metrics
 from llmmarl.train.playing import take_snapshot
 from llmmarl.train.pretrain import pretrain
+from llmmarl.train.registry import lookup
 from llmmarl.train.rollout import TurnSample, episodes_to_samples
 from llmmarl.train.settings import LoraSettings
 
@@ -64,9 +66,11 @@ class MultiAgentTrainer(ABC):
     """
 
     algorithm: ClassVar[str]
+    #: The model of the config's settings block named ``algorithm`` (see :mod:`llmmarl.train.registry`); None: none.
+    settings_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, cfg: TrainConfig, backend: RolloutEngine | None = None, progress: bool = True) -> None:
-        if cfg.algorithm != self.algorithm:
+        if lookup(cfg.algorithm).name != self.algorithm:
             raise ValueError(f"{type(self).__name__} runs algorithm: {self.algorithm}, the config has {cfg.algorithm}")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)

@@ -17,7 +17,8 @@ Design choices:
 * **Time step = one answer.** A turn is one action of the agent, and its answer's tokens one decision with one
   advantage. A seat's trajectory is its own answers in one game; the other seats' moves happen inside the
   environment between two of them, so ``gamma`` discounts per own turn. A re-asked answer is a step of its own
-  (the re-ask prompt is a new state); rewards and terminal steps are described in :mod:`llmmarl.train.gae`.
+  (the re-ask prompt is a new state); rewards and terminal steps are described in
+  :mod:`llmmarl.train.advantages` (its ``gae`` estimator).
 * **Token ratios, turn averages.** The ratio ``pi_new / pi_old`` and its clip are per token (a whole-answer ratio,
   the product over ~50 tokens, is almost always outside the clip range). Each turn's loss is the mean over its
   tokens, and the batch loss the mean over turns: every decision weighs the same whatever its length, and the
@@ -45,7 +46,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -54,11 +55,12 @@ import torch
 from llmmarl.backends.base import RolloutEngine
 from llmmarl.records import EpisodeRecord, TurnRecord
 from llmmarl.train.adapters import adapter_parameters
+from llmmarl.train.advantages import trajectory_gae
 from llmmarl.train.algorithm_settings import CRITIC_SUFFIX, PPOSettings
+from llmmarl.train.batch import answer_length, micro_batches
 from llmmarl.train.checkpoint import AdamWHolder, OptimizerHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.critic import ValueHead, critic_input, critic_values
-from llmmarl.train.gae import gae, turn_rewards
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
 from llmmarl.train.logprobs import answer_logprobs, per_answer
 from llmmarl.train.loop import MultiAgentTrainer, run
@@ -87,11 +89,12 @@ class PPOSample:
     is_weights: list[float] = field(default_factory=list)  # per answer token: engine correction (empty = all 1)
 
 
-def _micro(items: Sequence[PPOSample], size: int, length: Callable[[PPOSample], int]) -> Iterator[list[PPOSample]]:
-    """Micro-batches of similar lengths (less padding); order does not change a summed gradient."""
-    ordered = sorted(items, key=length)
-    for i in range(0, len(ordered), size):
-        yield ordered[i : i + size]
+def _answer_length(x: PPOSample) -> int:
+    return answer_length(x.sample)
+
+
+def _critic_length(x: PPOSample) -> int:
+    return len(x.critic_ids)
 
 
 def explained_variance(values: Sequence[float], returns: Sequence[float]) -> float:
@@ -142,7 +145,7 @@ class MultiAgentPPO(MultiAgentTrainer):
     @property
     def settings(self) -> PPOSettings:
         """The config's ``ppo:`` block (validation fills it in for ``algorithm: ppo``)."""
-        return self.cfg.ppo or PPOSettings()
+        return self.cfg.settings_of(PPOSettings)
 
     # ---- hooks of the loop -------------------------------------------------------------------------------------
     def extra_adapters(self) -> list[tuple[str, LoraSettings]]:
@@ -205,27 +208,20 @@ class MultiAgentPPO(MultiAgentTrainer):
             batch.append(PPOSample(s, ids[-self.settings.critic_max_tokens :]))  # the end holds the latest state
         with torch.no_grad():
             self._set_mode(critic_name(name), train=False)
-            for micro in _micro(batch, cfg.micro_batch_size, lambda x: len(x.critic_ids)):
+            for micro in micro_batches(batch, cfg.micro_batch_size, _critic_length, even=False):
                 for x, v in zip(micro, self._values(name, micro).tolist(), strict=True):
                     x.value = v
-        trajectories: dict[tuple[int, str], list[PPOSample]] = defaultdict(list)
-        for x in batch:  # samples come in play order, so each list is a seat's answers in order
-            trajectories[(x.sample.game_id, x.sample.seat)].append(x)
-        for traj in trajectories.values():
-            rewards, dones = turn_rewards([x.sample for x in traj], cfg.rewards.as_dict())
-            advantages, returns = gae(
-                rewards, [x.value for x in traj], dones, self.settings.gamma, self.settings.gae_lambda
-            )
-            for x, a, r in zip(traj, advantages, returns, strict=True):
-                x.advantage, x.ret = a, r
-                x.sample.advantage = a
-        # Whole-batch standardisation after GAE, eps 1e-8 as in CleanRL's PPO - not rollout.assign_advantages,
-        # which standardises rewards within each GRPO group with TRL's eps (1e-4) and knows nothing of values.
-        if cfg.normalize_advantages and len(batch) > 1:
-            mean = sum(x.advantage for x in batch) / len(batch)
-            std = math.sqrt(sum((x.advantage - mean) ** 2 for x in batch) / (len(batch) - 1))
-            for x in batch:
-                x.advantage = (x.advantage - mean) / (std + 1e-8)
+        settings = self.settings
+        advantages, returns = trajectory_gae(
+            [x.sample for x in batch],
+            [x.value for x in batch],
+            cfg.rewards.as_dict(),
+            settings.gamma,
+            settings.gae_lambda,
+            cfg.normalize_advantages,
+        )
+        for x, a, r in zip(batch, advantages, returns, strict=True):
+            x.advantage, x.ret = a, r
         return batch
 
     def optimise(self, name: str, batch: Sequence[PPOSample], rng: random.Random) -> dict[str, float]:
@@ -280,7 +276,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         """The answer tokens' log-probabilities before the update, and the base model's for the KL term."""
         self._set_mode(name, train=False)
         size = self.cfg.micro_batch_size
-        for micro in _micro(batch, size, lambda x: len(x.sample.prompt_ids) + len(x.sample.completion_ids)):
+        for micro in micro_batches(batch, size, _answer_length, even=False):
             logp, _, mask = self._token_logprobs(micro, entropy=False)
             for x, row, m in zip(micro, logp, mask, strict=True):
                 x.old_logprobs = row[m.bool()].tolist()
@@ -309,9 +305,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         self._set_mode(name, train=True)
         sums: dict[str, float] = defaultdict(float)
         tokens = 0.0
-        for micro in _micro(
-            minibatch, self.cfg.micro_batch_size, lambda x: len(x.sample.prompt_ids) + len(x.sample.completion_ids)
-        ):
+        for micro in micro_batches(minibatch, self.cfg.micro_batch_size, _answer_length, even=False):
             logp, ent, mask = self._token_logprobs(micro, entropy=True)
             assert ent is not None
             old = self._aligned([x.old_logprobs for x in micro], mask)
@@ -345,7 +339,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         ppo, n = self.settings, len(minibatch)
         self._set_mode(critic_name(name), train=True)
         total = 0.0
-        for micro in _micro(minibatch, self.cfg.micro_batch_size, lambda x: len(x.critic_ids)):
+        for micro in micro_batches(minibatch, self.cfg.micro_batch_size, _critic_length, even=False):
             v = self._values(name, micro)
             ret = torch.tensor([x.ret for x in micro], device=v.device)
             err = (v - ret) ** 2

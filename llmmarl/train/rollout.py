@@ -2,8 +2,8 @@
 
 One :meth:`~llmmarl.runner.Runner.play` pass gives the episodes of an update. :func:`episodes_to_samples` walks
 them once and gives each learner exactly its own LLM turns (in self-play, the turns of every seat), as
-:class:`TurnSample` s carrying the token ids and logprobs the backend recorded. :func:`assign_advantages` then
-computes advantages per learner under the chosen credit assignment. Nothing here touches a model.
+:class:`TurnSample` s carrying the token ids and logprobs the backend recorded; the algorithm's estimator
+(:mod:`llmmarl.train.advantages`) then sets their advantages. Nothing here touches a model.
 
 Reward of a sample (one answer of one turn), before weighting (see :class:`~llmmarl.train.settings.RewardWeights`)::
 
@@ -19,9 +19,7 @@ Reward of a sample (one answer of one turn), before weighting (see :class:`~llmm
 from __future__ import annotations
 
 import itertools
-import math
 import random
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -131,67 +129,6 @@ def episodes_to_samples(
                     )
                 )
     return out
-
-
-def _key(s: TurnSample, credit: str) -> tuple[object, ...]:
-    if credit == "group":
-        return (s.learner, s.group, s.seat)
-    if credit == "role":
-        return (s.learner, s.seat)
-    return (s.learner,)
-
-
-def _std(xs: Sequence[float], mean: float) -> float:
-    """Sample standard deviation (n - 1), as GRPO and TRL use; 0 for fewer than two values."""
-    if len(xs) < 2:
-        return 0.0
-    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-
-
-def assign_advantages(
-    samples: Sequence[TurnSample],
-    credit: Literal["group", "role", "agent"],
-    normalize: bool = True,
-    role_baselines: dict[str, float] | None = None,
-    ema: float = 0.0,
-    eps: float = 1e-4,
-) -> None:
-    """Set ``advantage = (reward - baseline) / (std + eps)`` on every sample, in place.
-
-    The baseline set of a sample is its learner's samples with the same seat and group (``group``), the same
-    seat (``role``) or all of them (``agent``); the baseline is that set's mean reward, and ``std`` its sample
-    standard deviation (only when ``normalize``; a set with no spread is not divided). With ``credit: role`` and
-    ``ema > 0`` the baseline is smoothed across calls in ``role_baselines`` (SPIRAL's role-conditioned
-    advantage estimation): ``b <- ema * b + (1 - ema) * mean``.
-    """
-    sets: dict[tuple[object, ...], list[TurnSample]] = defaultdict(list)
-    for s in samples:
-        sets[_key(s, credit)].append(s)
-    for key, members in sets.items():
-        rewards = [s.reward for s in members]
-        mean = sum(rewards) / len(rewards)
-        baseline = mean
-        if credit == "role" and ema > 0 and role_baselines is not None:
-            name = "/".join(str(k) for k in key)
-            if name in role_baselines:
-                baseline = ema * role_baselines[name] + (1.0 - ema) * mean
-            role_baselines[name] = baseline
-        std = _std(rewards, mean)
-        scale = std + eps if normalize and std > 0 else 1.0
-        for s in members:
-            s.advantage = (s.reward - baseline) / scale
-
-
-def imitation_weights(samples: Sequence[TurnSample], scale: float = 0.5) -> None:
-    """Turn advantages into reward-weighted imitation weights, ``max(0, 1 + scale * advantage)``, in place.
-
-    With TRL's on-policy loss (ratio 1 at the step) a positive weight on a sample is a weighted log-likelihood
-    step on its tokens. Advantages centred on zero push as many answers down as up, so a format shared by every
-    answer is never learned from them; these weights are positive for all but the clearly worse answers, so the
-    format is imitated while better outcomes still count more (advantage-weighted regression in spirit).
-    """
-    for s in samples:
-        s.advantage = max(0.0, 1.0 + scale * s.advantage)
 
 
 _S = TypeVar("_S")

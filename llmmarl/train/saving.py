@@ -28,6 +28,7 @@ from llmmarl.train.checkpoint import (
 )
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.league import League
+from llmmarl.train.registry import lookup
 
 if TYPE_CHECKING:
     from llmmarl.train.loop import MultiAgentTrainer
@@ -44,7 +45,7 @@ def training_summary(cfg: TrainConfig) -> dict[str, Any]:
     out = {k: getattr(cfg, k) for k in keys}
     settings = cfg.algorithm_settings()
     if settings is not None:
-        out[cfg.algorithm] = settings.model_dump(mode="json")
+        out[lookup(cfg.algorithm).name] = settings.model_dump(mode="json")  # under its block's key
     if cfg.pretrain is not None and cfg.pretrain.enabled:  # the adapter was pre-trained to forecast before RL
         out["pretrain"] = cfg.pretrain.model_dump(mode="json")
     return out | {

@@ -35,6 +35,7 @@ from pydantic.fields import FieldInfo
 
 from llmmarl.config_overrides import OverrideError, apply_overrides, set_key
 from llmmarl.train.config import TrainConfig
+from llmmarl.train.registry import algorithms, lookup
 
 _VALUE: Any = object()  # Alias.const when the flag takes a value
 _METAVARS: dict[Any, str] = {int: "N", float: "X"}
@@ -248,6 +249,9 @@ def field_info(key: str) -> FieldInfo | None:
     """The TrainConfig field behind a dotted key (``grpo.credit``), or None for a key without a schema."""
     model: type[BaseModel] | None = TrainConfig
     info: FieldInfo | None = None
+    head, _, rest = key.partition(".")
+    if head in algorithms() and rest:  # an algorithm's settings block: its own model
+        model, key = lookup(head).settings, rest
     for part in key.split("."):
         if model is None or part not in model.model_fields:
             return None
