@@ -176,6 +176,35 @@ def test_a_tiny_all_action_run_trains_on_the_bandit(tmp_path) -> None:
     assert value() > before + 1e-4, (before, value())
 
 
+def test_the_natural_weighting_is_chosen_by_the_settings_block(tmp_path, monkeypatch) -> None:
+    """``all_action: {weighting: natural}`` reaches the loss: one update's loss equals the natural loss of the same
+    decisions (and not the policy-weighted one); a misspelt weighting is a config error."""
+    import llmmarl.train.all_action_trainer as trainer_module
+    from llmmarl.studies.probes import PROBES, probe_config
+    from llmmarl.train import TrainConfig, trainer_class
+
+    raw = probe_config(PROBES["bandit"], "all_action", "tiny", 0, 1, str(tmp_path), [])
+    with pytest.raises(ValueError, match="weighting"):
+        TrainConfig.model_validate({**raw, "all_action": {"weighting": "uniform"}})
+    cfg = TrainConfig.model_validate({**raw, "games_per_update": 8, "all_action": {"weighting": "natural"}})
+    seen: list[tuple[str, float, float]] = []
+    real = trainer_module.all_action_loss
+
+    def spy(logp: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, weighting: str = "policy") -> torch.Tensor:
+        seen.append(
+            (weighting, float(_natural(logp.detach(), q, mask)), float(all_action_loss(logp.detach(), q, mask)))
+        )
+        return real(logp, q, mask, weighting)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer_module, "all_action_loss", spy)
+    trainer = trainer_class("all_action")(cfg, progress=False)
+    logs = trainer.update()["learner"]
+    assert seen and all(w == "natural" for w, _, _ in seen)
+    natural = sum(n for _, n, _ in seen)  # one micro-batch of 8 decisions: its loss is the update's
+    assert logs["loss"] == pytest.approx(natural, rel=1e-6)
+    assert abs(natural - sum(p for _, _, p in seen)) > 1e-6
+
+
 def test_all_action_refuses_what_it_cannot_credit(tmp_path) -> None:
     from llmmarl.studies.probes import PROBES, probe_config
     from llmmarl.train import TrainConfig, trainer_class
