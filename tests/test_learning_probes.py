@@ -77,3 +77,26 @@ def test_the_probes_the_tiny_model_does_not_solve_read_and_train_one_update(prob
     if PROBES[probe].higher_is_better:
         assert not r.reached  # a random network does not already know the answer
     assert f"| {probe} | {algorithm} | tiny |" in table([r])
+
+
+def test_a_contextual_run_records_each_cue_over_cpu_minutes_and_plots(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = run_probe(PROBES["contextual"], "grpo", "tiny", updates=2, read_every=1, overrides=["games_per_update=8"])
+    assert [x["updates"] for x in r.readings] == [0, 1, 2]
+    cues = ["north", "south", "east"]
+    for x, (_, value) in zip(r.readings, r.curve, strict=True):
+        assert set(x) == {"updates", "cpu_minutes", "value", *cues}
+        assert x["value"] == value == min(x[c] for c in cues)  # the measure is the worst cue
+    minutes = [x["cpu_minutes"] for x in r.readings]
+    assert minutes == sorted(minutes) and 0 < minutes[-1] <= r.cpu_minutes
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(json.dumps({**r.row(), "overrides": ["learning_rate=0.01"]}) + "\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "plot_probes.py"
+    out = tmp_path / "probes.png"
+    done = subprocess.run([sys.executable, str(script), str(runs), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "1 runs, 1 methods" in done.stdout and out.stat().st_size > 10_000
