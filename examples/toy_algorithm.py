@@ -33,7 +33,7 @@ from llmmarl.train.algorithm_settings import AlgorithmSettings
 from llmmarl.train.batch import Batch
 from llmmarl.train.logprobs import answer_logprobs, per_answer
 from llmmarl.train.policy_gradient import PolicyGradientTrainer
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 
 class ToySettings(AlgorithmSettings):

@@ -62,7 +62,7 @@ from llmmarl.train.advantages import group_relative
 from llmmarl.train.algorithm_settings import GRPOSettings
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
-from llmmarl.train.rollout import TurnSample, episodes_to_samples
+from llmmarl.train.samples import TurnSample, episodes_to_samples
 from llmmarl.train.settings import LoraSettings
 from llmmarl.train.trl_adapter import AgentGRPOTrainer
 

@@ -50,7 +50,7 @@ from llmmarl.train.advantages import group_relative
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.grpo import MultiAgentGRPO
 from llmmarl.train.ppo import MultiAgentPPO
-from llmmarl.train.rollout import TurnSample, episodes_to_samples
+from llmmarl.train.samples import TurnSample, episodes_to_samples
 
 LEARNER = "learner"
 TURNS = {"full": None, "action": []}  # the config's lines: default (full turn) or ACTION only

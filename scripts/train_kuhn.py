@@ -10,50 +10,28 @@ predictions that come true.
     python scripts/train_kuhn.py --opponent llm@runs/train/kuhn/adapters/kuhn   # against an earlier self
     python scripts/train_kuhn.py --warmup 4 --steps 10 --no-reask --max-new-tokens 40 --lr 2e-4   # adapters/kuhn-grpo
     python scripts/train_kuhn.py --smoke
-    python scripts/train_kuhn.py --set grpo.credit=role               # any config key (RECIPE below is the run)
+    python scripts/train_kuhn.py --set grpo.credit=role               # any key of configs/train_kuhn.yaml
 """
 
 from __future__ import annotations
 
-from llmmarl.train.grpo import MultiAgentGRPO
+from contextlib import closing
+from pathlib import Path
+
 from llmmarl.train.monitors import format_metrics
 from llmmarl.train.script_args import ScriptParser
 
-# ---- the run: one learner against one fixed opponent, seats alternating by group (flags and --set change it) ----
-RECIPE = {
-    "env": "kuhn_poker",
-    "model": "default",
-    "setting": "fixed_opponents",
-    "learners": [{"name": "kuhn"}],
-    "opponents": ["random"],  # --opponent
-    "games_per_update": 32,
-    "group_size": 4,  # games dealt the same cards
-    "max_samples_per_learner": 32,
-    "rewards": {"game": 1.0, "format": 1.0, "prediction": 0.1},
-    "learning_rate": 1e-4,
-    "grpo": {"credit": "group", "steps_per_update": 1, "warmup_updates": 0},
-    "reask": True,
-    "steps": 60,
-    "max_new_tokens": 48,
-    "micro_batch_size": 8,
-    "output_dir": "runs/train/kuhn",
-    "save_every": 5,
-    "eval_every": 20,
-    "eval_games": 128,  # against the training opponent, greedy
-    "eval_measures": ["nash_conv"],  # the learner's exploitability, read at the 12 information states (--nash-conv)
-    "eval_measure_samples": 1,
-    "threads": None,
-    "seed": 0,
-}
+# The run: one learner against one fixed opponent, seats alternating by group. Flags and --set change it.
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_kuhn.yaml"
 
 p = ScriptParser(
     __doc__,
-    RECIPE,
+    CONFIG,
     aliases="--model --steps --games-per-update --group-size --credit --lr --steps-per-update --minutes "
     "--prediction-weight --warmup --no-reask --max-new-tokens --max-samples --eval-games --threads --seed",
     smoke={"max_samples_per_learner": 8, "eval_games": 4},
 )
-p.add_argument("--opponent", help="scripted policy name or llm@ADAPTER_FOLDER (default: the recipe's opponents)")
+p.add_argument("--opponent", help="scripted policy name or llm@ADAPTER_FOLDER (default: the config's opponents)")
 p.add_argument(
     "--nash-conv",
     type=int,
@@ -72,16 +50,14 @@ if args.nash_conv is not None:
     }
 cfg = p.validate(p.config(args, changes))
 
-# ---- training and the final evaluation ------------------------------------------------------------------------
-trainer = MultiAgentGRPO(cfg)
-if args.resume and trainer.resume():
-    print(f"resumed at update {trainer.step}")
-results = trainer.train()
-rows = {lineup: by_agent["kuhn"] for lineup, by_agent in results.items()}
+# ---- training and the final evaluation: the library's run (refuses a used folder unless --resume) -----------------
+trainer = p.train(cfg, resume=args.resume)
+rows = {lineup: by_agent["kuhn"] for lineup, by_agent in trainer.eval_results.items()}
 
 # ---- the base model in the same evaluation games (same deals, same seats), for comparison ------------------------
 if not args.skip_base and rows:
-    rows.update(trainer.compare("kuhn", [trainer.eval_spec("base")]))
+    with closing(trainer):  # the comparison starts the rollout engine again
+        rows.update(trainer.compare("kuhn", [trainer.eval_spec("base")]))
 for label, m in rows.items():
     print(format_metrics(label, m))
 print(f"adapter and manifest.json: {cfg.adapters_path}")

@@ -14,7 +14,7 @@ this run and its ``--no-messages`` ablation is what communication is worth.
     python scripts/train_signal.py --vocabulary colors --teach 4 --freeze-listener
                                                     # ... then train only the speaker, to that listener
     python scripts/train_signal.py --smoke          # tiny budget
-    python scripts/train_signal.py --set env_kwargs.num_items=3     # any config key (RECIPE below is the run)
+    python scripts/train_signal.py --set env_kwargs.num_items=3     # any key of configs/train_signal.yaml
 
 Both agents start at chance, and each can only learn as fast as the other becomes reliable. ``--teach N`` breaks
 that deadlock the way a child learns words from an adult: N updates train the listener alone, its teammate the
@@ -28,43 +28,26 @@ switched off (the listener then hears nothing), which measures what the messages
 
 from __future__ import annotations
 
-from llmmarl.train.grpo import MultiAgentGRPO
+from contextlib import closing
+from pathlib import Path
+
 from llmmarl.train.monitors import format_metrics
 from llmmarl.train.script_args import Alias, ScriptParser
 
-# ---- the run: two learners on one team, pinned to their roles (flags and --set change it) ------------------------
-RECIPE = {
-    "env": "signal_v0",
-    "env_kwargs": {"num_items": 4, "rounds": 1, "talk": True, "vocabulary": "free"},
-    "model": "default",
-    "setting": "team",
-    "learners": [{"name": "speaker", "seats": ["speaker_0"]}, {"name": "listener", "seats": ["listener_0"]}],
-    "opponents": [],
-    "games_per_update": 32,
-    "group_size": 4,
-    "rewards": {"game": 1.0, "format": 1.0, "message": 0.0, "prediction": 0.0},
-    "learning_rate": 1e-4,
-    "grpo": {"credit": "role", "steps_per_update": 1},
-    "constrained": False,
-    "steps": 60,
-    "max_new_tokens": 48,
-    "micro_batch_size": 8,
-    "output_dir": "runs/train/signal",
-    "save_every": 5,
-    "eval_every": 20,
-    "eval_games": 64,  # the team itself, greedy
-    "threads": None,
-    "seed": 0,
-}
+# The run: two learners on one team, pinned to their roles. Flags and --set change it; --no-messages is the run of
+# configs/train_signal_no_messages.yaml.
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_signal.yaml"
 # The teaching stage plays the same games with the same optimisation; these keys are the main run's alone.
 MAIN_ONLY = (
     "setting", "learners", "opponents", "rewards", "steps", "time_budget_minutes", "micro_batch_size", "output_dir",
     "save_every", "eval_every", "eval_games",
 )  # fmt: skip
+#: What --no-messages changes in the config (a test checks that it gives train_signal_no_messages.yaml).
+SILENT = {"env_kwargs.talk": False, "rewards.message": 0.0, "output_dir": "runs/train/signal_no_messages"}
 
 p = ScriptParser(
     __doc__,
-    RECIPE,
+    CONFIG,
     aliases=[
         Alias("--num-items", "env_kwargs.num_items", type=int, help="Colors to choose from."),
         Alias(
@@ -94,8 +77,7 @@ if args.teach and args.no_messages:
 if args.freeze_listener and not args.teach:
     p.error("--freeze-listener freezes the listener taught by --teach N: add --teach")
 tag = "signal_no_messages" if args.no_messages else "signal"
-silent = {"env_kwargs.talk": False, "rewards.message": 0.0, "output_dir": f"runs/train/{tag}"}
-run = p.config(args, silent if args.no_messages else {})
+run = p.config(args, SILENT if args.no_messages else {})
 
 # ---- optional first stage: the listener learns to read a scripted speaker that tells the truth --------------------
 # Both stages play the same games with the same optimisation; they differ in who learns, rewards and budget.
@@ -115,43 +97,40 @@ if args.teach:
     )
     taught = teach.adapters_path / "listener"
     if not (taught / "adapter_config.json").exists():
-        teacher = MultiAgentGRPO(teach)
-        if args.resume and teacher.resume():
-            print(f"teaching resumed at update {teacher.step}")
-        for lineup, by_agent in teacher.train().items():
+        teacher = p.train(teach, resume=args.resume)
+        for lineup, by_agent in teacher.eval_results.items():
             print(f"listener taught by signal_truthful [{lineup}]:")
             for agent, m in by_agent.items():
                 print("  " + format_metrics(agent, m))
         if teach.eval_games:  # the untaught listener with the same teacher, in the same games: what teaching added
-            for lineup, m in teacher.compare("listener", [teacher.eval_spec("base")]).items():
-                print(f"the base model as listener [{lineup}]:")
-                print("  " + format_metrics("base", m))
+            with closing(teacher):  # the comparison starts the rollout engine again
+                for lineup, m in teacher.compare("listener", [teacher.eval_spec("base")]).items():
+                    print(f"the base model as listener [{lineup}]:")
+                    print("  " + format_metrics("base", m))
         del teacher  # its model copy, before the main stage loads another
     listener["init_adapter"] = str(taught)
     if args.freeze_listener:  # the speaker alone learns, the taught listener its fixed teammate
         run.update(setting="fixed_opponents", learners=[speaker], opponents=[f"llm@{taught}"])
 cfg = p.validate(run)
 
-# ---- training and the final evaluation ------------------------------------------------------------------------
-trainer = MultiAgentGRPO(cfg)
-if args.resume and trainer.resume():
-    print(f"resumed at update {trainer.step}")
-results = trainer.train()
+# ---- training and the final evaluation: the library's run (refuses a used folder unless --resume) -----------------
+trainer = p.train(cfg, resume=args.resume)
 chance = 1 / cfg.env_kwargs["num_items"]
-for lineup, by_agent in results.items():
+for lineup, by_agent in trainer.eval_results.items():
     print(f"{tag} [{lineup}] (chance {chance:.3f}):")
     for agent, m in by_agent.items():  # the speaker's prediction is of the listener's pick: chance is 1 / num_items
         print("  " + format_metrics(agent, m))
-if not args.no_messages and cfg.eval_games:
-    # The same trained team on the same games with its messages switched off: what the messages carry.
-    silent = trainer.evaluate(env_overrides={"talk": False})
-    for lineup, by_agent in silent.items():
-        print(f"{tag}, messages switched off [{lineup}]:")
-        for agent, m in by_agent.items():
-            print("  " + format_metrics(agent, m))
-if args.freeze_listener and cfg.eval_games:
-    # The untrained speaker with the same listener, in the same games: what training the speaker added.
-    for lineup, m in trainer.compare("speaker", [trainer.eval_spec("base")]).items():
-        print(f"{tag}, the base model as speaker [{lineup}]:")
-        print("  " + format_metrics("base", m))
+with closing(trainer):  # the evaluations below start the rollout engine again
+    if not args.no_messages and cfg.eval_games:
+        # The same trained team on the same games with its messages switched off: what the messages carry.
+        silent = trainer.evaluate(env_overrides={"talk": False})
+        for lineup, by_agent in silent.items():
+            print(f"{tag}, messages switched off [{lineup}]:")
+            for agent, m in by_agent.items():
+                print("  " + format_metrics(agent, m))
+    if args.freeze_listener and cfg.eval_games:
+        # The untrained speaker with the same listener, in the same games: what training the speaker added.
+        for lineup, m in trainer.compare("speaker", [trainer.eval_spec("base")]).items():
+            print(f"{tag}, the base model as speaker [{lineup}]:")
+            print("  " + format_metrics("base", m))
 print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))

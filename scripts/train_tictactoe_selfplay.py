@@ -10,48 +10,33 @@ trained adapter and of the base model against a random player, with 95% confiden
     python scripts/train_tictactoe_selfplay.py --smoke                    # tiny budget: does it run end to end?
     python scripts/train_tictactoe_selfplay.py --resume                   # continue a killed run
     python scripts/train_tictactoe_selfplay.py --eval-only --eval-games 400   # evaluate a finished run again
-    python scripts/train_tictactoe_selfplay.py --set temperature=0.8      # any config key (RECIPE below is the run)
+    python scripts/train_tictactoe_selfplay.py --set temperature=0.8      # any key of configs/train_tictactoe.yaml
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
+from pathlib import Path
 
 from llmmarl.agents.specs import ScriptedAgentSpec
-from llmmarl.train.grpo import MultiAgentGRPO
+from llmmarl.train import trainer_class
 from llmmarl.train.monitors import format_metrics, separated
 from llmmarl.train.script_args import ScriptParser
 
-# ---- the run: one learner, its own LoRA adapter, against a random player (flags and --set change it) -----------
-RECIPE = {
-    "env": "tictactoe_v3",
-    "model": "default",
-    "setting": "fixed_opponents",
-    "learners": [{"name": "ttt"}],
-    "opponents": ["random"],
-    "games_per_update": 16,
-    "group_size": 4,
-    "max_samples_per_learner": 32,  # bounds an update's cost
-    "rewards": {"game": 1.0, "format": 1.0},  # the format term is what teaches a 135M model to answer legally
-    "learning_rate": 1e-4,
-    "grpo": {"credit": "role", "steps_per_update": 1, "warmup_updates": 0},
-    "constrained": False,
-    "reask": True,
-    "steps": 60,
-    "max_new_tokens": 48,
-    "micro_batch_size": 8,
-    "output_dir": "runs/train/ttt",
-    "save_every": 5,
-    "eval_every": 0,
-    "eval_games": 200,  # at the end: greedy, against random, seats alternating
-    "eval_opponents": ["random"],
-    "threads": None,
-    "seed": 0,
+# The run: one learner, its own LoRA adapter, against a random player. Flags and --set change it.
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_tictactoe.yaml"
+#: What --opponent self changes in the config.
+SELF_PLAY = {
+    "setting": "self_play",
+    "learners": [{"name": "ttt_self"}],
+    "opponents": [],
+    "output_dir": "runs/train/ttt_self",
 }
 
 p = ScriptParser(
     __doc__,
-    RECIPE,
+    CONFIG,
     aliases="--model --steps --games-per-update --group-size --credit --lr --steps-per-update --minutes --warmup "
     "--no-reask --constrained --max-new-tokens --max-samples --eval-games --threads --seed",
     smoke={"max_samples_per_learner": 8, "eval_games": 8},
@@ -66,40 +51,43 @@ p.add_argument(
 args = p.parse_args()
 
 name = "ttt_self" if args.opponent == "self" else "ttt"
-self_play = {"setting": "self_play", "learners": [{"name": name}], "opponents": [], "output_dir": f"runs/train/{name}"}
-cfg = p.validate(p.config(args, self_play if args.opponent == "self" else {}))
+cfg = p.validate(p.config(args, SELF_PLAY if args.opponent == "self" else {}))
 
-# ---- training (ends with the evaluation of the adapter against random) ----------------------------------------
-trainer = MultiAgentGRPO(cfg)
-if (args.resume or args.eval_only) and trainer.resume():
-    print(f"resumed at update {trainer.step}")
-elif args.eval_only:
-    raise SystemExit(f"--eval-only: no checkpoint in {cfg.output_dir} to evaluate")
+# ---- training (the library's run, which ends with the evaluation of the adapter against random) ------------------
 start = time.perf_counter()
-results = trainer.evaluate() if args.eval_only else trainer.train()
+if args.eval_only:
+    trainer = trainer_class(cfg.algorithm)(cfg)
+    if not trainer.resume():
+        raise SystemExit(f"--eval-only: no checkpoint in {cfg.output_dir} to evaluate")
+    print(f"resumed at update {trainer.step}")
+    results = trainer.evaluate()
+else:
+    trainer = p.train(cfg, resume=args.resume)  # refuses a used folder unless --resume
+    results = trainer.eval_results
 elapsed = time.perf_counter() - start
 print(
     f"{trainer.step} updates ({trainer.train_seconds / 60:.1f} min of updates), this run {elapsed / 60:.1f} min "
     f"with evaluation; adapter: {cfg.adapters_path / name}"
 )
 
-# ---- random in the adapter's seat on the same games: the bar that "beats random" is measured against --------------
-trained = results[f"{name} vs random"][name]
-chance = trainer.compare(name, [ScriptedAgentSpec(name="random-seat", policy="random")])["random-seat vs random"]
-rows = {f"{name} vs random": trained, "random-seat vs random": chance}
+with closing(trainer):  # the evaluations below run on the rollout engine: stop it after them
+    # ---- random in the adapter's seat on the same games: the bar that "beats random" is measured against ----------
+    trained = results[f"{name} vs random"][name]
+    chance = trainer.compare(name, [ScriptedAgentSpec(name="random-seat", policy="random")])["random-seat vs random"]
+    rows = {f"{name} vs random": trained, "random-seat vs random": chance}
 
-# ---- the base model on the same games (same seeds, same seats), for comparison -----------------------------------
-# Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
-# comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
-free = {"constrained": False}
-stand_ins = [trainer.eval_spec("base")]  # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
-if cfg.constrained:
-    stand_ins += [
-        trainer.eval_spec(f"{name}-free", name).model_copy(update=free),
-        trainer.eval_spec("base-free").model_copy(update=free),
-    ]
-if not args.skip_base:
-    rows.update(trainer.compare(name, stand_ins))
+    # ---- the base model on the same games (same seeds, same seats), for comparison --------------------------------
+    # Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
+    # comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
+    free = {"constrained": False}
+    stand_ins = [trainer.eval_spec("base")]  # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
+    if cfg.constrained:
+        stand_ins += [
+            trainer.eval_spec(f"{name}-free", name).model_copy(update=free),
+            trainer.eval_spec("base-free").model_copy(update=free),
+        ]
+    if not args.skip_base:
+        rows.update(trainer.compare(name, stand_ins))
 for label, m in rows.items():
     print(format_metrics(f"{label:>20}", m))
 print(f"trained beats random with non-overlapping 95% CIs: {separated(trained, chance)}")

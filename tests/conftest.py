@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmmarl.backends.base import Generation, GenerationRequest, word_truncate
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 
 def lowest_legal(request: GenerationRequest) -> str:

@@ -1,7 +1,7 @@
 """The training configs a reference script builds for a command line, without training anything.
 
 A script is run in-process with its trainer replaced by a recorder: every ``TrainConfig`` handed to
-``MultiAgentGRPO`` (or to ``llmmarl.train.train``) is dumped, and the run stops where training would start.
+``MultiAgentGRPO`` (or to ``llmmarl.train.train``) is dumped, and the run stops where its results would be read.
 ``tests/data/script_configs.json`` holds what the scripts built for the command lines below; the test compares the
 current scripts with it, so a refactor of their argument handling cannot change a run unnoticed. Regenerate it
 (only when a change of the scripts' runs is intended) with ``python tests/script_configs.py``.
@@ -105,6 +105,24 @@ class _Stop(Exception):
     """Raised by the recorder where the script's training would start."""
 
 
+def _teaching(cfg: Any) -> bool:
+    return Path(cfg.output_dir).name == "teach"  # train_signal.py --teach: its first stage
+
+
+def _results(cfg: Any) -> dict[str, Any]:
+    """A teaching stage's evaluation (none); any other run's stops the script."""
+    if _teaching(cfg):
+        return {}
+    raise _Stop
+
+
+def _write_adapters(cfg: Any) -> None:
+    for learner in cfg.learners:  # what a later stage's init_adapter and llm@ opponent check for
+        folder = cfg.adapters_path / learner.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "adapter_config.json").write_text("{}")
+
+
 @contextmanager
 def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
     import llmmarl.train as train_pkg
@@ -112,11 +130,12 @@ def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
     import llmmarl.train.metrics as metrics
 
     class Recorder:
-        """Stands in for MultiAgentGRPO: records its config; a teaching stage "trains" (writes empty adapters)."""
+        """Stands in for a trainer: records its config. Its evaluation, read where training has ended, stops the
+        script; a teaching stage (train_signal.py --teach) "trains" on: it writes empty adapters for the next stage."""
 
         step = 0
 
-        def __init__(self, cfg: Any) -> None:
+        def __init__(self, cfg: Any, progress: bool = True) -> None:
             configs.append(cfg.model_dump(mode="json"))
             self.cfg = cfg
 
@@ -124,13 +143,12 @@ def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
             return False
 
         def train(self) -> dict[str, Any]:
-            for learner in self.cfg.learners:  # what a later stage's init_adapter and llm@ opponent check for
-                folder = self.cfg.adapters_path / learner.name
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "adapter_config.json").write_text("{}")
-            if Path(self.cfg.output_dir).name == "teach":  # train_signal.py --teach: its first stage
-                return {}
-            raise _Stop
+            _write_adapters(self.cfg)
+            return self.eval_results
+
+        @property
+        def eval_results(self) -> dict[str, Any]:
+            return _results(self.cfg)
 
         def compare(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             return {}
@@ -138,10 +156,18 @@ def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
         def eval_spec(self, *args: Any, **kwargs: Any) -> None:
             return None
 
-        evaluate = train
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return self.eval_results
 
-    def record_train(cfg: Any, resume: bool = False) -> None:
-        configs.append(cfg.model_dump(mode="json"))
+        def close(self) -> None:
+            pass
+
+    def record_train(cfg: Any, resume: bool = False, progress: bool = True) -> Recorder:
+        """Stands in for llmmarl.train.train: a script that reads the run's evaluation stops there."""
+        trainer = Recorder(cfg, progress)
+        if _teaching(cfg):
+            trainer.train()
+        return trainer
 
     saved = (grpo.MultiAgentGRPO, train_pkg.train, metrics.read_metrics)
     grpo.MultiAgentGRPO, train_pkg.train, metrics.read_metrics = Recorder, record_train, lambda path: []  # type: ignore[assignment,misc]

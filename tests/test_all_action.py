@@ -10,7 +10,7 @@ import torch
 
 from llmmarl.train.advantages import all_action_advantages
 from llmmarl.train.all_action import all_action_loss
-from llmmarl.train.rollout import episodes_to_samples
+from llmmarl.train.samples import episodes_to_samples
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 

@@ -13,7 +13,7 @@ from conftest import turn_sample
 from llmmarl.train import TrainConfig, trainer_class
 from llmmarl.train.advantages import group_relative
 from llmmarl.train.monitors import DEAD_GROUP_TOLERANCE, group_metrics, is_dead, monitor_line
-from llmmarl.train.rollout import TERMS, TurnSample
+from llmmarl.train.samples import TERMS, TurnSample
 
 
 def _sample(group: int, seat: str, reward: float) -> TurnSample:

@@ -389,7 +389,7 @@ def test_an_agent_behind_an_openai_endpoint_plays_a_textarena_game() -> None:
 
 
 def test_a_refused_move_earns_the_forfeit_reward_in_training() -> None:
-    from llmmarl.train.rollout import reward_terms
+    from llmmarl.train.samples import reward_terms
 
     backend = CannedBackend(lambda r: "ACTION: [4]")
     seats = {"player_0": LLMAgentSpec(name="a", reask=False), "player_1": LLMAgentSpec(name="b", reask=False)}

@@ -17,7 +17,7 @@ from llmmarl.backends.path_score import score_path
 from llmmarl.envs import make
 from llmmarl.studies.probes import PROBES, probe_config
 from llmmarl.train.exploration import behaviour_weight, canonical_path
-from llmmarl.train.rollout import episodes_to_samples
+from llmmarl.train.samples import episodes_to_samples
 
 # ---- unbiasedness on a softmax policy over answer paths --------------------------------------------------------------
 # Four labels, each with two spellings: the canonical one (the only one exploration plays) and another the policy

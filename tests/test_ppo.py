@@ -23,7 +23,7 @@ from llmmarl.runner import Match, Runner
 from llmmarl.train.advantages import gae, turn_rewards
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.critic import critic_input
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 NO_NEW_TERMS = {"forecast": 0.0, "plan": 0.0}  # turn parts these tests do not use
 
@@ -216,7 +216,7 @@ def test_centralised_ppo_resumes_with_its_critic(tmp_path: Path) -> None:
     from llmmarl.train import train
     from llmmarl.train.checkpoint import list_checkpoints
     from llmmarl.train.ppo import MultiAgentPPO
-    from llmmarl.train.rollout import episodes_to_samples
+    from llmmarl.train.samples import episodes_to_samples
 
     cfg = _cfg(
         tmp_path,

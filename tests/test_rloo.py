@@ -9,7 +9,7 @@ import torch
 from conftest import turn_sample
 
 from llmmarl.train import TrainConfig, algorithms, trainer_class
-from llmmarl.train.rollout import TERMS, TurnSample
+from llmmarl.train.samples import TERMS, TurnSample
 
 
 def _sample(group: int, seat: str, reward: float, learner: str = "a") -> TurnSample:

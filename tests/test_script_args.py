@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from script_configs import COMMANDS, FIXTURE, capture
 
+from llmmarl.train.config import TrainConfig
 from llmmarl.train.script_args import ALIASES, Alias, ScriptParser, field_info
 
 EXPECTED = json.loads(FIXTURE.read_text())
@@ -25,6 +26,42 @@ def test_a_command_line_builds_the_same_configs_as_before(script: str, command: 
     for new, old in zip(got["configs"], expected["configs"], strict=True):
         changed = {k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
         assert not changed, f"(before, now) of the keys that differ: {changed}"
+
+
+# A script's run is its config file, and each documented flag one change of it: `llmmarl train` on the same file, with
+# the same --set changes, runs what the script runs.
+SELF_PLAY = ["setting=self_play", "learners=[{name: ttt_self}]", "opponents=[]", "output_dir=runs/train/ttt_self"]
+AS_CONFIG_FILE = [
+    ("train_kuhn.py", "", "train_kuhn.yaml", []),
+    (
+        "train_kuhn.py",
+        "--opponent kuhn_nash --nash-conv 0",
+        "train_kuhn.yaml",
+        ["opponents=[kuhn_nash]", "eval_measures=[]"],
+    ),
+    ("train_signal.py", "", "train_signal.yaml", []),
+    ("train_signal.py", "--no-messages", "train_signal_no_messages.yaml", []),
+    ("train_tictactoe_selfplay.py", "", "train_tictactoe.yaml", []),
+    ("train_tictactoe_selfplay.py", "--opponent self", "train_tictactoe.yaml", SELF_PLAY),
+]
+
+
+@pytest.mark.parametrize(("script", "command", "config", "changes"), AS_CONFIG_FILE)
+def test_a_scripts_run_is_its_config_file_and_its_flags_changes(
+    script: str, command: str, config: str, changes: list[str], tmp_path: Path
+) -> None:
+    (got,) = _run(script, command, tmp_path)
+    expected = TrainConfig.from_yaml(ROOT / "configs" / config, changes).model_dump(mode="json")
+    changed = {k: (expected.get(k), got.get(k)) for k in expected.keys() | got.keys() if expected.get(k) != got.get(k)}
+    assert not changed, f"(config file, script) of the keys that differ: {changed}"
+
+
+def test_a_config_file_that_cannot_be_read_ends_the_script_with_its_name(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"nope\.yaml"):
+        ScriptParser("doc", tmp_path / "nope.yaml", aliases="--steps")
+    (tmp_path / "list.yaml").write_text("- steps\n")
+    with pytest.raises(SystemExit, match="expected a mapping"):
+        ScriptParser("doc", tmp_path / "list.yaml", aliases="--steps")
 
 
 def _run(script: str, command: str, tmp_path: Path) -> list[dict]:

@@ -44,7 +44,7 @@ def test_a_training_script_runs_end_to_end_and_exports_its_adapter(script, tmp_p
     assert "95% CI" in proc.stdout
 
 
-def test_a_finished_run_can_be_evaluated_again_on_more_games(tmp_path):
+def test_a_finished_run_can_be_evaluated_again_on_more_games_but_not_trained_over(tmp_path):
     out = tmp_path / "run"
     smoke("train_tictactoe_selfplay.py", out)
     proc = smoke("train_tictactoe_selfplay.py", out, "--eval-only", "--eval-games", "12")
@@ -52,6 +52,10 @@ def test_a_finished_run_can_be_evaluated_again_on_more_games(tmp_path):
     # the adapter, random in its seat and the base model, all on the new number of games
     assert proc.stdout.count("over 12 games") == 3
     assert "random-seat vs random" in proc.stdout and "trained beats random with non-overlapping 95% CIs" in proc.stdout
+    # the library's run guards the folder: training again without --resume would mix two runs' checkpoints
+    again = run_script("train_tictactoe_selfplay.py", "--model", "tiny", "--output-dir", str(out), ok=False)
+    assert again.returncode != 0
+    assert "already has checkpoints" in again.stderr and "Traceback" not in again.stderr
 
 
 def test_evaluating_a_run_that_does_not_exist_is_a_clear_error(tmp_path):

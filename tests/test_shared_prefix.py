@@ -19,7 +19,7 @@ import torch
 from llmmarl.train import logprobs
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.logprobs import answer_rows, shared_prefix_length
-from llmmarl.train.rollout import TERMS, TurnSample
+from llmmarl.train.samples import TERMS, TurnSample
 
 RULES = (
     "You play a two-player card game with three cards: Jack, Queen and King. Each player antes one chip and gets "

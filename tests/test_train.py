@@ -27,7 +27,7 @@ from llmmarl.train.algorithm_settings import GRPOSettings, PPOSettings
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.league import League, Snapshot
 from llmmarl.train.lineup import training_groups
-from llmmarl.train.rollout import TurnSample, episodes_to_samples, format_term
+from llmmarl.train.samples import TurnSample, episodes_to_samples, format_term
 
 
 @pytest.fixture(autouse=True)

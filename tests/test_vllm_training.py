@@ -99,7 +99,9 @@ def test_grpo_loss_is_reweighted_by_the_engine_mismatch(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(loop_module, "episodes_to_samples", shifted)
     monkeypatch.setattr(grpo_module, "group_relative", assign)
-    monkeypatch.setattr(MultiAgentGRPO, "corrects", property(lambda self: True))  # as if the engine had played
+    monkeypatch.setattr(
+        MultiAgentGRPO, "corrects_engine_mismatch", property(lambda self: True)
+    )  # as if the engine had played
     losses: list[tuple[float, float]] = []
     original = AgentGRPOTrainer._compute_loss
 

@@ -1,7 +1,7 @@
 """Training: multi-agent GRPO (through TRL), turn-level PPO or RLOO, one LoRA adapter per learner.
 
 ``config`` (what to run) -> ``lineup`` (who plays whom) -> ``playing`` (the games, on the run's engine) ->
-``rollout`` (samples, reward terms) -> ``grpo`` (baselines, TRL steps), ``ppo`` (``critic``, ``gae``, clipped
+``samples`` (samples, reward terms) -> ``grpo`` (baselines, TRL steps), ``ppo`` (``critic``, ``gae``, clipped
 steps) or ``rloo`` -> ``loop`` (the update and the run) -> ``evaluation`` -> ``saving`` (checkpoints, resume,
 adapters/ + manifest.json). ``league`` keeps the pool; ``adapters`` builds the learner model.
 

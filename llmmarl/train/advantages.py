@@ -9,12 +9,12 @@ name                advantage of an answer                                      
 ``all_action``      ``Q(s, a) - sum_b pi(b|s) Q(s, b)`` for every legal label         ``algorithm: all_action``
 ==================  ===============================================================  ======================
 
-Estimators work on a learner's :class:`~llmmarl.train.rollout.TurnSample` s of one update and set their
+Estimators work on a learner's :class:`~llmmarl.train.samples.TurnSample` s of one update and set their
 ``advantage`` in place (``gae`` also returns the critic's targets; ``all_action`` works on label tables, not
 answers). :func:`register_estimator` adds one under a name, as verl registers its estimators; :func:`estimator`
 finds one by name. Nothing here touches a model.
 
-Rewards of GAE's steps (the weighted terms of :func:`llmmarl.train.rollout.reward_terms`)::
+Rewards of GAE's steps (the weighted terms of :func:`llmmarl.train.samples.reward_terms`)::
 
     every answer        format + prediction + message terms (they belong to that answer)
     the last answer     + the game term: the seat's episode return (the game pays at the end)
@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 __all__ = [
     "all_action_advantages",

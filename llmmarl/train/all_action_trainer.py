@@ -39,7 +39,7 @@ from llmmarl.train.config import TrainConfig
 from llmmarl.train.exploration import canonical_path
 from llmmarl.train.logprobs import answer_logprobs
 from llmmarl.train.policy_gradient import PolicyGradientTrainer
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 __all__ = ["MultiAgentAllAction"]
 

@@ -1,7 +1,7 @@
 """What a loss is computed on: :class:`Batch`, a micro-batch of one learner's samples, and :func:`micro_batches`,
 the one way every algorithm cuts an optimizer step's samples into micro-batches whose gradients add up.
 
-A sample is a :class:`~llmmarl.train.rollout.TurnSample`: its prompt and answer tokens, the engine's log-probs of
+A sample is a :class:`~llmmarl.train.samples.TurnSample`: its prompt and answer tokens, the engine's log-probs of
 the answer, the reward terms and reward, the advantage its algorithm's estimator set
 (:mod:`llmmarl.train.advantages`) and its exploration weight. :func:`~llmmarl.train.logprobs.answer_logprobs` scores
 a batch's answers under the learner's adapter (tokens, mask, tempered log-softmax).
@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import torch
 
-from llmmarl.train.rollout import TurnSample, split
+from llmmarl.train.samples import TurnSample, split
 
 __all__ = ["Batch", "answer_length", "micro_batches"]
 

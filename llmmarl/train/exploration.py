@@ -47,7 +47,7 @@ from llmmarl.backends.path_score import score_path
 
 if TYPE_CHECKING:
     from llmmarl.backends.transformers import TransformersBackend
-    from llmmarl.train.rollout import TurnSample
+    from llmmarl.train.samples import TurnSample
 
 
 def behaviour_weight(path_logprob: float, canonical: bool, epsilon: float, labels: int) -> float:

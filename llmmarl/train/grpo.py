@@ -29,7 +29,7 @@ from llmmarl.train.algorithm_settings import GRPOSettings
 from llmmarl.train.checkpoint import OptimizerHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.loop import MultiAgentTrainer, run
-from llmmarl.train.rollout import TurnSample, subsample
+from llmmarl.train.samples import TurnSample, subsample
 from llmmarl.train.trl_adapter import AgentGRPOTrainer, grpo_args
 
 __all__ = ["MultiAgentGRPO", "train"]
@@ -105,7 +105,9 @@ class MultiAgentGRPO(MultiAgentTrainer):
         batch = subsample(samples, cfg.max_samples_per_learner, self.rng)
         metrics = {"warmup": float(warmup)}
         if batch:  # none if every game broke, or the learner never reached an LLM turn
-            metrics.update(trainer.update(batch, cfg.micro_batch_size, settings.steps_per_update, self.corrects))
+            metrics.update(
+                trainer.update(batch, cfg.micro_batch_size, settings.steps_per_update, self.corrects_engine_mismatch)
+            )
         else:
             trainer.state.global_step += 1  # keep every adapter's step count equal to the update count
         return metrics

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 
 class AnswerLogprobs(NamedTuple):

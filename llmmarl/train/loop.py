@@ -44,7 +44,7 @@ from llmmarl.train.monitors import eval_line, group_metrics, monitor_line, sampl
 from llmmarl.train.playing import take_snapshot
 from llmmarl.train.pretrain import pretrain
 from llmmarl.train.registry import lookup
-from llmmarl.train.rollout import TurnSample, episodes_to_samples
+from llmmarl.train.samples import TurnSample, episodes_to_samples
 from llmmarl.train.settings import LoraSettings
 
 AgentSpecT = TypeVar("AgentSpecT", bound=LLMAgentSpec | ScriptedAgentSpec)
@@ -179,7 +179,7 @@ class MultiAgentTrainer(ABC):
         return self._spec(snap.name, snap.path, self.cfg.temperature)
 
     @property
-    def corrects(self) -> bool:
+    def corrects_engine_mismatch(self) -> bool:
         """Whether this update's samples get the importance correction: they come from the vLLM engine and were not
         grammar-constrained (vLLM's log-probs are then after the mask, ours before: not comparable)."""
         cfg = self.cfg

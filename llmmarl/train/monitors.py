@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmmarl.records import AgentSummary
-from llmmarl.train.rollout import TERMS, TurnSample
+from llmmarl.train.samples import TERMS, TurnSample
 
 
 def summary_metrics(s: AgentSummary) -> dict[str, float]:

@@ -32,7 +32,7 @@ from llmmarl.train.batch import Batch, answer_length, micro_batches
 from llmmarl.train.checkpoint import AdamWHolder
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.loop import MultiAgentTrainer
-from llmmarl.train.rollout import TurnSample, subsample
+from llmmarl.train.samples import TurnSample, subsample
 
 __all__ = ["PolicyGradientTrainer"]
 

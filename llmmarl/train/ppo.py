@@ -64,7 +64,7 @@ from llmmarl.train.critic import ValueHead, critic_input, critic_values
 from llmmarl.train.importance import MismatchMonitor, importance_weights, right_aligned
 from llmmarl.train.logprobs import answer_logprobs, per_answer
 from llmmarl.train.loop import MultiAgentTrainer, run
-from llmmarl.train.rollout import TurnSample, split, subsample
+from llmmarl.train.samples import TurnSample, split, subsample
 from llmmarl.train.settings import LoraSettings
 
 __all__ = ["MultiAgentPPO", "PPOSample", "critic_name", "train"]
@@ -182,7 +182,7 @@ class MultiAgentPPO(MultiAgentTrainer):
         metrics = self._advantage_metrics(batch)
         # After GAE: every answer's value fed its trajectory's GAE.
         batch = subsample(batch, cfg.max_samples_per_learner, self.rng)
-        self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects else None
+        self.monitor = MismatchMonitor(cfg.vllm.importance_cap) if self.corrects_engine_mismatch else None
         if batch:  # none if every game broke, or the learner never reached an LLM turn
             metrics.update(self.optimise(learner, batch, self.rng))
         if self.monitor is not None:

@@ -28,7 +28,7 @@ from llmmarl.train.batch import Batch
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.logprobs import answer_logprobs, per_answer
 from llmmarl.train.policy_gradient import PolicyGradientTrainer
-from llmmarl.train.rollout import TurnSample
+from llmmarl.train.samples import TurnSample
 
 __all__ = ["MultiAgentRLOO"]
 

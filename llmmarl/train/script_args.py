@@ -1,16 +1,17 @@
-"""The command line of a training script: its recipe, ``--set`` overrides, one ``--smoke``, and flags that alias keys.
+"""The command line of a training script: its config file, ``--set`` overrides, one ``--smoke``, flags that alias keys.
 
-A reference script (``scripts/train_*.py``) states its run once, as ``RECIPE``: the :class:`TrainConfig` keys it
-chooses (every other key keeps TrainConfig's default). The command line changes it in layers, later ones winning:
+A reference script (``scripts/train_*.py``) states its run once, in its config file (``configs/train_kuhn.yaml``):
+the :class:`TrainConfig` keys it chooses (every other key keeps TrainConfig's default), the same file that
+``llmmarl train`` runs. The command line changes it in layers, later ones winning:
 
-    RECIPE  <  --smoke's sizes  <  alias flags given  <  the script's own flags  <  --output-dir  <  --set KEY=VALUE
+    config file  <  --smoke's sizes  <  alias flags given  <  the script's own flags  <  --output-dir  <  --set
 
 An alias flag is shorthand for one config key (``--lr 2e-4`` is ``--set learning_rate=2e-4``); they are declared
 once, in :data:`ALIASES`, with their help taken from the field's description. They keep the commands quoted in
-docs/results.md, reports/ and adapters/manifest.json working. ``--help`` prints the recipe, so a script's defaults
-are stated in one visible place.
+docs/results.md, reports/ and adapters/manifest.json working. ``--help`` prints the config file's run, so a
+script's defaults are stated in one visible place.
 
-    parser = ScriptParser(__doc__, RECIPE, aliases=["--model", "--steps", "--lr"], smoke={"eval_games": 8})
+    parser = ScriptParser(__doc__, "configs/train_ttt.yaml", aliases=["--model", "--lr"], smoke={"eval_games": 8})
     parser.add_argument("--opponent", choices=["random", "self"], default="random")   # the script's own flags
     args = parser.parse_args()
     cfg = TrainConfig.model_validate(parser.config(args, {"opponents": [args.opponent]}))
@@ -27,15 +28,19 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+import llmmarl.train
 from llmmarl.config_overrides import OverrideError, apply_overrides, set_key
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.registry import algorithms, lookup
+
+if TYPE_CHECKING:
+    from llmmarl.train.loop import MultiAgentTrainer
 
 _VALUE: Any = object()  # Alias.const when the flag takes a value
 _METAVARS: dict[Any, str] = {int: "N", float: "X"}
@@ -114,7 +119,8 @@ def fresh_smoke_folder(folder: Path) -> None:
 class ScriptParser(argparse.ArgumentParser):
     """An argument parser that builds a script's config dict from its recipe and the command line (see the module).
 
-    ``recipe``: the script's run, as TrainConfig keys (``output_dir`` included). ``aliases``: the alias flags it
+    ``recipe``: the script's run, as TrainConfig keys (``output_dir`` included): the path of a YAML config file, or
+    the keys themselves. ``aliases``: the alias flags it
     takes, names from :data:`ALIASES` (a list, or one string of them) or its own :class:`Alias`. ``smoke``: its
     sizes on top of :data:`SMOKE`. ``output_flag``: the flag naming the output folder. ``resume_flag``: add
     ``--resume`` (without it the script always resumes, and ``--smoke`` keeps the folder).
@@ -123,14 +129,15 @@ class ScriptParser(argparse.ArgumentParser):
     def __init__(
         self,
         doc: str | None,
-        recipe: Mapping[str, Any],
+        recipe: str | Path | Mapping[str, Any],
         *,
         aliases: str | Sequence[str | Alias],
         smoke: Mapping[str, Any] | None = None,
         output_flag: str = "--output-dir",
         resume_flag: bool = True,
     ) -> None:
-        self.recipe = copy.deepcopy(dict(recipe))
+        self.source = None if isinstance(recipe, Mapping) else Path(recipe)
+        self.recipe = copy.deepcopy(dict(recipe)) if isinstance(recipe, Mapping) else read_recipe(Path(recipe))
         self.smoke = {**SMOKE, **(smoke or {})}
         names = aliases.split() if isinstance(aliases, str) else aliases
         self.aliases = [ALIASES[a] if isinstance(a, str) else a for a in names]
@@ -197,6 +204,15 @@ class ScriptParser(argparse.ArgumentParser):
             )
             self.error(f"the run's config is not valid: {reasons}")
 
+    def train(self, cfg: TrainConfig, resume: bool = False) -> MultiAgentTrainer:
+        """``cfg`` trained to the end by the library's run (:func:`llmmarl.train.train`: the trainer of its
+        ``algorithm``, resumed if asked, its engine closed after). A folder that already holds checkpoints, without
+        ``--resume``, ends the script with the parser's usage and the reason."""
+        try:
+            return llmmarl.train.train(cfg, resume=resume)
+        except FileExistsError as e:
+            self.error(str(e))
+
     # ---- help ---------------------------------------------------------------------------------------------------
     def _add_alias(self, alias: Alias) -> None:
         info = field_info(alias.key)
@@ -239,10 +255,22 @@ class ScriptParser(argparse.ArgumentParser):
     def _epilog(self) -> str:
         recipe = yaml.safe_dump(self.recipe, sort_keys=False, default_flow_style=None, width=100)
         indented = "\n".join(f"  {line}" for line in recipe.splitlines())
+        source = f", {self.source.name}" if self.source else ""
         return (
-            "The run before any flag (the keys not listed keep their defaults in TrainConfig,\n"
+            f"The run before any flag{source} (the keys not listed keep their defaults in TrainConfig,\n"
             f"llmmarl/train/config.py, where every key is described):\n{indented}"
         )
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    """The config keys in the YAML file ``path``; a missing or malformed file ends the script with the reason."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"cannot read the run's config file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected a mapping of config keys at the top level")
+    return data
 
 
 def field_info(key: str) -> FieldInfo | None:

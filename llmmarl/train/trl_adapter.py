@@ -67,7 +67,7 @@ from llmmarl.train.batch import answer_length, micro_batches
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.importance import MismatchMonitor, Mode, importance_weights
 from llmmarl.train.logprobs import last_logits
-from llmmarl.train.rollout import TERMS, TurnSample, split
+from llmmarl.train.samples import TERMS, TurnSample, split
 
 __all__ = ["TOUCH_POINTS", "AgentGRPOTrainer", "TouchPoints", "grpo_args"]
 
