@@ -74,14 +74,14 @@ cfg = p.validate(p.config(args, changes))
 
 # ---- training and the final evaluation ------------------------------------------------------------------------
 trainer = MultiAgentGRPO(cfg)
-if args.resume and trainer.resume():
-    print(f"resumed at update {trainer.step}")
+if args.resume and trainer.checkpointer.resume():
+    print(f"resumed at update {trainer.state.step}")
 results = trainer.train()
 rows = {lineup: by_agent["kuhn"] for lineup, by_agent in results.items()}
 
 # ---- the base model in the same evaluation games (same deals, same seats), for comparison ------------------------
 if not args.skip_base and rows:
-    rows.update(trainer.compare("kuhn", [trainer.eval_spec("base")]))
+    rows.update(trainer.evaluator.compare("kuhn", [trainer.evaluator.spec("base")]))
 for label, m in rows.items():
     print(format_metrics(label, m))
 print(f"adapter and manifest.json: {cfg.adapters_path}")

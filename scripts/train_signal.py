@@ -116,14 +116,14 @@ if args.teach:
     taught = teach.adapters_path / "listener"
     if not (taught / "adapter_config.json").exists():
         teacher = MultiAgentGRPO(teach)
-        if args.resume and teacher.resume():
-            print(f"teaching resumed at update {teacher.step}")
+        if args.resume and teacher.checkpointer.resume():
+            print(f"teaching resumed at update {teacher.state.step}")
         for lineup, by_agent in teacher.train().items():
             print(f"listener taught by signal_truthful [{lineup}]:")
             for agent, m in by_agent.items():
                 print("  " + format_metrics(agent, m))
         if teach.eval_games:  # the untaught listener with the same teacher, in the same games: what teaching added
-            for lineup, m in teacher.compare("listener", [teacher.eval_spec("base")]).items():
+            for lineup, m in teacher.evaluator.compare("listener", [teacher.evaluator.spec("base")]).items():
                 print(f"the base model as listener [{lineup}]:")
                 print("  " + format_metrics("base", m))
         del teacher  # its model copy, before the main stage loads another
@@ -134,8 +134,8 @@ cfg = p.validate(run)
 
 # ---- training and the final evaluation ------------------------------------------------------------------------
 trainer = MultiAgentGRPO(cfg)
-if args.resume and trainer.resume():
-    print(f"resumed at update {trainer.step}")
+if args.resume and trainer.checkpointer.resume():
+    print(f"resumed at update {trainer.state.step}")
 results = trainer.train()
 chance = 1 / cfg.env_kwargs["num_items"]
 for lineup, by_agent in results.items():
@@ -144,14 +144,14 @@ for lineup, by_agent in results.items():
         print("  " + format_metrics(agent, m))
 if not args.no_messages and cfg.eval_games:
     # The same trained team on the same games with its messages switched off: what the messages carry.
-    silent = trainer.evaluate(env_overrides={"talk": False})
+    silent = trainer.evaluator.evaluate(env_overrides={"talk": False})
     for lineup, by_agent in silent.items():
         print(f"{tag}, messages switched off [{lineup}]:")
         for agent, m in by_agent.items():
             print("  " + format_metrics(agent, m))
 if args.freeze_listener and cfg.eval_games:
     # The untrained speaker with the same listener, in the same games: what training the speaker added.
-    for lineup, m in trainer.compare("speaker", [trainer.eval_spec("base")]).items():
+    for lineup, m in trainer.evaluator.compare("speaker", [trainer.evaluator.spec("base")]).items():
         print(f"{tag}, the base model as speaker [{lineup}]:")
         print("  " + format_metrics("base", m))
 print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,14 +115,12 @@ def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
     class Recorder:
         """Stands in for MultiAgentGRPO: records its config; a teaching stage "trains" (writes empty adapters)."""
 
-        step = 0
-
         def __init__(self, cfg: Any) -> None:
             configs.append(cfg.model_dump(mode="json"))
             self.cfg = cfg
-
-        def resume(self) -> bool:
-            return False
+            self.state = SimpleNamespace(step=0)
+            self.checkpointer = SimpleNamespace(resume=lambda: False)
+            self.evaluator = SimpleNamespace(compare=lambda *a, **k: {}, spec=lambda *a, **k: None, evaluate=self.train)
 
         def train(self) -> dict[str, Any]:
             for learner in self.cfg.learners:  # what a later stage's init_adapter and llm@ opponent check for
@@ -131,14 +130,6 @@ def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
             if Path(self.cfg.output_dir).name == "teach":  # train_signal.py --teach: its first stage
                 return {}
             raise _Stop
-
-        def compare(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            return {}
-
-        def eval_spec(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        evaluate = train
 
     def record_train(cfg: Any, resume: bool = False) -> None:
         configs.append(cfg.model_dump(mode="json"))

@@ -273,8 +273,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from llmmarl.train.grpo import MultiAgentGRPO
 
     trainer = MultiAgentGRPO(cfg, progress=False)
-    assert trainer.resume() and trainer.step >= 1
-    resumed_at = trainer.step
+    assert trainer.checkpointer.resume() and trainer.state.step >= 1
+    resumed_at = trainer.state.step
     trainer.train()
     try:
         yield {
@@ -295,7 +295,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def test_a_killed_trainer_leaves_no_server_and_resumes(run: dict[str, Any]) -> None:
     assert _gone(run["server"]["pid"]) and _free(run["server"]["port"])
     assert run["gone_after"] < 15.0, f"the server outlived its trainer by {run['gone_after']:.1f} s"
-    assert run["trainer"].step == 2 and run["resumed_at"] == 1  # the resumed run played update 2 on a new engine
+    assert run["trainer"].state.step == 2 and run["resumed_at"] == 1  # the resumed run played update 2 on a new engine
 
 
 @pytest.mark.vllm
@@ -319,7 +319,7 @@ def test_updates_log_the_time_breakdown_and_the_mismatch(run: dict[str, Any]) ->
             assert m["is/logprob_abs_diff"] < TOLERANCE, m
             assert 0.5 < m["is/weight_min"] <= m["is/weight_mean"] < 1.5
     # The served version is the update count; the stale ones are gone from the server.
-    engine = trainer.engine
+    engine = trainer.engine.rollout_engine
     served = engine.client.refresh()
     assert engine.current("alice") == "alice@v2" and "alice@v2" in served
     assert not any(n.startswith("alice@v") and n != "alice@v2" for n in served)
