@@ -340,7 +340,7 @@ def _learner_logps(trainer: Any, prompt_ids: list[int], completion_ids: list[int
 def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) -> None:
     from llmmarl.train.adapters import adapter_parameters
 
-    trainer, engine = run["trainer"], run["trainer"].engine
+    trainer, engine = run["trainer"], run["trainer"].engine.rollout_engine
     request = GenerationRequest(
         messages=[{"role": "user", "content": "Name three colours."}], max_new_tokens=24, temperature=TEMPERATURE
     )
@@ -379,7 +379,7 @@ def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) 
 
 @pytest.mark.vllm
 def test_frozen_adapters_stay_as_they_were(run: dict[str, Any]) -> None:
-    engine = run["trainer"].engine
+    engine = run["trainer"].engine.rollout_engine
     assert _digest(run["frozen"]) == run["frozen_digest"]
     # The frozen opponent was loaded once, by folder, as version 0, and never replaced.
     frozen = [n for n, v in engine.versions.items() if n not in ("alice", "stale")]
