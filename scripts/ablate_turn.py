@@ -77,11 +77,11 @@ def last_record(metrics: Path, key: str) -> dict[str, Any]:
 def asked_prompt(trainer: MultiAgentTrainer) -> list[dict[str, str]]:
     """The first prompt a learner is shown in one evaluation-style game: what this arm asks for, as sent."""
     cfg = trainer.cfg
-    spec = trainer.eval_spec(cfg.learners[0].name, cfg.learners[0].name)
-    others = trainer._eval_opponents() or [trainer.eval_spec(lr.name, lr.name) for lr in cfg.learners[1:]]
+    spec = trainer.evaluator.spec(cfg.learners[0].name, cfg.learners[0].name)
+    others = trainer.evaluator.opponents() or [trainer.evaluator.spec(lr.name, lr.name) for lr in cfg.learners[1:]]
     seats = dict(zip(trainer.env.possible_agents, [spec, *others], strict=False))
     match = Match(game_id=0, env=cfg.env, env_kwargs=cfg.env_kwargs, seats=seats, seed=cfg.seed)
-    episode = Runner(trainer.backend).play([match])
+    episode = Runner(trainer.engine.backend).play([match])
     first = next(t for t in episode[0].turns if t.attempts)
     return first.attempts[0].messages
 
@@ -112,7 +112,7 @@ def run_one(arm: str, seed: int) -> dict[str, Any]:
         "eval": last_record(metrics, "eval"),
         "nash_conv": last_record(metrics, "nash_conv"),
         "train_tokens_per_sample": sum(train_tokens) / len(train_tokens) if train_tokens else None,
-        "train_seconds": trainer.train_seconds,
+        "train_seconds": trainer.state.train_seconds,
         "prompt": asked_prompt(trainer),
     }
     done.write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")

@@ -296,7 +296,7 @@ def time_trl(
         reward_funcs=[sample_reward],
         args=config,
         train_dataset=dataset,
-        processing_class=grpo.backend.tokenizer,
+        processing_class=grpo.engine.backend.tokenizer,
         rollout_func=server,
         callbacks=[timer],
     )
@@ -386,7 +386,7 @@ def main() -> None:
     rows = {name: summary(seconds[name], args.samples) for name in ROWS if name in seconds}  # table order
     ratios = print_table(rows)
     report = {
-        "machine": machine_info(grpo.backend.device),
+        "machine": machine_info(grpo.engine.backend.device),
         "model": args.model,
         "env": args.env,
         "samples": args.samples,

@@ -52,12 +52,12 @@ cfg = p.validate(p.config(args, changes))
 
 # ---- training and the final evaluation: the library's run (refuses a used folder unless --resume) -----------------
 trainer = p.train(cfg, resume=args.resume)
-rows = {lineup: by_agent["kuhn"] for lineup, by_agent in trainer.eval_results.items()}
+rows = {lineup: by_agent["kuhn"] for lineup, by_agent in trainer.state.eval_results.items()}
 
 # ---- the base model in the same evaluation games (same deals, same seats), for comparison ------------------------
 if not args.skip_base and rows:
     with closing(trainer):  # the comparison starts the rollout engine again
-        rows.update(trainer.compare("kuhn", [trainer.eval_spec("base")]))
+        rows.update(trainer.evaluator.compare("kuhn", [trainer.evaluator.spec("base")]))
 for label, m in rows.items():
     print(format_metrics(label, m))
 print(f"adapter and manifest.json: {cfg.adapters_path}")

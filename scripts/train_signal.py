@@ -98,13 +98,13 @@ if args.teach:
     taught = teach.adapters_path / "listener"
     if not (taught / "adapter_config.json").exists():
         teacher = p.train(teach, resume=args.resume)
-        for lineup, by_agent in teacher.eval_results.items():
+        for lineup, by_agent in teacher.state.eval_results.items():
             print(f"listener taught by signal_truthful [{lineup}]:")
             for agent, m in by_agent.items():
                 print("  " + format_metrics(agent, m))
         if teach.eval_games:  # the untaught listener with the same teacher, in the same games: what teaching added
             with closing(teacher):  # the comparison starts the rollout engine again
-                for lineup, m in teacher.compare("listener", [teacher.eval_spec("base")]).items():
+                for lineup, m in teacher.evaluator.compare("listener", [teacher.evaluator.spec("base")]).items():
                     print(f"the base model as listener [{lineup}]:")
                     print("  " + format_metrics("base", m))
         del teacher  # its model copy, before the main stage loads another
@@ -116,21 +116,21 @@ cfg = p.validate(run)
 # ---- training and the final evaluation: the library's run (refuses a used folder unless --resume) -----------------
 trainer = p.train(cfg, resume=args.resume)
 chance = 1 / cfg.env_kwargs["num_items"]
-for lineup, by_agent in trainer.eval_results.items():
+for lineup, by_agent in trainer.state.eval_results.items():
     print(f"{tag} [{lineup}] (chance {chance:.3f}):")
     for agent, m in by_agent.items():  # the speaker's prediction is of the listener's pick: chance is 1 / num_items
         print("  " + format_metrics(agent, m))
 with closing(trainer):  # the evaluations below start the rollout engine again
     if not args.no_messages and cfg.eval_games:
         # The same trained team on the same games with its messages switched off: what the messages carry.
-        silent = trainer.evaluate(env_overrides={"talk": False})
+        silent = trainer.evaluator.evaluate(env_overrides={"talk": False})
         for lineup, by_agent in silent.items():
             print(f"{tag}, messages switched off [{lineup}]:")
             for agent, m in by_agent.items():
                 print("  " + format_metrics(agent, m))
     if args.freeze_listener and cfg.eval_games:
         # The untrained speaker with the same listener, in the same games: what training the speaker added.
-        for lineup, m in trainer.compare("speaker", [trainer.eval_spec("base")]).items():
+        for lineup, m in trainer.evaluator.compare("speaker", [trainer.evaluator.spec("base")]).items():
             print(f"{tag}, the base model as speaker [{lineup}]:")
             print("  " + format_metrics("base", m))
 print(f"adapters in {cfg.adapters_path}" + (f", the listener's in {taught}" if args.freeze_listener else ""))

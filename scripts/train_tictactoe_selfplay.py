@@ -57,37 +57,37 @@ cfg = p.validate(p.config(args, SELF_PLAY if args.opponent == "self" else {}))
 start = time.perf_counter()
 if args.eval_only:
     trainer = trainer_class(cfg.algorithm)(cfg)
-    if not trainer.resume():
+    if not trainer.checkpointer.resume():
         raise SystemExit(f"--eval-only: no checkpoint in {cfg.output_dir} to evaluate")
-    print(f"resumed at update {trainer.step}")
-    results = trainer.evaluate()
+    print(f"resumed at update {trainer.state.step}")
+    results = trainer.evaluator.evaluate()
 else:
     trainer = p.train(cfg, resume=args.resume)  # refuses a used folder unless --resume
-    results = trainer.eval_results
+    results = trainer.state.eval_results
 elapsed = time.perf_counter() - start
 print(
-    f"{trainer.step} updates ({trainer.train_seconds / 60:.1f} min of updates), this run {elapsed / 60:.1f} min "
-    f"with evaluation; adapter: {cfg.adapters_path / name}"
+    f"{trainer.state.step} updates ({trainer.state.train_seconds / 60:.1f} min of updates), "
+    f"this run {elapsed / 60:.1f} min with evaluation; adapter: {cfg.adapters_path / name}"
 )
 
 with closing(trainer):  # the evaluations below run on the rollout engine: stop it after them
     # ---- random in the adapter's seat on the same games: the bar that "beats random" is measured against ----------
     trained = results[f"{name} vs random"][name]
-    chance = trainer.compare(name, [ScriptedAgentSpec(name="random-seat", policy="random")])["random-seat vs random"]
+    chance = trainer.evaluator.compare(name, [ScriptedAgentSpec(name="random-seat", policy="random")])["random-seat vs random"]
     rows = {f"{name} vs random": trained, "random-seat vs random": chance}
 
     # ---- the base model on the same games (same seeds, same seats), for comparison --------------------------------
     # Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
     # comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
     free = {"constrained": False}
-    stand_ins = [trainer.eval_spec("base")]  # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
+    stand_ins = [trainer.evaluator.spec("base")]  # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
     if cfg.constrained:
         stand_ins += [
-            trainer.eval_spec(f"{name}-free", name).model_copy(update=free),
-            trainer.eval_spec("base-free").model_copy(update=free),
+            trainer.evaluator.spec(f"{name}-free", name).model_copy(update=free),
+            trainer.evaluator.spec("base-free").model_copy(update=free),
         ]
     if not args.skip_base:
-        rows.update(trainer.compare(name, stand_ins))
+        rows.update(trainer.evaluator.compare(name, stand_ins))
 for label, m in rows.items():
     print(format_metrics(f"{label:>20}", m))
 print(f"trained beats random with non-overlapping 95% CIs: {separated(trained, chance)}")

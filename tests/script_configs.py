@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,20 @@ def _write_adapters(cfg: Any) -> None:
         (folder / "adapter_config.json").write_text("{}")
 
 
+class _State:
+    """A run's state as the scripts read it: its evaluation stops the script (see :func:`_results`)."""
+
+    step = 0
+    train_seconds = 0.0
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @property
+    def eval_results(self) -> dict[str, Any]:
+        return _results(self.cfg)
+
+
 @contextmanager
 def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
     import llmmarl.train as train_pkg
@@ -133,31 +148,18 @@ def _recording(configs: list[dict[str, Any]]) -> Iterator[None]:
         """Stands in for a trainer: records its config. Its evaluation, read where training has ended, stops the
         script; a teaching stage (train_signal.py --teach) "trains" on: it writes empty adapters for the next stage."""
 
-        step = 0
-
         def __init__(self, cfg: Any, progress: bool = True) -> None:
             configs.append(cfg.model_dump(mode="json"))
             self.cfg = cfg
-
-        def resume(self) -> bool:
-            return False
+            self.state = _State(cfg)
+            self.checkpointer = SimpleNamespace(resume=lambda: False)
+            self.evaluator = SimpleNamespace(
+                compare=lambda *a, **k: {}, spec=lambda *a, **k: None, evaluate=lambda *a, **k: self.state.eval_results
+            )
 
         def train(self) -> dict[str, Any]:
             _write_adapters(self.cfg)
-            return self.eval_results
-
-        @property
-        def eval_results(self) -> dict[str, Any]:
-            return _results(self.cfg)
-
-        def compare(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            return {}
-
-        def eval_spec(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            return self.eval_results
+            return self.state.eval_results
 
         def close(self) -> None:
             pass

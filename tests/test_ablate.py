@@ -168,10 +168,10 @@ def test_harness_and_nashconv_reader_run_unchanged_on_the_vllm_engine(tmp_path: 
         # The same adapter read in-process: the engine served exactly what the learner trained.
         trainer = MultiAgentGRPO(study.run_config(arm, 0), progress=False)
         try:
-            assert trainer.resume() and trainer.step == 1
-            in_process = trainer.measure()["nash_conv"]["kuhn"]["nash_conv"]
+            assert trainer.checkpointer.resume() and trainer.state.step == 1
+            in_process = trainer.evaluator.measure()["nash_conv"]["kuhn"]["nash_conv"]
             assert in_process == pytest.approx(on_engine, abs=1e-9), (arm, in_process, on_engine)
-            results = trainer.evaluate()
+            results = trainer.evaluator.evaluate()
         finally:
             trainer.close()
         for lineup, per_learner in results.items():

@@ -63,9 +63,9 @@ def test_a_train_config_plays_its_games_on_a_kind_named_in_rollout_backend(
     [engine] = toy.built
     assert engine.spec.kind == "toy" and not engine.spec.colocate  # an engine of its own, not the trainer's model
     assert engine.requests and {r.adapter for r in engine.requests} == {"ann"}  # the learner's turns, played here
-    assert trainer.backend.state_dict()["calls"] == 0  # the trainer's in-process engine played nothing
+    assert trainer.engine.backend.state_dict()["calls"] == 0  # the trainer's in-process engine played nothing
     assert engine.versions == [0, 1]  # handed the adapter at the first rollout, then after the update
-    assert engine.closed and trainer.engine is None
+    assert engine.closed and trainer.engine.rollout_engine is None
     [row] = [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
     assert row["engine"] == "toy"
 

@@ -68,8 +68,8 @@ def saved_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int,
             for name, p in trainer.model.named_parameters():
                 if ".ann." in name and "lora_B" in name:
                     p.fill_(0.01 * step)  # each checkpoint's weights told apart
-        trainer.step = step
-        trainer.save()
+        trainer.state.step = step
+        trainer.checkpointer.save()
         weights[step] = _lora(trainer.model)
     trainer.close()
     return out, weights
@@ -86,7 +86,7 @@ def _resume(out: Path) -> Any:
     from llmmarl.train.grpo import MultiAgentGRPO
 
     trainer = MultiAgentGRPO(_cfg(out), progress=False)
-    trainer.resume()
+    trainer.checkpointer.resume()
     return trainer
 
 
@@ -168,7 +168,7 @@ def test_resume_falls_back_past_a_torn_newest_checkpoint(
     spoil(newest / file)
     with pytest.warns(UserWarning, match=r"resuming from step-000001: the newer step-000002 is incomplete"):
         trainer = _resume(run_copy)
-    assert trainer.step == 1
+    assert trainer.state.step == 1
     assert all(torch.equal(v, saved_run[1][1][k]) for k, v in _lora(trainer.model).items())
     trainer.close()
 
@@ -208,8 +208,8 @@ def test_checkpoint_writes_are_fsynced(run_copy: Path, monkeypatch: pytest.Monke
     from llmmarl.train.grpo import MultiAgentGRPO
 
     trainer = MultiAgentGRPO(_cfg(run_copy), progress=False)
-    trainer.step = 3
-    final = trainer.save()
+    trainer.state.step = 3
+    final = trainer.checkpointer.save()
     trainer.close()
     names = {Path(p).name for p in synced}
     assert {"adapter_model.safetensors", "ann.pt", "rng.pt", "state.json", ".manifest.json.tmp"} <= names

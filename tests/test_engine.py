@@ -95,6 +95,6 @@ def test_grpo_trains_with_a_separate_engine(tmp_path: Path) -> None:
     trainer = MultiAgentGRPO(cfg, backend=engine, progress=False)
     assert trainer.model is not engine.learner_model() and engine.adapters == ["ann"]
     trainer.update()
-    assert engine.state_dict()["calls"] > 0 and trainer.step == 1  # the engine played the rollout...
+    assert engine.state_dict()["calls"] > 0 and trainer.state.step == 1  # the engine played the rollout...
     sync = engine._sync_dir  # ...and was handed the updated adapter as a new version
     assert sync is not None and [p.name for p in sync.iterdir()] == ["ann-v1"]

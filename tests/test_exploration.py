@@ -148,7 +148,7 @@ def test_a_tiny_run_explores_weighs_and_trains(tmp_path) -> None:
     env = make(cfg.env, **cfg.env_kwargs)
     env.reset(seed=0)
     seat = env.possible_agents[0]
-    ask = LLMAgents(trainer.backend).start(trainer.learner_specs[0], env, seat, env.observe(seat), []).ask()
+    ask = LLMAgents(trainer.engine.backend).start(trainer.learner_specs[0], env, seat, env.observe(seat), []).ask()
     assert ask.grammar is not None and ask.adapter == "learner"
     assert len(samples) == 32 and all(s.explorable for s in samples)
     explored = [s for s in samples if s.explored]
@@ -166,7 +166,7 @@ def test_a_tiny_run_explores_weighs_and_trains(tmp_path) -> None:
             assert s.weight == pytest.approx(1.0 / (1.0 - eps), rel=1e-12)
         else:  # recomputed from the scored path with the weights of the rollout (no update yet)
             request = ask.model_copy(update={"messages": turn.attempts[s.attempt].messages})
-            score = score_path(trainer.backend, request, s.completion_ids)
+            score = score_path(trainer.engine.backend, request, s.completion_ids)
             assert s.weight == pytest.approx(behaviour_weight(score.sampling_logprob, True, eps, len(labels)))
     # The random tiny model puts far less than e / |A| on a canonical spelling: an explored answer weighs little.
     assert all(s.weight < 1.0 for s in explored)
@@ -181,7 +181,7 @@ def test_a_tiny_run_explores_weighs_and_trains(tmp_path) -> None:
     logs = trainer.update()  # one whole update (its own rollout) with the weights in the loss
     m = logs["learner"]
     assert 0.0 < m["explore/share"] < 1.0 and m["explore/weight_max"] == pytest.approx(1.0 / (1.0 - eps))
-    assert math.isfinite(m["loss"]) and trainer.step == 1
+    assert math.isfinite(m["loss"]) and trainer.state.step == 1
 
 
 def test_canonical_answers_are_explored_too(tmp_path) -> None:

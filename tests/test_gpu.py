@@ -193,7 +193,7 @@ def test_one_grpo_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     _force_advantages(monkeypatch)
     trainer = MultiAgentGRPO(_cfg(tmp_path, "grpo"), progress=False)
-    assert trainer.backend.device.startswith("cuda")
+    assert trainer.engine.backend.device.startswith("cuda")
     before = _lora(trainer.model, "alice")
     assert all(v.device.type == "cuda" for v in before.values())
     logs = trainer.update()

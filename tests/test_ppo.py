@@ -239,13 +239,13 @@ def test_centralised_ppo_resumes_with_its_critic(tmp_path: Path) -> None:
     first.score_old("listener", batch)
     assert batch and all(x.old_logprobs == pytest.approx(x.sample.logprobs, abs=1e-4) for x in batch)
     # The centralised critic of the listener reads the speaker's secret goal.
-    assert all("secret goal is" in first.backend.tokenizer.decode(x.critic_ids) for x in batch)
+    assert all("secret goal is" in first.engine.backend.tokenizer.decode(x.critic_ids) for x in batch)
     # The decentralised critic (same adapter, same head, same turns) reads the listener's view only, and so
     # values every turn differently: the two PPO variants' advantages come from different values.
     first.cfg = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={"critic": "decentralised"})})
     own = first.prepare("listener", samples["listener"], turns)
     first.cfg = cfg
-    assert all("secret goal is" not in first.backend.tokenizer.decode(x.critic_ids) for x in own)
+    assert all("secret goal is" not in first.engine.backend.tokenizer.decode(x.critic_ids) for x in own)
     pairs = [(a.value, b.value) for a, b in zip(batch, own, strict=True)]
     assert all(abs(a - b) > 1e-6 for a, b in pairs), pairs
 
@@ -257,7 +257,7 @@ def test_centralised_ppo_resumes_with_its_critic(tmp_path: Path) -> None:
 
     second = MultiAgentPPO(cfg, progress=False)
     assert not torch.equal(second.heads["listener"].linear.bias, head["linear.bias"])  # fresh before resuming
-    assert second.resume() and second.step == 1
+    assert second.checkpointer.resume() and second.state.step == 1
     assert any(v.abs().sum() > 0 for k, v in critic.items() if "lora_B" in k)  # trained, not the zero init
     assert _changed(critic, _weights(second.model, "listener__critic")) == 0
     assert all(torch.equal(v, second.heads["listener"].state_dict()[k]) for k, v in head.items())
@@ -267,7 +267,7 @@ def test_centralised_ppo_resumes_with_its_critic(tmp_path: Path) -> None:
 
     # `llmmarl train` picks the trainer by algorithm, and the resumed run finishes.
     third = train(cfg, resume=True, progress=False)
-    assert isinstance(third, MultiAgentPPO) and third.step == 2
+    assert isinstance(third, MultiAgentPPO) and third.state.step == 2
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "learners" in x] == [1, 2]
     manifest = json.loads((tmp_path / "run" / "adapters" / "manifest.json").read_text())

@@ -253,20 +253,20 @@ def test_grpo_with_two_rollout_workers_updates_each_learner(cluster: Any, tmp_pa
     trainer = MultiAgentGRPO(cfg, progress=False)
     before = {n: _lora(trainer.model, n) for n in ("alice", "bob")}
     seen: list[dict[str, str]] = []
-    real_remote = trainer._remote_rollout
+    real_remote = trainer.engine._remote_rollout
 
     def spy(matches: Any) -> Any:
         episodes = real_remote(matches)
         seen.append({t.player: a.adapter_version for e in episodes for t in e.turns for a in t.attempts})
         return episodes
 
-    monkeypatch.setattr(trainer, "_remote_rollout", spy)
+    monkeypatch.setattr(trainer.engine, "_remote_rollout", spy)
     try:
         trainer.train()
     finally:
         trainer.close()  # stops the actors
     after = {n: _lora(trainer.model, n) for n in ("alice", "bob")}
-    assert trainer.step == 2 and trainer.rollout_pool is None
+    assert trainer.state.step == 2 and trainer.engine.pool is None
     assert _changed(before["alice"], after["alice"]) > 0 and _changed(before["bob"], after["bob"]) > 0
     # Both rollouts were played remotely, every learner answer stamped, and the second with the updated weights.
     assert len(seen) == 2 and all(seen[0].get(n) and seen[1].get(n) for n in ("alice", "bob"))

@@ -66,7 +66,7 @@ def test_one_update_changes_only_the_learners_adapter(tmp_path: Path) -> None:
     assert m["samples/count"] > 0 and m["samples/reward_var"] > 0 and m["rloo/advantage_abs"] > 0
     assert changed and all(".ann." in n for n in changed)
     assert any("lora_B" in n for n in changed)  # B starts at zero: a step moved it
-    assert trainer.step == 1 and trainer.optims["ann"].state.global_step == 1
+    assert trainer.state.step == 1 and trainer.optims["ann"].state.global_step == 1
     assert m["loss"] != 0.0 and m["grad_norm"] > 0
 
 

@@ -438,15 +438,15 @@ def test_two_learners_train_only_their_own_adapters(tmp_path: Path, frozen_adapt
     )
     trainer = MultiAgentGRPO(cfg, progress=False)
     (opponent,) = trainer.opponents  # a frozen adapter decodes as the learners do, in training and evaluation
-    (eval_opponent,) = trainer._eval_opponents()
+    (eval_opponent,) = trainer.evaluator.opponents()
     for spec, temperature in ((opponent, cfg.temperature), (eval_opponent, cfg.eval_temperature)):
         assert isinstance(spec, LLMAgentSpec) and spec.constrained and spec.reask and spec.max_new_tokens == 96
         assert spec.temperature == temperature
-    base = trainer.eval_spec("base")  # the scripts' like-for-like stand-in: the base model decoded as evaluation
+    base = trainer.evaluator.spec("base")  # the scripts' like-for-like stand-in: the base model decoded as evaluation
     assert base.adapter is None and base.constrained and base.reask and base.max_new_tokens == 96
     assert base.temperature == cfg.eval_temperature
     frozen = cfg.opponent_specs()[0].name
-    trainer.backend.load_adapter(frozen, frozen_adapter)  # what the runner does when the opponent first plays
+    trainer.engine.backend.load_adapter(frozen, frozen_adapter)  # what the runner does when the opponent first plays
     before = {n: _lora(trainer.model, n) for n in ("alice", "bob", frozen)}
     assert all(before.values())
     logs = trainer.update()
@@ -490,20 +490,24 @@ def test_time_budget_ends_the_run_like_its_last_step(tmp_path: Path) -> None:
     )
     trainer = MultiAgentGRPO(cfg, progress=False)
     results = trainer.train()
-    assert trainer.step == 1 and trainer.train_seconds > 0 and trainer.longest_update_s == trainer.train_seconds
+    assert (
+        trainer.state.step == 1
+        and trainer.state.train_seconds > 0
+        and trainer.state.longest_update_s == trainer.state.train_seconds
+    )
     assert "ann vs random" in results  # the final evaluation ran although step 1 is not `steps`
     assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]
     manifest = json.loads((tmp_path / "run" / "adapters" / "manifest.json").read_text())
     assert manifest["adapters"][0]["steps"] == 1
 
     resumed = MultiAgentGRPO(cfg, progress=False)
-    assert resumed.resume() and resumed.train_seconds == pytest.approx(trainer.train_seconds)
+    assert resumed.checkpointer.resume() and resumed.state.train_seconds == pytest.approx(trainer.state.train_seconds)
     resumed.train()  # the budget is spent across restarts too
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.cfg = cfg.model_copy(update={"time_budget_minutes": 10.0})
-    resumed.train_seconds, resumed.longest_update_s = 590.0, 9.0
+    resumed.state.train_seconds, resumed.state.longest_update_s = 590.0, 9.0
     assert not resumed.out_of_time()  # 599 s fit in 600
-    resumed.longest_update_s = 11.0
+    resumed.state.longest_update_s = 11.0
     assert resumed.out_of_time()
 
 
@@ -533,7 +537,7 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     )
     first = MultiAgentGRPO(cfg, progress=False)
     first.train(max_updates=1)  # "killed" after one update
-    assert first.step == 1
+    assert first.state.step == 1
     assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000001"]
     weights = _lora(first.model, "speaker")
     optimizer: Any = first.trainers["speaker"].optimizer
@@ -542,7 +546,7 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
         train(cfg, progress=False)
 
     second = MultiAgentGRPO(cfg, progress=False)
-    assert second.resume() and second.step == 1
+    assert second.checkpointer.resume() and second.state.step == 1
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # trained, not the zero init
     assert all(torch.equal(weights[k], v) for k, v in _lora(second.model, "speaker").items())
     optimizer = second.trainers["speaker"].optimizer
@@ -550,7 +554,7 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     assert adam and all(torch.equal(adam[i]["exp_avg"], restored[i]["exp_avg"]) for i in adam)
     assert second.trainers["speaker"].state.global_step == 1
     second.train()
-    assert second.step == 2 and second.trainers["listener"].state.global_step == 2
+    assert second.state.step == 2 and second.trainers["listener"].state.global_step == 2
     assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-000002"]
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "learners" in x] == [1, 2]
@@ -568,11 +572,11 @@ def test_resume_continues_where_a_killed_run_stopped(tmp_path: Path) -> None:
     assert backend.adapters == ["listener", "speaker"]
 
     # The same team with its messages switched off: same games, no talk; the run's own evaluation is kept.
-    kept = second.eval_results
-    silent = second.evaluate(games=2, env_overrides={"talk": False})
+    kept = second.state.eval_results
+    silent = second.evaluator.evaluate(games=2, env_overrides={"talk": False})
     assert set(silent) == set(kept) and silent["team"]["speaker"]["games"] == 2
     assert silent["team"]["speaker"]["messages_per_game"] == 0.0
-    assert second.eval_results is kept
+    assert second.state.eval_results is kept
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["eval_with"]["env_overrides"] == {"talk": False} and "eval" not in last
 
@@ -607,10 +611,10 @@ def test_format_warmup_plays_constrained_then_hands_over_to_grpo(tmp_path: Path)
     # decodes, replays evaluate() exactly; the base model under the grammar plays the same games without a miss.
     from llmmarl.agents.specs import LLMAgentSpec
 
-    (evaluated,) = trainer.evaluate(games=4).values()
+    (evaluated,) = trainer.evaluator.evaluate(games=4).values()
     greedy = {"temperature": 0.0, "max_new_tokens": 40}
-    again = trainer.eval_spec("again", adapter="ann")  # decoded as evaluate() decodes (no re-ask in this run)
-    rows = trainer.compare("ann", [again, LLMAgentSpec(name="base", constrained=True, **greedy)], games=4)
+    again = trainer.evaluator.spec("again", adapter="ann")  # decoded as evaluate() decodes (no re-ask in this run)
+    rows = trainer.evaluator.compare("ann", [again, LLMAgentSpec(name="base", constrained=True, **greedy)], games=4)
     assert set(rows) == {"again vs random", "base vs random"}
     assert rows["again vs random"] == evaluated["ann"]
     assert rows["base vs random"]["games"] == 4 and rows["base vs random"]["invalid_rate"] == 0.0
@@ -689,7 +693,7 @@ def test_training_games_an_outage_stopped_are_played_again(tmp_path: Path) -> No
         threads=1,
     )
     trainer = MultiAgentGRPO(cfg, progress=False)
-    real = trainer.backend.generate
+    real = trainer.engine.backend.generate
     failing = {"calls": 2}  # the first two backend calls fail every request, as a server outage would
 
     def flaky(requests):  # type: ignore[no-untyped-def]
@@ -698,11 +702,11 @@ def test_training_games_an_outage_stopped_are_played_again(tmp_path: Path) -> No
             return [Generation.failed("HTTP 503 from the server") for _ in requests]
         return real(requests)
 
-    trainer.backend.generate = flaky  # type: ignore[method-assign]
+    trainer.engine.backend.generate = flaky  # type: ignore[method-assign]
     episodes, _ = trainer.rollout()
     # Both games of the group (ann moves first) meet the outage at their first decision: the request is sent once
     # more and fails again, so both games stop, and are played again from the start after the server is back.
-    assert trainer.outage_replays == 2
+    assert trainer.engine.outage_replays == 2
     assert len(episodes) == 2 and not any(ep.outage or ep.error for ep in episodes)
     assert [ep.game_id for ep in episodes] == [0, 1]  # in the order the update's group expects
 

@@ -275,8 +275,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from llmmarl.train.grpo import MultiAgentGRPO
 
     trainer = MultiAgentGRPO(cfg, progress=False)
-    assert trainer.resume() and trainer.step >= 1
-    resumed_at = trainer.step
+    assert trainer.checkpointer.resume() and trainer.state.step >= 1
+    resumed_at = trainer.state.step
     trainer.train()
     try:
         yield {
@@ -297,7 +297,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def test_a_killed_trainer_leaves_no_server_and_resumes(run: dict[str, Any]) -> None:
     assert _gone(run["server"]["pid"]) and _free(run["server"]["port"])
     assert run["gone_after"] < 15.0, f"the server outlived its trainer by {run['gone_after']:.1f} s"
-    assert run["trainer"].step == 2 and run["resumed_at"] == 1  # the resumed run played update 2 on a new engine
+    assert run["trainer"].state.step == 2 and run["resumed_at"] == 1  # the resumed run played update 2 on a new engine
 
 
 @pytest.mark.vllm
@@ -321,7 +321,7 @@ def test_updates_log_the_time_breakdown_and_the_mismatch(run: dict[str, Any]) ->
             assert m["is/logprob_abs_diff"] < TOLERANCE, m
             assert 0.5 < m["is/weight_min"] <= m["is/weight_mean"] < 1.5
     # The served version is the update count; the stale ones are gone from the server.
-    engine = trainer.engine
+    engine = trainer.engine.rollout_engine
     served = engine.client.refresh()
     assert engine.current("alice") == "alice@v2" and "alice@v2" in served
     assert not any(n.startswith("alice@v") and n != "alice@v2" for n in served)
@@ -342,7 +342,7 @@ def _learner_logps(trainer: Any, prompt_ids: list[int], completion_ids: list[int
 def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) -> None:
     from llmmarl.train.adapters import adapter_parameters
 
-    trainer, engine = run["trainer"], run["trainer"].engine
+    trainer, engine = run["trainer"], run["trainer"].engine.rollout_engine
     request = GenerationRequest(
         messages=[{"role": "user", "content": "Name three colours."}], max_new_tokens=24, temperature=TEMPERATURE
     )
@@ -381,7 +381,7 @@ def test_after_an_update_the_engine_serves_the_new_adapter(run: dict[str, Any]) 
 
 @pytest.mark.vllm
 def test_frozen_adapters_stay_as_they_were(run: dict[str, Any]) -> None:
-    engine = run["trainer"].engine
+    engine = run["trainer"].engine.rollout_engine
     assert _digest(run["frozen"]) == run["frozen_digest"]
     # The frozen opponent was loaded once, by folder, as version 0, and never replaced.
     frozen = [n for n, v in engine.versions.items() if n not in ("alice", "stale")]

@@ -308,18 +308,18 @@ def run_probe(
             def read() -> float:
                 trainer.model.eval()
                 run = ProbeRun(env, seats)
-                value = probe.measure(trainer.backend, run)
-                curve.append((trainer.step, value))
+                value = probe.measure(trainer.engine.backend, run)
+                curve.append((trainer.state.step, value))
                 cpu = (time.process_time() - cpu_start) / 60
-                readings.append({"updates": trainer.step, "cpu_minutes": cpu, "value": value, **run.details})
+                readings.append({"updates": trainer.state.step, "cpu_minutes": cpu, "value": value, **run.details})
                 if on_read is not None:
                     on_read(readings[-1])
                 return value
 
             value = read()
-            while trainer.step < updates and (not probe.reached(value) or not probe.higher_is_better):
+            while trainer.state.step < updates and (not probe.reached(value) or not probe.higher_is_better):
                 trainer.update()
-                if trainer.step % read_every == 0 or trainer.step == updates:
+                if trainer.state.step % read_every == 0 or trainer.state.step == updates:
                     value = read()
         finally:
             trainer.close()
@@ -334,8 +334,8 @@ def run_probe(
         threshold=probe.threshold,
         value=value,
         reached=probe.reached(value),
-        updates=trainer.step,
-        games=trainer.step * cfg.games_per_update,
+        updates=trainer.state.step,
+        games=trainer.state.step * cfg.games_per_update,
         minutes=(time.perf_counter() - start) / 60,
         curve=curve,
         cpu_minutes=(time.process_time() - cpu_start) / 60,
@@ -346,8 +346,7 @@ def run_probe(
 def _seats(trainer: Any, env: TextEnv, probe: Probe) -> dict[str, LLMAgentSpec]:
     """Each seat's learner, decoded as training samples it (the policy the update moves)."""
     out: dict[str, LLMAgentSpec] = {}
-    for learner in trainer.cfg.learners:
-        spec = trainer._spec(learner.name, learner.name, trainer.cfg.temperature)
+    for learner, spec in zip(trainer.cfg.learners, trainer.learner_specs, strict=True):
         for seat in learner.seats or env.possible_agents:
             out[seat] = spec
     return out

@@ -1,9 +1,10 @@
 """Training: multi-agent GRPO (through TRL), turn-level PPO or RLOO, one LoRA adapter per learner.
 
-``config`` (what to run) -> ``lineup`` (who plays whom) -> ``playing`` (the games, on the run's engine) ->
+``config`` (what to run) -> ``lineup`` (who plays whom) -> ``engine`` (the games, on the run's engines) ->
 ``samples`` (samples, reward terms) -> ``grpo`` (baselines, TRL steps), ``ppo`` (``critic``, ``gae``, clipped
 steps) or ``rloo`` -> ``loop`` (the update and the run) -> ``evaluation`` -> ``saving`` (checkpoints, resume,
-adapters/ + manifest.json). ``league`` keeps the pool; ``adapters`` builds the learner model.
+adapters/ + manifest.json). A trainer owns its engine, evaluator and checkpointer, which share the run's counters
+(``state``); ``league`` and ``snapshots`` keep the pool; ``adapters`` builds the learner model.
 
 Algorithms are registered by name (:mod:`llmmarl.train.registry`): a config's ``algorithm:`` picks the trainer
 class, or loads one from outside the package (``algorithm: your.module:YourTrainer``); see docs/architecture.md.

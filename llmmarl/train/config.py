@@ -4,9 +4,9 @@ Its nested blocks are declared in :mod:`llmmarl.train.settings` (learners, rewar
 :mod:`llmmarl.train.algorithm_settings` (``grpo:``, ``ppo:``, and reading configs of the earlier layout); import
 them from there.
 
-Field-level checks live on the fields (``ge=``, ``Literal``); the cross-checks that need several fields are in
-:meth:`TrainConfig._cross_check`, and the ones that need the game itself (seat names, team layout) in
-:meth:`TrainConfig.check_env`. Every error says what to change.
+Field-level checks live on the fields (``ge=``, ``Literal``); the cross-checks that need several fields, and the
+ones that need the game itself (seat names, team layout: :meth:`TrainConfig.check_env`), are in
+:mod:`llmmarl.train.config_checks`. Every error says what to change.
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ from llmmarl.backends.factory import check_kind
 from llmmarl.cluster import PLACEMENT_TIMEOUT_S, STALL_FACTOR, STALL_FLOOR_S
 from llmmarl.config_overrides import apply_overrides
 from llmmarl.envs.base import TextEnv
-from llmmarl.envs.measures import UnknownMeasureError
-from llmmarl.envs.registry import game_measure
 from llmmarl.train.algorithm_settings import AlgorithmSettings, migrate_layout
+from llmmarl.train.config_checks import (
+    check_against_game,
+    check_batches,
+    check_exploration,
+    check_lines,
+    check_lineup,
+    legacy_measures,
+)
 from llmmarl.train.registry import algorithms, lookup, read_settings_block
 from llmmarl.train.settings import (
     ExplorationSettings,
@@ -288,7 +294,7 @@ class TrainConfig(_Strict):
         into every state.json and manifest.json is dropped."""
         if not isinstance(data, dict):
             return data
-        data = migrate_layout(_legacy_measures(data))
+        data = migrate_layout(legacy_measures(data))
         # Earlier versions dumped every algorithm's block, None for the others.
         return {k: v for k, v in data.items() if not (v is None and k in algorithms())}
 
@@ -323,69 +329,12 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_check(self) -> TrainConfig:
-        names = [lr.name for lr in self.learners]
-        if len(set(names)) != len(names):
-            raise ValueError(f"learner names must be unique, got {names}")
-        if self.games_per_update % self.group_size:
-            lower = self.games_per_update // self.group_size * self.group_size or self.group_size
-            raise ValueError(
-                f"games_per_update ({self.games_per_update}) must be a multiple of group_size ({self.group_size}), "
-                f"e.g. {lower} or {lower + self.group_size}"
-            )
+        check_batches(self)
         self._check_algorithm()
-        self._check_lines()
-        self._check_exploration()
-        n_learners, n_opponents = len(self.learners), len(self.opponents)
-        if self.setting == "self_play" and (n_learners != 1 or n_opponents):
-            raise ValueError(
-                "setting: self_play trains one learner in every seat: give exactly one learner and no opponents "
-                "(use fixed_opponents to play against opponents, independent for several learners)"
-            )
-        if self.setting == "fixed_opponents" and not n_opponents:
-            raise ValueError("setting: fixed_opponents needs opponents, e.g. opponents: [random]")
-        if self.setting in ("independent", "team") and n_learners < 2:
-            raise ValueError(
-                f"setting: {self.setting} is for several learners in one game; with one learner use self_play "
-                "or fixed_opponents"
-            )
-        if (
-            self.eval_games
-            and not self.eval_opponents
-            and (self.setting == "self_play" or (self.setting == "league" and not self.opponents))
-        ):
-            raise ValueError(
-                f"setting: {self.setting} has no fixed opponent to be measured against: set eval_opponents "
-                "(e.g. [random, llm]) or eval_games: 0"
-            )
+        check_lines(self)
+        check_exploration(self)
+        check_lineup(self)
         return self
-
-    def _check_lines(self) -> None:
-        # A reward term on a line nobody is asked for is always 0: a silent no-op, so an error.
-        needs = {"prediction": "PREDICT", "forecast": "FORECAST", "plan": "PLAN", "message": "MESSAGE"}
-        for term, line in needs.items():
-            if getattr(self.rewards, term) and line not in self.lines:
-                raise ValueError(f"rewards.{term} is set but lines has no {line}: add {line} to lines or set it to 0")
-        if self.pretrain is not None and self.pretrain.enabled and "FORECAST" not in self.lines:
-            raise ValueError(
-                "pretrain teaches the FORECAST line, but lines has no FORECAST: add it to lines (e.g. --set "
-                "lines=[PLAN,PREDICT,FORECAST,MESSAGE]) or remove the pretrain block"
-            )
-        if self.rewards.plan and not self.plan_actions:
-            raise ValueError("rewards.plan scores plans given as action labels: set plan_actions: true")
-
-    def _check_exploration(self) -> None:
-        if self.exploration is None:
-            return
-        if not (self.constrained or self.canonical) or self.lines:
-            raise ValueError(
-                "exploration draws labels for ACTION-only turns under the grammar: set constrained: true (or "
-                "canonical: true) and lines: []"
-            )
-        if self.rollout_backend != "transformers" or self.rollout_workers:
-            raise ValueError(
-                "exploration scores the answers it plays with the trainer's in-process model: use rollout_backend: "
-                "transformers and rollout_workers: 0"
-            )
 
     def _check_algorithm(self) -> None:
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
@@ -407,48 +356,7 @@ class TrainConfig(_Strict):
 
     def check_env(self, env: TextEnv) -> None:
         """Cross-checks against the game itself: seat names and whether the lineup fills every seat."""
-        seats = env.possible_agents
-        for lr in self.learners:
-            unknown = [s for s in lr.seats if s not in seats]
-            if unknown:
-                raise ValueError(f"learner {lr.name}: seats {unknown} are not seats of {env.name}; its seats: {seats}")
-        if self.setting in ("independent", "team"):
-            if len(self.learners) > len(seats):
-                raise ValueError(f"{len(self.learners)} learners but {env.name} has only {len(seats)} seats")
-            if len(self.learners) < len(seats) and not self.opponents:
-                raise ValueError(
-                    f"{env.name} has {len(seats)} seats and {len(self.learners)} learners: add opponents for the "
-                    "remaining seats"
-                )
-        if self.setting == "team":
-            teams = {env.teams[s] for lr in self.learners for s in lr.seats}
-            if len(teams) > 1:
-                raise ValueError(f"setting: team, but the learners' pinned seats are on different teams: {teams}")
-            if not any(len(env.teammates(s)) >= 1 for s in seats):
-                raise ValueError(f"setting: team needs a game with teams; {env.name} has none (use independent)")
-        for measure in self.eval_measures:
-            try:
-                game_measure(self.env, measure)
-            except UnknownMeasureError as e:
-                raise ValueError(f"eval_measures: {e}") from None
-        if self.rewards.message and env.message_rules.mode == "off":
-            raise ValueError(f"rewards.message is set but {env.name} does not allow messages: set it to 0")
-
-
-def _legacy_measures(data: dict[str, Any]) -> dict[str, Any]:
-    """``eval_nash_conv: N``, the key before games declared their measures, as ``eval_measures``."""
-    if "eval_nash_conv" not in data:
-        return data
-    data = dict(data)
-    n = data.pop("eval_nash_conv")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"eval_nash_conv must be a whole number >= 0 (answers per state; 0: off), got {n!r}")
-    measures = [m for m in data.get("eval_measures") or [] if m != "nash_conv"]
-    if n:
-        measures.append("nash_conv")
-        data["eval_measure_samples"] = n
-    data["eval_measures"] = measures
-    return data
+        check_against_game(self, env)
 
 
 def _parse_agents(texts: list[str], taken: set[str]) -> list[LLMAgentSpec | ScriptedAgentSpec]:

@@ -84,14 +84,14 @@ class MultiAgentGRPO(MultiAgentTrainer):
     @property
     def in_warmup(self) -> bool:
         """Whether the current update is one of the format warm-up updates (``grpo.warmup_updates``)."""
-        return self.step < self.settings.warmup_updates
+        return self.state.step < self.settings.warmup_updates
 
     @property
     def constrained_rollout(self) -> bool:
         return self.in_warmup  # format warm-up: constrained answers, imitated
 
     def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
-        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/subsample")
+        self.rng = random.Random(f"{self.cfg.seed}/{self.state.step}/subsample")
 
     def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
         """Advantages from the baselines of ``grpo.credit``, then ``grpo.steps_per_update`` TRL steps."""

@@ -12,12 +12,35 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from llmmarl.agents.specs import AgentSpec, LLMAgentSpec
+from llmmarl.agents.specs import AgentSpec, LLMAgentSpec, ScriptedAgentSpec
 from llmmarl.envs.base import TextEnv
 from llmmarl.runner import Match
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.league import League, Snapshot
+
+AgentSpecT = TypeVar("AgentSpecT", bound=LLMAgentSpec | ScriptedAgentSpec)
+
+
+def decoded(spec: AgentSpecT, cfg: TrainConfig, temperature: float) -> AgentSpecT:
+    """An LLM agent decoded as the run decodes (grammar, re-ask, answer budget, template, lines) at ``temperature``:
+    learners and opponents alike, so a frozen adapter trained under the grammar meets it again. Scripted agents are
+    returned as they are."""
+    if not isinstance(spec, LLMAgentSpec):
+        return spec
+    return spec.model_copy(
+        update={
+            "temperature": temperature,
+            "max_new_tokens": cfg.max_new_tokens,
+            "template": cfg.template,
+            "reask": cfg.reask,
+            "constrained": cfg.constrained or cfg.canonical,
+            "canonical": cfg.canonical,
+            "lines": frozenset(cfg.lines),
+            "plan_actions": cfg.plan_actions,
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ class PolicyGradientTrainer(MultiAgentTrainer):
         return dict(metrics)  # metrics.jsonl only
 
     def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
-        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/{self.algorithm}")
+        self.rng = random.Random(f"{self.cfg.seed}/{self.state.step}/{self.algorithm}")
 
     def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
         cfg, opt = self.cfg, self.optims[learner]

@@ -173,7 +173,7 @@ class MultiAgentPPO(MultiAgentTrainer):
     # ---- one update --------------------------------------------------------------------------------------------
     def begin_update(self, episodes: Sequence[EpisodeRecord]) -> None:
         self.turns = {(int(ep.game_id), t.step, t.seat): (t, ep) for ep in episodes if not ep.error for t in ep.turns}
-        self.rng = random.Random(f"{self.cfg.seed}/{self.step}/ppo")
+        self.rng = random.Random(f"{self.cfg.seed}/{self.state.step}/ppo")
 
     def learn(self, learner: str, samples: list[TurnSample]) -> dict[str, float]:
         """The critic's values, GAE, then ``ppo.ppo_epochs * ppo.minibatches`` actor and critic steps."""

@@ -7,8 +7,8 @@ and why realised outcomes are the right targets: :mod:`llmmarl.train.pretrain_da
 tokens carry loss; the ACTION of the recorded (often random) player is never imitated.
 
 It runs once, from :meth:`~llmmarl.train.loop.MultiAgentTrainer.train` of a fresh run (step 0), and is recorded in
-the checkpoints (``pretrained``), so a resumed run does not pre-train again. A ``pretrain`` row in
-``metrics.jsonl`` keeps each learner's held-out loss before and after, the examples and the seconds.
+the checkpoints (``pretrained``), so a resumed run does not pre-train again. The trainer writes a ``pretrain`` row to
+``metrics.jsonl`` with each learner's held-out loss before and after, the examples and the seconds.
 """
 
 from __future__ import annotations
@@ -16,23 +16,21 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from llmmarl.agents.specs import LLMAgentSpec
 from llmmarl.envs import make
+from llmmarl.envs.base import TextEnv
 from llmmarl.records import EpisodeRecord
-from llmmarl.train import playing
 from llmmarl.train.adapters import adapter_parameters
 from llmmarl.train.config import TrainConfig
 from llmmarl.train.logprobs import answer_logits, answer_rows
-from llmmarl.train.metrics import Metrics, MetricsRow
+from llmmarl.train.metrics import Metrics
 from llmmarl.train.pretrain_data import ForecastExample, build_examples, random_games, recorded_games
 from llmmarl.train.settings import PretrainSettings
-
-if TYPE_CHECKING:
-    from llmmarl.train.loop import MultiAgentTrainer
 
 
 def forecast_loss(
@@ -85,9 +83,8 @@ def split_by_game(
     return [x for x in examples if x.game_id not in held], [x for x in examples if x.game_id in held]
 
 
-def gather_games(trainer: MultiAgentTrainer, settings: PretrainSettings) -> list[EpisodeRecord]:
+def gather_games(cfg: TrainConfig, settings: PretrainSettings) -> list[EpisodeRecord]:
     """The recorded games (``records``) and the fresh random ones (``games``), on a game instance of their own."""
-    cfg = trainer.cfg
     env = make(cfg.env, **cfg.env_kwargs)
     try:
         episodes = recorded_games(settings.records, env) if settings.records else []
@@ -96,21 +93,29 @@ def gather_games(trainer: MultiAgentTrainer, settings: PretrainSettings) -> list
         env.close()
 
 
-def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
-    """Pre-train every learner's adapter to forecast (see the module docs); returns and logs each one's metrics."""
-    cfg, settings = trainer.cfg, trainer.cfg.pretrain
+def pretrain(
+    cfg: TrainConfig,
+    env: TextEnv,
+    model: Any,  # a PEFT model with one adapter per learner
+    tokenizer: Any,
+    specs: Sequence[LLMAgentSpec],
+    device: str,
+    progress: bool = True,
+) -> dict[str, Metrics]:
+    """Pre-train every learner's adapter to forecast (see the module docs); ``specs``: the learners as training
+    decodes them, in ``cfg.learners``' order. Returns each one's metrics."""
+    settings = cfg.pretrain
     assert settings is not None and settings.enabled
     t0 = time.perf_counter()
-    episodes = gather_games(trainer, settings)
-    pad = trainer.tokenizer.pad_token_id  # never None: the backend sets it (to eos) when the model has none
+    episodes = gather_games(cfg, settings)
+    pad = tokenizer.pad_token_id  # never None: the backend sets it (to eos) when the model has none
     results: dict[str, Metrics] = {}
-    for lr, spec in zip(cfg.learners, trainer.learner_specs, strict=True):
+    for lr, spec in zip(cfg.learners, specs, strict=True):
         t1 = time.perf_counter()
-        seats = lr.seats or trainer.env.possible_agents
-        examples, skipped = build_examples(trainer.env, spec, seats, episodes, trainer.tokenizer, cfg.seed)
+        seats = lr.seats or env.possible_agents
+        examples, skipped = build_examples(env, spec, seats, episodes, tokenizer, cfg.seed)
         rng = random.Random(f"{cfg.seed}/pretrain/{lr.name}")
         train, held = split_by_game(examples, settings.held_out, rng)
-        model, device = trainer.model, trainer.device
         model.set_adapter(lr.name)  # PEFT: this adapter's weights are the trainable ones
         model.eval()
         before, exact_before = held_out_loss(model, held, cfg.micro_batch_size, pad, device, cfg.shared_prefix)
@@ -118,7 +123,7 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
             total=settings.epochs * -(-len(train) // settings.batch_size),
             desc=f"pretrain {lr.name}",
             unit="step",
-            disable=not trainer.progress,
+            disable=not progress,
         )
         with bar:
             steps, train_loss = train_adapter(model, lr.name, train, cfg, pad, device, rng, bar)
@@ -137,16 +142,12 @@ def pretrain(trainer: MultiAgentTrainer) -> dict[str, Metrics]:
             "last_train_loss": train_loss,
             "seconds": time.perf_counter() - t1,
         }
-        if trainer.progress:
+        if progress:
             tqdm.write(
                 f"pretrain {lr.name}: held-out FORECAST loss {before:.3f} -> {after:.3f}, exact {exact_before:.0%} -> "
                 f"{exact_after:.0%} ({len(train)} examples, {len(held)} held out, {time.perf_counter() - t1:.0f} s)"
             )
-    trainer.pretrained = True
-    _serve_new_adapters(trainer)
-    results_all = {name: {**m, "total_seconds": time.perf_counter() - t0} for name, m in results.items()}
-    trainer._append_metrics(MetricsRow(step=trainer.step, pretrain=results_all))
-    return results_all
+    return {name: {**m, "total_seconds": time.perf_counter() - t0} for name, m in results.items()}
 
 
 def train_adapter(
@@ -192,12 +193,3 @@ def train_adapter(
     finally:
         model.eval()
     return steps, last
-
-
-def _serve_new_adapters(trainer: MultiAgentTrainer) -> None:
-    """The rollout engines play with the pre-trained adapters: the in-process one drops the prefixes cached under
-    the old weights (or reloads them); a running vLLM engine or rollout actors are stopped, and the next rollout
-    starts them with the current adapters."""
-    trainer.backend.refresh_adapters(trainer.model, trainer.learners, version=trainer.step)
-    if trainer.engine is not None or trainer.rollout_pool is not None:
-        playing.close(trainer)
