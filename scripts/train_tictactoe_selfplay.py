@@ -73,14 +73,16 @@ print(
 with closing(trainer):  # the evaluations below run on the rollout engine: stop it after them
     # ---- random in the adapter's seat on the same games: the bar that "beats random" is measured against ----------
     trained = results[f"{name} vs random"][name]
-    chance = trainer.evaluator.compare(name, [ScriptedAgentSpec(name="random-seat", policy="random")])["random-seat vs random"]
+    random_seat = ScriptedAgentSpec(name="random-seat", policy="random")
+    chance = trainer.evaluator.compare(name, [random_seat])["random-seat vs random"]
     rows = {f"{name} vs random": trained, "random-seat vs random": chance}
 
     # ---- the base model on the same games (same seeds, same seats), for comparison --------------------------------
     # Under --constrained the adapter plays with the grammar, so the base model is measured with it too (a like-for-like
     # comparison of play), and both are also measured without it (has the adapter learned the format on its own?).
     free = {"constrained": False}
-    stand_ins = [trainer.evaluator.spec("base")]  # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
+    # decoded as the adapter's evaluation: greedy, the run's grammar and re-ask
+    stand_ins = [trainer.evaluator.spec("base")]
     if cfg.constrained:
         stand_ins += [
             trainer.evaluator.spec(f"{name}-free", name).model_copy(update=free),
