@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--name", action="append", default=[], metavar="METHOD=LABEL", help="a method's label")
     p.add_argument("--out", type=Path, default=Path("reports/probes.png"))
     args = p.parse_args()
-    names = dict(n.split("=", 1) for n in args.name)
+    names = dict(n.rsplit("=", 1) for n in args.name)  # a method holds "=" (its overrides), a label does not
     rows = [json.loads(line) for path in args.runs for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("readings")]
     if not rows:
