@@ -44,6 +44,7 @@ __all__ = [
     "group_relative",
     "imitation_weights",
     "leave_one_out",
+    "natural_advantages",
     "register_estimator",
     "trajectory_gae",
     "turn_rewards",
@@ -256,3 +257,12 @@ def all_action_advantages(
         v = (pi * qs).sum(dim=1)
         a = torch.where(legal, qs - v[:, None], torch.zeros_like(qs))
     return a, v
+
+
+def natural_advantages(q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``Q(s, a) - mean_b Q(s, b)`` over each decision's legal labels (0 on padding), with no gradient."""
+    legal = label_mask(q, q, mask)  # q's own shape: the estimator reads no policy
+    with torch.no_grad():
+        qs = torch.where(legal, q, torch.zeros_like(q))
+        mean = qs.sum(dim=1) / legal.sum(dim=1)
+        return torch.where(legal, qs - mean[:, None], torch.zeros_like(qs))

@@ -31,13 +31,13 @@ front: z(a) += eta * A(s, a). The loss
 
 has exactly that gradient with respect to the labels' logits (the uniform baseline makes the weights sum to 0, so
 the log-softmax's normaliser drops out; a baseline per state does not change pi). Across cues that share a
-network it also balances: a word's push up under its own cue is cancelled, in the cue-independent part of the
-network, by its push down under every other cue, so no one word can win everywhere. In a language model the labels'
-logits are not free parameters, so this is the tabular natural direction pushed through the network, not the
-gradient of the expected return: it is a different, biased update, and its gain is measured, not proven
-(``docs/learning.md``).
+network it pushes a word down under every cue but its own, which the exact loss does not once that cue's word has
+all but vanished; measured, this only delays the collapse onto one word (``docs/learning.md``). In a language
+model the labels' logits are not free parameters, so this is the tabular natural direction pushed through the
+network, not the gradient of the expected return: a different, biased update.
 
-This module is the loss; the estimator, ``A`` and ``V``, is :func:`llmmarl.train.advantages.all_action_advantages`.
+This module is the loss; the estimators (``A`` and ``V``; the natural weighting's ``Q - mean Q``) are
+:func:`llmmarl.train.advantages.all_action_advantages` and :func:`~llmmarl.train.advantages.natural_advantages`.
 """
 
 from __future__ import annotations
@@ -46,20 +46,11 @@ from typing import Literal
 
 import torch
 
-from llmmarl.train.advantages import all_action_advantages, label_mask
+from llmmarl.train.advantages import all_action_advantages, label_mask, natural_advantages
 
-__all__ = ["Weighting", "all_action_loss", "natural_advantages"]
+__all__ = ["Weighting", "all_action_loss"]
 
 Weighting = Literal["policy", "natural"]
-
-
-def natural_advantages(q: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``Q(s, a) - mean_b Q(s, b)`` over each decision's legal labels (0 on padding), with no gradient."""
-    legal = label_mask(q, q, mask)
-    with torch.no_grad():
-        qs = torch.where(legal, q, torch.zeros_like(q))
-        mean = qs.sum(dim=1) / legal.sum(dim=1)
-        return torch.where(legal, qs - mean[:, None], torch.zeros_like(qs))
 
 
 def all_action_loss(
